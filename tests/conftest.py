@@ -1,0 +1,37 @@
+"""Shared test setup: one TensorFlow process, two logical CPU devices, one strategy.
+
+TensorFlow can only be configured before it initializes, and a second
+`MirroredStrategy` in one process fails (see the Keras/TF notes), so the
+logical devices are created here, at import time, and the strategy is a
+session-scoped fixture that every test reuses.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+LOGICAL_CPUS = [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """A MirroredStrategy over the two logical CPU devices, shared by all tests."""
+    return tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Keep dtype policies and seeds from leaking between tests."""
+    import keras
+
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+    keras.backend.clear_session()
