@@ -35,3 +35,30 @@ def _reset_keras_state():
     yield
     keras.mixed_precision.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+def build_tiny_cnn(
+    num_classes: int = 10,
+    input_shape=(8, 8, 3),
+    name: str = "tiny",
+    seed: int = 0,
+    synchronized: bool = False,
+):
+    """A small conv net with BatchNorm and Dropout whose last Dense is "classifier"."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization(synchronized=synchronized)(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.3)(x)
+    outputs = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    """The `build_tiny_cnn` builder, for tests that need a quick model."""
+    return build_tiny_cnn
