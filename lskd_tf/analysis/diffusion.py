@@ -1,0 +1,261 @@
+"""Systematic diffusion, made quantitative.
+
+Chandrasegaran et al. (ICML 2022) show *systematic diffusion* only as pictures: with a
+label-smoothed teacher, raising the distillation temperature from 1 to 3 makes the
+student's penultimate clusters of semantically similar classes (e.g. toy and miniature
+poodle) spread toward each other and overlap, while dissimilar classes (tench) stay apart.
+No formula was published; lskd_tf defines two families of measures, both relative to a
+superclass mapping `superclass[k]` (CIFAR-100 coarse labels; WordNet parents on ImageNet).
+Write S(y) = {k : superclass[k] == superclass[y]} for the classes sharing y's superclass,
+and K for the number of classes.
+
+(a) Where the non-target probability mass goes (`semantic_mass`). For an example with
+    true class y and probabilities p:
+
+        same_i  = sum_{k in S(y), k != y} p_k           (mass on semantic siblings)
+        other_i = sum_{k not in S(y)} p_k                (mass on unrelated classes)
+        share_i = same_i / (same_i + other_i)            (share of the non-target mass)
+        chance_i = (|S(y)| - 1) / (K - 1)                (share if non-target mass were uniform)
+
+    `semantic_mass_ratio` = mean_i share_i / chance_i, over examples with non-target mass
+    > 1e-12 and |S(y)| > 1. It is 1.0 when the model has no semantic preference and grows
+    when the non-target mass concentrates on siblings: diffusion raises it. The means of
+    same_i and other_i are reported too (label smoothing alone raises both).
+
+(b) How far apart the classes are in feature space (`feature_separation`). For class c
+    with n_c >= 2 examples x_i in R^D: centroid mu_c and isotropic within-class variance
+    sigma_c^2 = (1 / (n_c D)) sum_i ||x_i - mu_c||^2 (mean per-dimension variance). For a
+    pair (a, b) with d_ab = ||mu_a - mu_b||:
+
+        separation_ab = d_ab / sqrt((sigma_a^2 + sigma_b^2) / 2)      (Fisher-style ratio)
+        overlap_ab    = sqrt(2 sigma_a sigma_b / (sigma_a^2 + sigma_b^2))
+                        * exp(-d_ab^2 / (4 (sigma_a^2 + sigma_b^2)))
+
+    overlap_ab is the Bhattacharyya coefficient of the two classes modeled as 1-D Gaussians
+    along the centroid-difference axis (1 = indistinguishable, 0 = disjoint). Means are
+    taken over same-superclass pairs and over different-superclass pairs, and
+
+        separation_ratio = mean same-superclass separation / mean different-superclass one.
+
+    Diffusion = similar classes move together and spread out: same-superclass separation
+    falls (overlap rises) while different-superclass pairs stay apart, so
+    separation_ratio falls. Cost: O(N D) for the centroids and variances (streamed in
+    chunks) plus O(K^2 D) for one Gram matrix of the centroids; never O(N^2).
+
+The same `feature_separation` applies to any embedding: e.g. the 2-D points of a
+`Projection` (what the papers plot) or logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lskd_tf.analysis._validation import (
+    check_classes,
+    check_labels,
+    check_probs,
+    check_superclass,
+)
+
+# Rows are processed in chunks so float64 copies of ImageNet-sized feature matrices
+# (50,000 x 2,048) never exist in full.
+_CHUNK_ROWS = 8192
+
+
+def _group_sum(values: np.ndarray, index: np.ndarray, num_groups: int) -> np.ndarray:
+    """sum of the rows of `values` (N, D) per group index (N,) -> (num_groups, D).
+
+    Sort + `np.add.reduceat`: O(N D), much faster than `np.add.at`.
+    """
+    out = np.zeros((num_groups, values.shape[1]))
+    if index.size == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    sorted_index = index[order]
+    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
+    out[sorted_index[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
+
+
+def semantic_mass(probs, labels, superclass) -> dict[str, float]:
+    """Measures (a): non-target probability mass on same-superclass vs other classes.
+
+    Args:
+        probs: (N, K) softmax probabilities (of a student or a teacher, at any temperature).
+        labels: (N,) true classes.
+        superclass: (K,) superclass id of each class.
+
+    Returns:
+        dict with `same_superclass_mass`, `other_mass` (means over all examples),
+        `same_superclass_share` (mean share_i), `chance_share` (mean chance_i) and
+        `semantic_mass_ratio` (mean share_i / chance_i), the last three over eligible
+        examples (see the module docstring), and `num_eligible` examples.
+
+    Example:
+        >>> sc = np.array([0, 0, 1, 1])  # classes 0, 1 are siblings; 2, 3 too
+        >>> p = np.array([[0.6, 0.2, 0.1, 0.1]])
+        >>> m = semantic_mass(p, np.array([0]), sc)
+        >>> round(m["same_superclass_share"], 6), round(m["semantic_mass_ratio"], 6)
+        (0.5, 1.5)
+    """
+    p = check_probs(probs)
+    num_examples, num_classes = p.shape
+    if num_classes < 2:
+        raise ValueError("`probs` needs at least two classes for non-target mass.")
+    y = check_labels(labels, num_classes, num_examples)
+    groups = check_superclass(superclass, num_classes)
+    _, group_index = np.unique(groups, return_inverse=True)
+    group_sizes = np.bincount(group_index)
+
+    target = p[np.arange(num_examples), y]
+    group_of_target = group_index[y]
+    # Mass per superclass, then pick each example's own superclass: O(N K).
+    mass_by_group = _group_sum(p.T, group_index, group_sizes.size).T
+    same = mass_by_group[np.arange(num_examples), group_of_target] - target
+    same = np.maximum(same, 0.0)  # rounding can leave -1e-17
+    non_target = np.maximum(p.sum(axis=1) - target, 0.0)
+    other = np.maximum(non_target - same, 0.0)
+    chance = (group_sizes[group_of_target] - 1) / (num_classes - 1)
+
+    eligible = (non_target > 1e-12) & (chance > 0)
+    if not np.any(eligible):
+        raise ValueError(
+            "No example has both non-target mass and a class sharing its superclass; "
+            "`semantic_mass_ratio` is undefined (check `superclass`)."
+        )
+    share = same[eligible] / non_target[eligible]
+    return {
+        "same_superclass_mass": float(same.mean()),
+        "other_mass": float(other.mean()),
+        "same_superclass_share": float(share.mean()),
+        "chance_share": float(chance[eligible].mean()),
+        "semantic_mass_ratio": float(np.mean(share / chance[eligible])),
+        "num_eligible": int(eligible.sum()),
+    }
+
+
+def class_statistics(features, labels, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class centroids (K, D) and isotropic within-class variances (K,), in O(N D).
+
+    Classes without examples get NaN; the variance uses 1 / (n_c D) (no Bessel correction).
+    """
+    x = np.asarray(features)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"`features` must be a non-empty 2-D array (N, D); got shape {x.shape}.")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"`features` must hold real numbers; got dtype {x.dtype}.")
+    y = check_labels(labels, num_classes, x.shape[0])
+    dim = x.shape[1]
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    sums = np.zeros((num_classes, dim))
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        chunk = x[start : start + _CHUNK_ROWS].astype(np.float64)
+        if not np.all(np.isfinite(chunk)):
+            raise ValueError("`features` contains NaN or infinite values.")
+        sums += _group_sum(chunk, y[start : start + _CHUNK_ROWS], num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroids = sums / counts[:, None]
+    squared = np.zeros(num_classes)
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        chunk = x[start : start + _CHUNK_ROWS].astype(np.float64)
+        rows = y[start : start + _CHUNK_ROWS]
+        deviation = np.sum((chunk - centroids[rows]) ** 2, axis=1)
+        squared += np.bincount(rows, weights=deviation, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variances = squared / (counts * max(dim, 1))
+    return centroids, variances
+
+
+def feature_separation(
+    features,
+    labels,
+    superclass,
+    *,
+    classes: Sequence[int] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """Measures (b): class separation in feature space, same-superclass vs other pairs.
+
+    Args:
+        features: (N, D) penultimate features (or any embedding).
+        labels: (N,) true classes in [0, K), K = len(superclass).
+        superclass: (K,) superclass id of each class.
+        classes: restrict to these classes (default: all K; each needs >= 2 examples).
+
+    Returns:
+        dict with `same_superclass_separation`, `other_separation`, `separation_ratio`,
+        `same_superclass_overlap`, `other_overlap`, `num_same_pairs`, `num_other_pairs`.
+
+    Example:
+        >>> x = np.array([[0., 1], [0, -1], [2, 1], [2, -1], [10, 1], [10, -1]])
+        >>> m = feature_separation(x, np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 1]))
+        >>> m["same_superclass_separation"]  # centroids 2 apart, variance (1+0)/2 = 0.5
+        2.8284271247461903
+    """
+    s = np.asarray(superclass)
+    if s.ndim != 1:
+        raise ValueError(f"`superclass` must have shape (K,); got {s.shape}.")
+    num_classes = s.shape[0]
+    groups = check_superclass(s, num_classes)
+    centroids, variances = class_statistics(features, labels, num_classes)
+    y = check_labels(labels, num_classes, np.asarray(features).shape[0])
+    chosen = check_classes(classes, num_classes, y)
+    counts = np.bincount(y, minlength=num_classes)
+    small = chosen[counts[chosen] < 2]
+    if small.size:
+        raise ValueError(
+            f"class {int(small[0])} has fewer than 2 examples; its within-class spread is "
+            "undefined (pass `classes=` without it, or more data)."
+        )
+
+    mu = centroids[chosen]
+    var = variances[chosen]
+    squared_norms = np.sum(mu**2, axis=1)
+    # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b, one (K, K) Gram matrix.
+    dist2 = np.maximum(squared_norms[:, None] + squared_norms[None, :] - 2.0 * mu @ mu.T, 0.0)
+    var_sum = var[:, None] + var[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        separation = np.sqrt(dist2 / (var_sum / 2.0))
+        overlap = np.sqrt(2.0 * np.sqrt(var[:, None] * var[None, :]) / var_sum) * np.exp(
+            -dist2 / (4.0 * var_sum)
+        )
+    # Two classes with zero spread: identical centroids overlap fully, distinct ones not.
+    degenerate = var_sum == 0
+    separation[degenerate] = np.where(dist2[degenerate] > 0, np.inf, 0.0)
+    overlap[degenerate] = np.where(dist2[degenerate] > 0, 0.0, 1.0)
+
+    upper = np.triu(np.ones((chosen.size, chosen.size), dtype=bool), k=1)
+    same_group = groups[chosen][:, None] == groups[chosen][None, :]
+    same_pairs = upper & same_group
+    other_pairs = upper & ~same_group
+    if not np.any(same_pairs) or not np.any(other_pairs):
+        raise ValueError(
+            "`feature_separation` needs at least one pair of classes sharing a superclass and "
+            "one pair that does not; check `superclass` and `classes`."
+        )
+    same_sep = float(separation[same_pairs].mean())
+    other_sep = float(separation[other_pairs].mean())
+    return {
+        "same_superclass_separation": same_sep,
+        "other_separation": other_sep,
+        "separation_ratio": same_sep / other_sep if other_sep > 0 else float("nan"),
+        "same_superclass_overlap": float(overlap[same_pairs].mean()),
+        "other_overlap": float(overlap[other_pairs].mean()),
+        "num_same_pairs": int(same_pairs.sum()),
+        "num_other_pairs": int(other_pairs.sum()),
+    }
+
+
+def diffusion_measures(
+    probs,
+    features,
+    labels,
+    superclass,
+    *,
+    classes: Sequence[int] | np.ndarray | None = None,
+) -> dict[str, float]:
+    """Both families, (a) on `probs` and (b) on `features`, in one flat dict."""
+    measures = semantic_mass(probs, labels, superclass)
+    measures.update(feature_separation(features, labels, superclass, classes=classes))
+    return measures

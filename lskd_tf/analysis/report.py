@@ -1,0 +1,467 @@
+"""All measures for one model, Markdown reports for runs and sweeps, TensorBoard logging.
+
+`analyze` turns the outputs of `collect_outputs` (features, logits, labels, templates) into
+one flat dict of numbers plus figure paths, and writes `analysis.json` and PNGs to the run
+directory. `write_report` lays several such results out as a Markdown report: a table of
+numbers (rows = runs) and the figures side by side (teachers by label smoothing; students
+by temperature x teacher label smoothing), the comparison both papers make.
+`log_to_tensorboard` writes the same numbers and PNGs as TensorBoard summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lskd_tf.analysis._validation import check_labels, softmax
+from lskd_tf.analysis.agreement import (
+    teacher_student_agreement,
+    teacher_student_kl,
+    top_k_accuracy,
+)
+from lskd_tf.analysis.calibration import expected_calibration_error
+from lskd_tf.analysis.diffusion import feature_separation, semantic_mass
+from lskd_tf.analysis.figures import plot_projection, plot_reliability_diagram
+from lskd_tf.analysis.mutual_information import equivalent_smoothing, mutual_information_from_logits
+from lskd_tf.analysis.projection import (
+    check_class_triple,
+    default_class_triple,
+    penultimate_projection,
+)
+from lskd_tf.analysis.stability import stability
+
+_REQUIRED_KEYS = ("features", "logits", "labels")
+
+
+def _check_outputs(outputs: Any, name: str) -> dict[str, np.ndarray]:
+    if not isinstance(outputs, dict) or any(k not in outputs for k in _REQUIRED_KEYS):
+        raise ValueError(
+            f"`{name}` must be a dict with keys {_REQUIRED_KEYS} (the result of `collect_outputs`)."
+        )
+    logits = np.asarray(outputs["logits"])
+    if logits.ndim != 2:
+        raise ValueError(f"`{name}['logits']` must have shape (N, K); got {logits.shape}.")
+    features = np.asarray(outputs["features"])
+    if features.ndim != 2 or features.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"`{name}['features']` must have shape (N, D) with N = {logits.shape[0]}; got "
+            f"{features.shape}."
+        )
+    labels = check_labels(outputs["labels"], logits.shape[1], logits.shape[0], f"{name}['labels']")
+    return {**outputs, "features": features, "logits": logits, "labels": labels}
+
+
+def _present_classes(labels: np.ndarray, minimum: int = 1) -> np.ndarray:
+    counts = np.bincount(labels)
+    return np.flatnonzero(counts >= minimum)
+
+
+def analyze(
+    *,
+    teacher_outputs: dict | None = None,
+    student_outputs: dict,
+    superclass=None,
+    class_names: Sequence[str] | None = None,
+    train_outputs: dict | None = None,
+    classes: Sequence[int] | None = None,
+    out_dir: str | os.PathLike,
+    name: str,
+    temperature: float | None = None,
+    dataset: str | None = None,
+    augmented_logits: dict | None = None,
+    num_bins: int = 15,
+    tensorboard_logdir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Every scalar measure of one model on one split, plus its figures.
+
+    Args:
+        teacher_outputs: the teacher's `collect_outputs` on the same examples (same order),
+            when the analyzed model is a distilled student; None for a teacher.
+        student_outputs: the analyzed model's `collect_outputs` on the evaluation split.
+        superclass: (K,) superclass id per class; None skips the diffusion measures.
+        class_names: names for figure legends.
+        train_outputs: the analyzed model's outputs on (part of) the training split; the
+            projection's PCA is fitted on them. None: fitted on the evaluation split.
+        classes: the three classes of the projection (default: `default_class_triple`).
+        out_dir: directory for `analysis.json` and the PNGs.
+        name: run name, used in file names and titles.
+        temperature: distillation temperature T; the teacher's soft targets, KL and
+            equivalent smoothing are also reported at T.
+        dataset: tfds name, for the default projection classes ("imagenet2012").
+        augmented_logits: optional `collect_augmented_logits` result for Müller's mutual
+            information, computed between the first two projection classes.
+        num_bins: ECE bins.
+        tensorboard_logdir: if given, also log the numbers and figures there.
+
+    Returns:
+        A flat dict: `top1_accuracy`, `top5_accuracy`, `one_minus_stability`, `ece`,
+        diffusion measures (`semantic_mass_ratio`, `same_superclass_mass`, `other_mass`,
+        `separation_ratio`, `same_superclass_separation`, `other_separation`, overlaps),
+        `teacher_*` versions at T, `agreement`, `kl` (and `kl_at_temperature`),
+        `equivalent_smoothing` (teacher: at T, or 1), `mutual_information`, and `figures`
+        (name -> PNG path), `classes`, `notes`.
+
+    Classes with no examples (a subset of a split) are left out of stability and
+    separation, and `notes` says so; on a full validation split every class is present.
+    """
+    if not name or any(sep in name for sep in ("/", "\\")):
+        raise ValueError(f"`name` must be a non-empty file-name-safe string; got {name!r}.")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    student = _check_outputs(student_outputs, "student_outputs")
+    logits, labels, features = student["logits"], student["labels"], student["features"]
+    num_examples, num_classes = logits.shape
+    probs = softmax(logits)
+    metrics: dict[str, Any] = {
+        "name": name,
+        "num_examples": int(num_examples),
+        "num_classes": int(num_classes),
+        "temperature": temperature,
+        "notes": [],
+    }
+    notes = metrics["notes"]
+
+    metrics["top1_accuracy"] = top_k_accuracy(logits, labels, 1)
+    metrics["top5_accuracy"] = top_k_accuracy(logits, labels, 5)
+    present = _present_classes(labels)
+    if present.size < num_classes:
+        notes.append(
+            f"{num_classes - present.size} of {num_classes} classes have no examples; "
+            "stability and separation average over the present classes only."
+        )
+    metrics["one_minus_stability"] = stability(probs, labels, classes=present).one_minus_stability
+    metrics["ece"] = expected_calibration_error(probs, labels, num_bins)
+
+    if superclass is not None:
+        metrics.update(_diffusion(probs, features, labels, superclass, prefix=""))
+    else:
+        notes.append("no superclass mapping: diffusion measures skipped.")
+
+    soft_temperature = 1.0 if temperature is None else float(temperature)
+    if teacher_outputs is not None:
+        teacher = _check_outputs(teacher_outputs, "teacher_outputs")
+        if teacher["logits"].shape != logits.shape or not np.array_equal(teacher["labels"], labels):
+            raise ValueError(
+                "`teacher_outputs` must cover the same examples in the same order as "
+                "`student_outputs` (same labels and logits shape)."
+            )
+        metrics["agreement"] = teacher_student_agreement(teacher["logits"], logits)
+        metrics["kl"] = teacher_student_kl(teacher["logits"], logits)
+        if temperature is not None:
+            metrics["kl_at_temperature"] = teacher_student_kl(
+                teacher["logits"], logits, temperature=soft_temperature
+            )
+        metrics["teacher_top1_accuracy"] = top_k_accuracy(teacher["logits"], labels, 1)
+        metrics["teacher_equivalent_smoothing"] = equivalent_smoothing(
+            teacher["logits"], labels, temperature=soft_temperature
+        )
+        if superclass is not None:
+            teacher_probs = softmax(teacher["logits"], soft_temperature)
+            metrics.update(
+                _diffusion(teacher_probs, teacher["features"], labels, superclass, "teacher_")
+            )
+    else:
+        metrics["equivalent_smoothing"] = equivalent_smoothing(
+            logits, labels, temperature=soft_temperature
+        )
+
+    figures: dict[str, str] = {}
+    figures["reliability"] = plot_reliability_diagram(
+        probs,
+        labels,
+        os.path.join(out_dir, f"{name}_reliability.png"),
+        num_bins=num_bins,
+        title=f"{name}: reliability",
+    )
+    triple = None
+    if num_classes >= 3:
+        triple = (
+            check_class_triple(classes, num_classes)
+            if classes is not None
+            else default_class_triple(superclass, class_names, dataset)
+        )
+        metrics["classes"] = list(triple)
+    if "kernel" in student and "bias" in student and triple is not None:
+        fit = _check_outputs(train_outputs, "train_outputs") if train_outputs else student
+        projection = penultimate_projection(
+            student["kernel"],
+            student["bias"],
+            triple,
+            fit["features"],
+            fit["labels"],
+            features if train_outputs else None,
+            labels if train_outputs else None,
+        )
+        figures["projection"] = plot_projection(
+            projection,
+            os.path.join(out_dir, f"{name}_projection.png"),
+            class_names=class_names,
+            title=name,
+        )
+        if superclass is not None:
+            # Diffusion in the plotted plane: what the papers' pictures show, as numbers.
+            points = projection.val_points if train_outputs else projection.train_points
+            point_labels = projection.val_labels if train_outputs else projection.train_labels
+            sep = feature_separation(points, point_labels, superclass, classes=list(triple))
+            metrics["projection_separation_ratio"] = sep["separation_ratio"]
+    elif triple is not None:
+        notes.append("no classifier templates (`kernel`, `bias`) in outputs: projection skipped.")
+
+    if augmented_logits is not None:
+        if triple is None:
+            raise ValueError("Mutual information needs at least two classes; the model has one.")
+        metrics["mutual_information"] = mutual_information_from_logits(
+            augmented_logits["logits"], triple[0], triple[1]
+        )
+        metrics["mutual_information_classes"] = [triple[0], triple[1]]
+
+    metrics["figures"] = figures
+    with open(os.path.join(out_dir, "analysis.json"), "w") as handle:
+        json.dump(_jsonable(metrics), handle, indent=2, sort_keys=True)
+    if tensorboard_logdir is not None:
+        log_to_tensorboard(tensorboard_logdir, name, metrics, figures)
+    return metrics
+
+
+def _diffusion(probs, features, labels, superclass, prefix: str) -> dict[str, float]:
+    measures = semantic_mass(probs, labels, superclass)
+    present = _present_classes(labels, minimum=2)
+    try:
+        measures.update(feature_separation(features, labels, superclass, classes=present))
+    except ValueError as error:  # e.g. a subset with no same-superclass pair present
+        measures["feature_separation_error"] = str(error)
+    return {f"{prefix}{key}": value for key, value in measures.items()}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value
+
+
+# Report table: (metric key, column header, format). Accuracies are shown in % as in the
+# papers; a column appears only if at least one entry has the value.
+_COLUMNS = (
+    ("top1_accuracy", "top-1 %", "pct"),
+    ("top5_accuracy", "top-5 %", "pct"),
+    ("one_minus_stability", "1 - S", "num"),
+    ("ece", "ECE", "num"),
+    ("semantic_mass_ratio", "semantic mass ratio", "num"),
+    ("same_superclass_mass", "same-superclass mass", "num"),
+    ("separation_ratio", "separation ratio", "num"),
+    ("agreement", "agreement %", "pct"),
+    ("kl", "KL(t||s)", "num"),
+    ("equivalent_smoothing", "equiv. smoothing", "num"),
+    ("teacher_equivalent_smoothing", "teacher equiv. smoothing at T", "num"),
+    ("mutual_information", "MI (nats)", "num"),
+)
+_CONFIG_COLUMNS = (
+    ("model", "model"),
+    ("label_smoothing", "LS"),
+    ("teacher_label_smoothing", "teacher LS"),
+    ("temperature", "T"),
+)
+
+
+def format_value(value: Any, kind: str = "num") -> str:
+    """How a number appears in the report: accuracies in % (2 decimals), others 4."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return str(value)
+    if not math.isfinite(float(value)):
+        return str(float(value))
+    if kind == "pct":
+        return f"{100.0 * float(value):.2f}"
+    return f"{float(value):.4f}"
+
+
+def _check_entries(entries) -> list[dict]:
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError("`entries` must be a non-empty list of dicts with keys name, metrics.")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "name" not in entry or "metrics" not in entry:
+            raise ValueError(f"`entries[{i}]` must be a dict with keys 'name' and 'metrics'.")
+    return list(entries)
+
+
+def _image(entry: dict, figure: str, report_dir: str) -> str:
+    path = entry["metrics"].get("figures", {}).get(figure)
+    if not path:
+        return ""
+    link = os.path.relpath(os.path.abspath(path), report_dir).replace(os.sep, "/")
+    return f"![{entry['name']} {figure}]({link})"
+
+
+def _value_key(value) -> tuple:
+    return (value is None, value if value is not None else 0)
+
+
+def _grid(rows: dict, columns: list, cell, row_title: str, column_title: str) -> list[str]:
+    header = [row_title] + [
+        f"{column_title} = {format_value(c) if c is not None else '-'}" for c in columns
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row_value in sorted(rows, key=_value_key):
+        cells = [format_value(row_value) if row_value is not None else "-"]
+        for column_value in columns:
+            cells.append(" ".join(cell(e) for e in rows[row_value].get(column_value, [])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(
+    entries: list[dict],
+    path: str | os.PathLike,
+    *,
+    title: str = "lskd_tf analysis",
+    tensorboard_logdir: str | os.PathLike | None = None,
+) -> str:
+    """Write a Markdown report of one run or a sweep; return its text.
+
+    Args:
+        entries: dicts with `name`, `config` (optional keys `model`, `label_smoothing`
+            for teachers, `teacher_label_smoothing` and `temperature` for students) and
+            `metrics` (an `analyze` result).
+        path: the Markdown file to write (e.g. `<study_dir>/report.md`); image links are
+            relative to it.
+        title: the report's heading.
+        tensorboard_logdir: if given, the Markdown is also logged there as a text summary.
+
+    Layout: one table of numbers with a row per run; then projections and reliability
+    diagrams, teachers side by side by label smoothing (0 vs 0.1), students in a grid of
+    temperature (rows) x teacher label smoothing (columns).
+    """
+    entries = _check_entries(entries)
+    path = os.fspath(path)
+    report_dir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(report_dir, exist_ok=True)
+
+    config_columns = [
+        (key, header)
+        for key, header in _CONFIG_COLUMNS
+        if any((e.get("config") or {}).get(key) is not None for e in entries)
+    ]
+    metric_columns = [
+        column
+        for column in _COLUMNS
+        if any(e["metrics"].get(column[0]) is not None for e in entries)
+    ]
+    header = ["run"] + [h for _, h in config_columns] + [h for _, h, _ in metric_columns]
+    lines = [
+        f"# {title}",
+        "",
+        "## Numbers",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for entry in entries:
+        config = entry.get("config") or {}
+        cells = [str(entry["name"])]
+        cells += [format_value(config.get(key)) for key, _ in config_columns]
+        cells += [format_value(entry["metrics"].get(key), kind) for key, _, kind in metric_columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Accuracies and agreement in %; see `lskd_tf.analysis` for every formula."]
+
+    teachers, students = [], []
+    for entry in entries:
+        config = entry.get("config") or {}
+        is_student = (
+            config.get("temperature") is not None
+            or config.get("teacher_label_smoothing") is not None
+            or entry["metrics"].get("agreement") is not None
+        )
+        (students if is_student else teachers).append(entry)
+
+    for figure, heading in (
+        ("projection", "Penultimate-layer projections"),
+        ("reliability", "Reliability diagrams"),
+    ):
+        if not any(e["metrics"].get("figures", {}).get(figure) for e in entries):
+            continue
+        lines += ["", f"## {heading}"]
+
+        def cell(entry, figure=figure):
+            return _image(entry, figure, report_dir)
+
+        if teachers:
+            by_smoothing: dict = {}
+            for entry in teachers:
+                by_smoothing.setdefault(
+                    (entry.get("config") or {}).get("label_smoothing"), []
+                ).append(entry)
+            columns = sorted(by_smoothing, key=_value_key)
+            lines += ["", "### Teachers", ""]
+            lines += _grid({"teachers": by_smoothing}, columns, cell, "", "LS")
+        if students:
+            grid: dict = {}
+            for entry in students:
+                config = entry.get("config") or {}
+                grid.setdefault(config.get("temperature"), {}).setdefault(
+                    config.get("teacher_label_smoothing"), []
+                ).append(entry)
+            columns = sorted({c for row in grid.values() for c in row}, key=_value_key)
+            lines += ["", "### Students", ""]
+            lines += _grid(grid, columns, cell, "T", "teacher LS")
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as handle:
+        handle.write(text)
+    if tensorboard_logdir is not None:
+        import tensorflow as tf
+
+        writer = tf.summary.create_file_writer(os.fspath(tensorboard_logdir))
+        with writer.as_default():
+            tf.summary.text("report", text, step=0)
+        writer.close()
+    return text
+
+
+def _scalars(metrics: dict, prefix: str = ""):
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+            if math.isfinite(float(value)):
+                yield f"{prefix}{key}", float(value)
+
+
+def log_to_tensorboard(
+    logdir: str | os.PathLike,
+    name: str,
+    metrics: dict,
+    image_paths: dict[str, str],
+    step: int = 0,
+) -> None:
+    """Write the numeric entries of `metrics` as scalars and the PNGs as image summaries.
+
+    Tags are `<name>/<metric>` and `<name>/<figure>`. Non-numeric entries (notes, class
+    lists, figure paths) and non-finite numbers are skipped.
+    """
+    import tensorflow as tf
+
+    for figure, image_path in image_paths.items():
+        if not os.path.isfile(image_path):
+            raise ValueError(f"`image_paths[{figure!r}]` = {image_path!r} is not a file.")
+    writer = tf.summary.create_file_writer(os.fspath(logdir))
+    with writer.as_default():
+        for tag, value in _scalars({k: v for k, v in metrics.items() if k != "figures"}):
+            tf.summary.scalar(f"{name}/{tag}", value, step=step)
+        for figure, image_path in image_paths.items():
+            image = tf.image.decode_png(tf.io.read_file(image_path), channels=4)
+            tf.summary.image(f"{name}/{figure}", image[None], step=step)
+    writer.flush()
+    writer.close()
