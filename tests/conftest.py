@@ -43,6 +43,7 @@ def build_tiny_cnn(
     name: str = "tiny",
     seed: int = 0,
     synchronized: bool = False,
+    dropout: float = 0.3,
 ):
     """A small conv net with BatchNorm and Dropout whose last Dense is "classifier"."""
     import keras
@@ -53,7 +54,7 @@ def build_tiny_cnn(
     x = keras.layers.BatchNormalization(synchronized=synchronized)(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dropout(0.3)(x)
+    x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -1,0 +1,147 @@
+"""Distiller: frozen teacher, loss values, one SGD step by hand, strategies, precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lskd_tf import Distiller
+from lskd_tf.losses import DistillationKL, SmoothedCrossEntropy
+
+RNG = np.random.default_rng(0)
+X = RNG.random((64, 8, 8, 3)).astype("float32")
+Y = RNG.integers(0, 10, 64).astype("int32")
+
+
+def snapshot(model):
+    return [w.numpy().copy() for w in model.weights]  # incl. BN moving statistics
+
+
+def test_teacher_is_frozen_and_student_learns(tiny_cnn):
+    teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
+    before_teacher, before_student = snapshot(teacher), snapshot(student)
+    distiller = Distiller(teacher, student, temperature=4.0, ce_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    distiller.fit(X, Y, batch_size=16, epochs=2, verbose=0)
+    for before, after in zip(before_teacher, snapshot(teacher)):
+        np.testing.assert_array_equal(before, after)  # bit-identical, BN stats included
+    changed = [not np.array_equal(b, a) for b, a in zip(before_student, snapshot(student))]
+    assert all(changed)  # kernels, BN gamma/beta and the student's BN moving statistics
+
+
+def test_reported_loss_terms_match_hand_computation(tiny_cnn):
+    teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
+    distiller = Distiller(
+        teacher, student, temperature=3.0, kd_weight=0.7, ce_weight=0.3,
+        label_smoothing=0.2, smoothing="others",
+    )  # fmt: skip
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(X, Y, batch_size=64, verbose=0, return_dict=True)
+    t, s = teacher.predict(X, verbose=0), student.predict(X, verbose=0)
+    ce = float(SmoothedCrossEntropy(0.2, "others")(Y, s))
+    kd = float(DistillationKL(3.0)(t, s))
+    np.testing.assert_allclose(logs["ce_loss"], ce, rtol=1e-5)
+    np.testing.assert_allclose(logs["kd_loss"], kd, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], 0.3 * ce + 0.7 * kd, rtol=1e-5)
+    np.testing.assert_allclose(logs["top1"], np.mean(s.argmax(1) == Y), atol=1e-7)
+    top5 = np.mean([y in np.argsort(-row)[:5] for row, y in zip(s, Y)])
+    np.testing.assert_allclose(logs["top5"], top5, atol=1e-7)
+    np.testing.assert_allclose(logs["agreement"], np.mean(s.argmax(1) == t.argmax(1)), atol=1e-7)
+
+
+def test_one_sgd_step_equals_hand_gradient(tiny_cnn):
+    """Weights after one plain SGD step are w - lr * d(loss)/dw of the documented loss."""
+    teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
+    student = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                keras.layers.Dense(10, name="classifier")])  # fmt: skip
+    w0 = [v.numpy().copy() for v in student.trainable_variables]
+    x, y = X[:16], Y[:16]
+    t_logits = teacher(x, training=False).numpy()
+    with tf.GradientTape() as tape:
+        s_logits = student(x, training=True)
+        p_t = tf.nn.softmax(t_logits / 2.0)
+        kl = tf.reduce_sum(
+            p_t * (tf.nn.log_softmax(t_logits / 2.0) - tf.nn.log_softmax(s_logits / 2.0)), -1
+        )
+        ce = tf.reduce_sum(-tf.one_hot(y, 10) * tf.nn.log_softmax(s_logits), -1)
+        loss = 0.5 * tf.reduce_mean(ce) + 0.5 * 4.0 * tf.reduce_mean(kl)
+    grads = tape.gradient(loss, student.trainable_variables)
+    distiller = Distiller(teacher, student, temperature=2.0, kd_weight=0.5, ce_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for w, g, v in zip(w0, grads, student.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), w - 0.5 * g.numpy(), atol=1e-6)
+
+
+def test_cached_teacher_logits_replace_the_teacher(tiny_cnn):
+    teacher = tiny_cnn(name="teacher", seed=1)
+    cached = teacher.predict(X, verbose=0)
+
+    def train(data):
+        student = tiny_cnn(name="student", seed=2)
+        distiller = Distiller(teacher, student, temperature=4.0)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        distiller.fit(data.batch(16), epochs=1, verbose=0, shuffle=False)
+        return snapshot(student)
+
+    plain = train(tf.data.Dataset.from_tensor_slices((X, Y)))
+    with_cache = train(tf.data.Dataset.from_tensor_slices((X, Y, cached)))
+    with_zeros = train(tf.data.Dataset.from_tensor_slices((X, Y, np.zeros_like(cached))))
+    for a, b in zip(plain, with_cache):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(plain, with_zeros))
+
+
+def test_two_replicas_match_one_device(mirrored_strategy, tiny_cnn):
+    """2 logical CPUs under MirroredStrategy == 1 device on the same global batch."""
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)
+
+    def train(strategy):
+        with strategy.scope():
+            # No dropout: its masks are drawn per replica, so they cannot match.
+            teacher = tiny_cnn(name="teacher", seed=1, synchronized=True, dropout=0.0)
+            student = tiny_cnn(name="student", seed=2, synchronized=True, dropout=0.0)
+            distiller = Distiller(teacher, student, temperature=4.0, ce_weight=0.5)
+            distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        logs = distiller.fit(data, epochs=3, verbose=0, shuffle=False).history
+        return snapshot(student), logs
+
+    one, logs_one = train(tf.distribute.get_strategy())
+    two, logs_two = train(mirrored_strategy)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(logs_one["loss"], logs_two["loss"], rtol=1e-5)
+    np.testing.assert_allclose(logs_one["kd_loss"], logs_two["kd_loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training(policy, tiny_cnn):
+    keras.mixed_precision.set_dtype_policy(policy)
+    teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
+    before_teacher = snapshot(teacher)
+    distiller = Distiller(teacher, student, temperature=64.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    if policy == "mixed_float16":
+        assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+    logs = distiller.fit(X, Y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0]) and logs["loss"][0] > 0
+    assert student.layers[1].compute_dtype == policy.split("_")[1]
+    for before, after in zip(before_teacher, snapshot(teacher)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_bad_arguments(tiny_cnn):
+    teacher = tiny_cnn(name="teacher")
+    with pytest.raises(ValueError, match="teacher outputs 10 classes but student outputs 5"):
+        Distiller(teacher, tiny_cnn(num_classes=5))
+    unbuilt = keras.Sequential([keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match="the teacher model is not built"):
+        Distiller(unbuilt, tiny_cnn())
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        Distiller(teacher, tiny_cnn(), temperature=0)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        Distiller(teacher, tiny_cnn(), label_smoothing=1.0)
+    with pytest.raises(ValueError, match="unknown smoothing convention"):
+        Distiller(teacher, tiny_cnn(), smoothing="shen")
+    with pytest.raises(ValueError, match="both 0"):
+        Distiller(teacher, tiny_cnn(), kd_weight=0, ce_weight=0)
