@@ -1,0 +1,121 @@
+"""ImageNet-1K (TFDS `imagenet2012`, manual download) and CUB-200-2011 (`caltech_birds2011`).
+
+Both read JPEG bytes (`tfds.decode.SkipDecoding`) and decode in the pipeline's map:
+ImageNet training decodes only the sampled crop window (`decode_and_crop_jpeg`).
+Eval for both: resize the short side to 256, center crop 224. Normalization: the
+torchvision ImageNet constants, as in both papers.
+"""
+
+from __future__ import annotations
+
+from lskd_tf.data import augment, semantic
+from lskd_tf.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from lskd_tf.data.source import Source, load_tfds
+
+
+class Imagenet2012(Source):
+    """ILSVRC 2012: 1,281,167 train / 50,000 validation images, 1000 classes.
+
+    The superclass of each class comes from `imagenet_groups.json` (WordNet
+    ancestors at a fixed depth, see `tools/make_imagenet_groups.py`).
+    """
+
+    name = "imagenet2012"
+    splits = ("train", "validation")
+    eval_split = "validation"
+    option_defaults = {"image_size": 224}
+
+    def info(self, data_dir, options):
+        groups = semantic.imagenet_groups()
+        size = int(options["image_size"])
+        return DatasetInfo(
+            name=self.name,
+            num_classes=1000,
+            class_names=groups["class_names"],
+            superclass=groups["group"],
+            superclass_names=groups["group_names"],
+            input_shape=(size, size, 3),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            num_examples={"train": 1_281_167, "validation": 50_000},
+            train_split="train",
+            eval_split="validation",
+        )
+
+    def examples(self, split, data_dir, download, options):
+        return load_tfds(
+            self.name,
+            split,
+            data_dir=data_dir,
+            download=download,
+            skip_decoding=True,
+            how_to_get=(
+                "ImageNet cannot be downloaded automatically. Register at "
+                "https://image-net.org, download ILSVRC2012_img_train.tar and "
+                "ILSVRC2012_img_val.tar, place them in {data_dir}/downloads/manual/, then run "
+                "`tfds build imagenet2012 --data_dir={data_dir}` (or re-run with "
+                "download=True / --download, which prepares from those tar files)"
+            ),
+        )
+
+    def train_image(self, image, seed, options):
+        return augment.jpeg_random_resized_crop_flip(image, seed, size=options["image_size"])
+
+    def eval_image(self, image, options):
+        return augment.jpeg_resize_center_crop(image, size=options["image_size"])
+
+
+class CaltechBirds2011(Imagenet2012):
+    """CUB-200-2011: 5,994 train / 5,794 test images of 200 bird species, no superclasses."""
+
+    name = "caltech_birds2011"
+    splits = ("train", "test")
+    eval_split = "test"
+    option_defaults = {
+        "image_size": 224,
+        "area_range": (0.2, 1.0),
+        "max_rotation_degrees": 15.0,
+        "grayscale_probability": 0.1,
+        "jitter": 0.4,
+    }
+
+    def info(self, data_dir, options):
+        size = int(options["image_size"])
+        return DatasetInfo(
+            name=self.name,
+            num_classes=200,
+            class_names=[f"species_{i + 1:03d}" for i in range(200)],
+            superclass=None,
+            superclass_names=None,
+            input_shape=(size, size, 3),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            num_examples={"train": 5_994, "test": 5_794},
+            train_split="train",
+            eval_split="test",
+        )
+
+    def examples(self, split, data_dir, download, options):
+        return load_tfds(
+            self.name,
+            split,
+            data_dir=data_dir,
+            download=download,
+            skip_decoding=True,
+            how_to_get=(
+                "re-run with download=True (command line: --download), or run "
+                "`tfds build caltech_birds2011 --data_dir={data_dir}` on a machine with "
+                "internet access (~1.2 GB)"
+            ),
+        )
+
+    def train_image(self, image, seed, options):
+        return augment.cub_train(
+            augment.decode_image(image),
+            seed,
+            size=options["image_size"],
+            area_range=tuple(options["area_range"]),
+            max_rotation_degrees=options["max_rotation_degrees"],
+            grayscale_probability=options["grayscale_probability"],
+            jitter=options["jitter"],
+        )

@@ -1,0 +1,98 @@
+"""The shared tail of every pipeline: index, shard, cache, shuffle, augment, batch.
+
+Order (why):
+1. `enumerate` first, so `with_index` gives the example's position in the split
+   (stable, independent of sharding and shuffling) at no cost.
+2. `shard(num_input_pipelines, input_pipeline_id)` per worker (tf.distribute).
+3. `cache()` of the raw examples (before random ops, so augmentation still varies).
+4. training: `shuffle(seed, reshuffle_each_iteration=True)`, then zip with a seeded
+   `Dataset.random(rerandomize_each_iteration=True)` stream giving each example a
+   stateless-RNG seed: order and augmentation change every epoch, the run repeats
+   exactly for the same `seed`.
+5. parallel `map` (deterministic order) to float32 normalized images.
+6. `batch` (global batch size, or the per-replica size with an InputContext;
+   drop_remainder for training), `prefetch(AUTOTUNE)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from lskd_tf.data.info import DatasetInfo
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def batch_size_for(global_batch_size: int, input_context: tf.distribute.InputContext | None):
+    """Global batch size, or the per-replica share when an InputContext is given."""
+    if int(global_batch_size) != global_batch_size or global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be a positive integer, got {global_batch_size!r}")
+    if input_context is None:
+        return int(global_batch_size)
+    try:
+        return input_context.get_per_replica_batch_size(int(global_batch_size))
+    except ValueError:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by the "
+            f"{input_context.num_replicas_in_sync} replicas; choose a multiple of it"
+        ) from None
+
+
+def build(
+    examples: tf.data.Dataset,
+    *,
+    info: DatasetInfo,
+    training: bool,
+    global_batch_size: int,
+    train_image: Callable,
+    eval_image: Callable,
+    seed: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    cache: bool = False,
+    with_index: bool = False,
+    shuffle_buffer: int = 10_000,
+    ignore_errors: bool = False,
+) -> tf.data.Dataset:
+    """Turn a dataset of raw `(image, label)` into batches of `(image, label[, index])`.
+
+    `train_image(image, seed) / eval_image(image)` return float32 [0, 255] images at
+    `info.input_shape`; they are then normalized with `info.normalize`. With
+    `ignore_errors`, examples whose preprocessing fails (corrupt files) are dropped
+    with a logged warning instead of stopping the epoch.
+    """
+    batch_size = batch_size_for(global_batch_size, input_context)
+    ds = examples.enumerate()  # (index, (image, label))
+    ds = ds.map(lambda index, ex: (ex[0], tf.cast(ex[1], tf.int32), index))
+    pipeline_seed = seed
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        pipeline_seed = seed * 1_000_003 + input_context.input_pipeline_id
+    if cache:
+        ds = ds.cache()
+    height, width, channels = info.input_shape
+
+    def finish(image, label, index):
+        image = tf.ensure_shape(image, [height, width, channels])
+        image = info.normalize(image)
+        return (image, label, index) if with_index else (image, label)
+
+    if training:
+        buffer = max(1, min(int(shuffle_buffer), max(info.num_examples.values())))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=pipeline_seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds.batch(2))
+        ds = ds.map(
+            lambda ex, aug_seed: finish(train_image(ex[0], aug_seed), ex[1], ex[2]),
+            num_parallel_calls=AUTOTUNE,
+        )
+    else:
+        ds = ds.map(
+            lambda image, label, index: finish(eval_image(image), label, index),
+            num_parallel_calls=AUTOTUNE,
+        )
+    if ignore_errors:
+        ds = ds.ignore_errors(log_warning=True)
+    ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

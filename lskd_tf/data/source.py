@@ -1,0 +1,107 @@
+"""The `Source` interface every registered dataset implements, and the TFDS helper.
+
+A source knows three things: its `DatasetInfo`, how to read the raw examples of a
+split as a `tf.data.Dataset` of `(image, label)` (image = uint8 pixels or encoded
+bytes), and how to turn one raw image into a float32 [0, 255] image at `input_shape`
+for training (`train_image(image, seed)`) and for evaluation (`eval_image(image)`).
+`lskd_tf.data.make_dataset` does the rest (index, shard, cache, shuffle, batch).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+
+from lskd_tf.data.info import DataNotFoundError, DatasetInfo
+
+
+class Source:
+    """Base class of a registered dataset. Subclasses set the class attributes."""
+
+    name: str = ""
+    splits: tuple[str, ...] = ()
+    train_split: str = "train"
+    eval_split: str = "test"
+    #: options accepted through `**options`, with their defaults
+    option_defaults: Mapping[str, Any] = {}
+    #: default shuffle buffer (examples); capped by the split size
+    shuffle_buffer: int = 10_000
+
+    def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults updated with `options`; unknown keys are a clear ValueError."""
+        valid = {**self.option_defaults, "shuffle_buffer": self.shuffle_buffer}
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for dataset {self.name!r}; "
+                f"valid options: {', '.join(sorted(valid)) or 'none'}"
+            )
+        return {**valid, **options}
+
+    def check_split(self, split: str) -> str:
+        """Accept a split name or a TFDS slice of one (`"train[:10%]"`)."""
+        base = re.split(r"[\[+]", split, maxsplit=1)[0]
+        if base not in self.splits:
+            raise ValueError(
+                f"unknown split {split!r} for dataset {self.name!r}; "
+                f"choose one of: {', '.join(self.splits)}"
+            )
+        return split
+
+    def info(self, data_dir: str | None, options: dict[str, Any]) -> DatasetInfo:
+        raise NotImplementedError
+
+    def examples(
+        self, split: str, data_dir: str | None, download: bool, options: dict[str, Any]
+    ) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def train_image(self, image, seed, options: dict[str, Any]):
+        raise NotImplementedError
+
+    def eval_image(self, image, options: dict[str, Any]):
+        raise NotImplementedError
+
+
+def default_data_dir(data_dir: str | None) -> str:
+    """The directory TFDS reads: `data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    if data_dir:
+        return os.fspath(data_dir)
+    import tensorflow_datasets as tfds
+
+    return os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
+
+
+def load_tfds(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None,
+    download: bool,
+    how_to_get: str,
+    skip_decoding: bool,
+) -> tf.data.Dataset:
+    """Read a TFDS split in its stored order as a dataset of `(image, label)`.
+
+    Never downloads unless `download=True`. Missing data raises `DataNotFoundError`
+    with `how_to_get` (a sentence with the steps; `{data_dir}` is filled in).
+    """
+    import tensorflow_datasets as tfds
+
+    root = default_data_dir(data_dir)
+    message = f"dataset {name!r} not found in data_dir={root!r}: " + how_to_get.format(
+        data_dir=root
+    )
+    builder = tfds.builder(name, data_dir=root)
+    try:
+        if download:
+            builder.download_and_prepare()
+        decoders = {"image": tfds.decode.SkipDecoding()} if skip_decoding else None
+        ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    except AssertionError:  # TFDS signals missing data / manual files this way
+        raise DataNotFoundError(message) from None
+    return ds.map(lambda ex: (ex["image"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
