@@ -111,9 +111,9 @@ def analyze(
     """
     if not name or any(sep in name for sep in ("/", "\\")):
         raise ValueError(f"`name` must be a non-empty file-name-safe string; got {name!r}.")
+    student = _check_outputs(student_outputs, "student_outputs")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    student = _check_outputs(student_outputs, "student_outputs")
     logits, labels, features = student["logits"], student["labels"], student["features"]
     num_examples, num_classes = logits.shape
     probs = softmax(logits)
