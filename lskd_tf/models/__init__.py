@@ -136,10 +136,14 @@ _CIFAR_RESNETS = {
 }
 for _name, (_depth, _widths, _params) in _CIFAR_RESNETS.items():
     _register(
-        _name, "cifar", 4, f"{REPDISTILLER}resnet.py {_name}", _params,
+        _name,
+        "cifar",
+        4,
+        f"{REPDISTILLER}resnet.py {_name}",
+        _params,
         partial(cifar_resnet.cifar_resnet, depth=_depth, widths=_widths),
         zero_init_residual=True,
-    )  # fmt: skip
+    )
 
 _WRNS = {
     "wrn_16_1": (16, 1, 180_916),
@@ -149,9 +153,13 @@ _WRNS = {
 }
 for _name, (_depth, _widen, _params) in _WRNS.items():
     _register(
-        _name, "cifar", 4, f"{REPDISTILLER}wrn.py {_name}", _params,
+        _name,
+        "cifar",
+        4,
+        f"{REPDISTILLER}wrn.py {_name}",
+        _params,
         partial(wrn.wide_resnet, depth=_depth, widen_factor=_widen),
-    )  # fmt: skip
+    )
 
 _VGGS = {
     "vgg8": 3_965_028,
@@ -164,37 +172,72 @@ for _name, _params in _VGGS.items():
     _register(_name, "cifar", 8, f"{REPDISTILLER}vgg.py {_name}_bn", _params, vgg.vgg)
 
 _register(
-    "mobilenetv2", "cifar", 16, f"{REPDISTILLER}mobilenetv2.py mobile_half (T=6, W=0.5)",
-    812_836, cifar_mobilenetv2.cifar_mobilenetv2,
-)  # fmt: skip
+    "mobilenetv2",
+    "cifar",
+    16,
+    f"{REPDISTILLER}mobilenetv2.py mobile_half (T=6, W=0.5)",
+    812_836,
+    cifar_mobilenetv2.cifar_mobilenetv2,
+)
 _register(
-    "shufflev1", "cifar", 8, f"{REPDISTILLER}ShuffleNetv1.py ShuffleV1", 949_258,
-    shufflenet.shufflenet_v1, conv_init="torch_default",
-)  # fmt: skip
+    "shufflev1",
+    "cifar",
+    8,
+    f"{REPDISTILLER}ShuffleNetv1.py ShuffleV1",
+    949_258,
+    shufflenet.shufflenet_v1,
+    conv_init="torch_default",
+)
 _register(
-    "shufflev2", "cifar", 8, f"{REPDISTILLER}ShuffleNetv2.py ShuffleV2", 1_355_528,
-    shufflenet.shufflenet_v2, conv_init="torch_default",
-)  # fmt: skip
+    "shufflev2",
+    "cifar",
+    8,
+    f"{REPDISTILLER}ShuffleNetv2.py ShuffleV2",
+    1_355_528,
+    shufflenet.shufflenet_v2,
+    conv_init="torch_default",
+)
 
-for _name, _params in (("resnet18", 11_689_512), ("resnet34", 21_797_672),
-                       ("resnet50", 25_557_032)):  # fmt: skip
+for _name, _params in (
+    ("resnet18", 11_689_512),
+    ("resnet34", 21_797_672),
+    ("resnet50", 25_557_032),
+):
     _register(
-        _name, "imagenet", 32, f"{TORCHVISION}resnet.py {_name}", _params,
-        imagenet_resnet.imagenet_resnet, zero_init_residual=True,
-    )  # fmt: skip
+        _name,
+        "imagenet",
+        32,
+        f"{TORCHVISION}resnet.py {_name}",
+        _params,
+        imagenet_resnet.imagenet_resnet,
+        zero_init_residual=True,
+    )
 _register(
-    "mobilenet_v2", "imagenet", 32, f"{TORCHVISION}mobilenetv2.py mobilenet_v2", 3_504_872,
+    "mobilenet_v2",
+    "imagenet",
+    32,
+    f"{TORCHVISION}mobilenetv2.py mobilenet_v2",
+    3_504_872,
     imagenet_mobile.mobilenet_v2,
-)  # fmt: skip
+)
 _register(
-    "efficientnet_b0", "imagenet", 32, f"{TORCHVISION}efficientnet.py efficientnet_b0",
-    5_288_548, imagenet_mobile.efficientnet_b0,
-)  # fmt: skip
+    "efficientnet_b0",
+    "imagenet",
+    32,
+    f"{TORCHVISION}efficientnet.py efficientnet_b0",
+    5_288_548,
+    imagenet_mobile.efficientnet_b0,
+)
 _register(
-    "reactnet_resnet18", "binary", 32,
-    "ReActNet resnet/2_step2/birealnet.py birealnet18", 11_704_424,
-    binary.reactnet_resnet18, conv_init="torch_default", size_multiple=32,
-)  # fmt: skip
+    "reactnet_resnet18",
+    "binary",
+    32,
+    "ReActNet resnet/2_step2/birealnet.py birealnet18",
+    11_704_424,
+    binary.reactnet_resnet18,
+    conv_init="torch_default",
+    size_multiple=32,
+)
 
 
 def available() -> list[str]:
@@ -343,7 +386,8 @@ def features_and_logits(model: keras.Model) -> keras.Model:
     Shares the layers (and weights) of `model`; works on models reloaded from `.keras`.
     """
     features = _classifier(model).input
-    return keras.Model(model.inputs, [features, model.outputs[0]], name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, [features, model.outputs[0]], name=f"{model.name}_features")
 
 
 def templates(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
