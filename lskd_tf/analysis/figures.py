@@ -76,7 +76,7 @@ def plot_projection(
         ax.set_xlim(low[0] - margin[0], high[0] + margin[0])
         ax.set_ylim(low[1] - margin[1], high[1] + margin[1])
         ax.set_title(split)
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
     axes[0].legend(loc="best", fontsize=8)
     if title:
         figure.suptitle(title)

@@ -263,7 +263,7 @@ _COLUMNS = (
     ("same_superclass_mass", "same-superclass mass", "num"),
     ("separation_ratio", "separation ratio", "num"),
     ("agreement", "agreement %", "pct"),
-    ("kl", "KL(t||s)", "num"),
+    ("kl", "KL teacher-student", "num"),
     ("equivalent_smoothing", "equiv. smoothing", "num"),
     ("teacher_equivalent_smoothing", "teacher equiv. smoothing at T", "num"),
     ("mutual_information", "MI (nats)", "num"),
@@ -277,7 +277,8 @@ _CONFIG_COLUMNS = (
 
 
 def format_value(value: Any, kind: str = "num") -> str:
-    """How a number appears in the report: accuracies in % (2 decimals), others 4."""
+    """How a number appears in the report: accuracies in % (2 decimals), settings as
+    written (`kind="config"`), other numbers with 4 decimals."""
     if value is None:
         return ""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
@@ -286,6 +287,8 @@ def format_value(value: Any, kind: str = "num") -> str:
         return str(float(value))
     if kind == "pct":
         return f"{100.0 * float(value):.2f}"
+    if kind == "config":  # hyperparameters as written: 0.1, 3, 64
+        return f"{float(value):g}"
     return f"{float(value):.4f}"
 
 
@@ -312,11 +315,11 @@ def _value_key(value) -> tuple:
 
 def _grid(rows: dict, columns: list, cell, row_title: str, column_title: str) -> list[str]:
     header = [row_title] + [
-        f"{column_title} = {format_value(c) if c is not None else '-'}" for c in columns
+        f"{column_title} = {format_value(c, 'config') if c is not None else '-'}" for c in columns
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row_value in sorted(rows, key=_value_key):
-        cells = [format_value(row_value) if row_value is not None else "-"]
+        cells = [format_value(row_value, "config") if row_value is not None else "-"]
         for column_value in columns:
             cells.append(" ".join(cell(e) for e in rows[row_value].get(column_value, [])))
         lines.append("| " + " | ".join(cells) + " |")
@@ -372,7 +375,7 @@ def write_report(
     for entry in entries:
         config = entry.get("config") or {}
         cells = [str(entry["name"])]
-        cells += [format_value(config.get(key)) for key, _ in config_columns]
+        cells += [format_value(config.get(key), "config") for key, _ in config_columns]
         cells += [format_value(entry["metrics"].get(key), kind) for key, _, kind in metric_columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracies and agreement in %; see `lskd_tf.analysis` for every formula."]
