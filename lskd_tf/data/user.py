@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf.data import augment, pipeline, semantic
+from lskd_tf.data import augment as aug
+from lskd_tf.data import pipeline, semantic
 from lskd_tf.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 
 logger = logging.getLogger(__name__)
@@ -41,21 +42,21 @@ def _recipes(augment_name: str, size: tuple[int, int]):
     def center(image):
         if height != width:
             return resize(image)
-        return augment.resize_center_crop(tf.cast(image, tf.float32), size=height)
+        return aug.resize_center_crop(tf.cast(image, tf.float32), size=height)
 
     if augment_name == "pad_crop":
-        return (lambda image, seed: augment.pad_crop_flip(resize(image), seed)), resize
+        return (lambda image, seed: aug.pad_crop_flip(resize(image), seed)), resize
     if augment_name == "inception":
         return (
             lambda image, seed: tf.image.resize(
-                augment.random_resized_crop_flip(image, seed, size=height), [height, width]
+                aug.random_resized_crop_flip(image, seed, size=height), [height, width]
             ),
             center,
         )
     if augment_name == "cub":
         return (
             lambda image, seed: tf.image.resize(
-                augment.cub_train(image, seed, size=height), [height, width]
+                aug.cub_train(image, seed, size=height), [height, width]
             ),
             center,
         )
@@ -216,7 +217,7 @@ def find_unreadable(files: Sequence[str]) -> list[str]:
     """The files that TensorFlow cannot decode (one parallel pass over all of them)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files)).enumerate()
     ds = ds.map(
-        lambda i, f: (i, tf.shape(augment.decode_image(tf.io.read_file(f)))),
+        lambda i, f: (i, tf.shape(aug.decode_image(tf.io.read_file(f)))),
         num_parallel_calls=pipeline.AUTOTUNE,
     )
     readable = {int(i) for i, _ in ds.ignore_errors().as_numpy_iterator()}
@@ -234,6 +235,11 @@ def _split_eval(files, labels, fraction: float, split_seed: int):
         is_eval[rng.choice(members, size=count, replace=False)] = True
     pick = lambda mask: ([f for f, m in zip(files, mask) if m], labels_arr[mask].tolist())  # noqa: E731
     return pick(~is_eval), pick(is_eval)
+
+
+def _without(files, labels, excluded):
+    kept = [(f, label) for f, label in zip(files, labels) if f not in excluded]
+    return [f for f, _ in kept], [label for _, label in kept]
 
 
 def from_image_folder(
@@ -291,22 +297,18 @@ def from_image_folder(
             files, labels, eval_fraction, split_seed
         )
     if check_images:
-        bad = find_unreadable(files + eval_files)
+        every_file = sorted(set(files) | set(eval_files))
+        bad = find_unreadable(every_file)
         if bad:
             logger.warning(
                 "skipping %d unreadable image(s) of %d in %s: %s",
                 len(bad),
-                len(files) + len(eval_files),
+                len(every_file),
                 path,
                 ", ".join(bad[:10]),
             )
-            bad_set = set(bad)
-            keep = lambda fs, ls: (
-                [f for f in fs if f not in bad_set],
-                [l for f, l in zip(fs, ls) if f not in bad_set],
-            )  # noqa: E501, E731
-            files, labels = keep(files, labels)
-            eval_files, eval_labels = keep(eval_files, eval_labels)
+            files, labels = _without(files, labels, set(bad))
+            eval_files, eval_labels = _without(eval_files, eval_labels, set(bad))
     info = _info(
         name or os.path.basename(os.path.normpath(path)),
         len(class_names),
@@ -328,8 +330,8 @@ def from_image_folder(
             info=info,
             training=training,
             global_batch_size=batch,
-            train_image=lambda data, s: train_image(augment.decode_image(data), s),
-            eval_image=lambda data: eval_image(augment.decode_image(data)),
+            train_image=lambda data, s: train_image(aug.decode_image(data), s),
+            eval_image=lambda data: eval_image(aug.decode_image(data)),
             seed=seed,
             input_context=input_context,
             cache=cache,

@@ -1,0 +1,355 @@
+"""Tests of lskd_tf.data: pipelines on TFDS mock data, the embedded dataset, user data."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import lskd_tf.data as data
+from lskd_tf.data import embedded, semantic
+
+SMALL = {"train_per_class": 4, "test_per_class": 2}
+
+
+def _bounds(info):
+    mean, std = np.array(info.mean), np.array(info.std)
+    return float((-mean / std).min()) - 1e-4, float(((1 - mean) / std).max()) + 1e-4
+
+
+def _collect(ds):
+    """All elements of a batched pipeline, concatenated per component."""
+    parts = list(ds.as_numpy_iterator())
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))], parts
+
+
+def _by_index(ds):
+    (images, labels, index), _ = _collect(ds)
+    order = np.argsort(index)
+    return images[order], labels[order], index[order]
+
+
+def _jpeg_examples(num, sizes=((40, 56), (64, 48))):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(num):
+        h, w = sizes[i % len(sizes)]
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out.append((tf.io.encode_jpeg(image).numpy(), i % 3))
+    return out
+
+
+# ------------------------------------------------------------------ registry & errors
+
+
+def test_available_and_unknown_name():
+    assert {"embedded", "cifar100", "imagenet2012", "caltech_birds2011"} <= set(data.available())
+    with pytest.raises(ValueError) as error:
+        data.get_info("foo")
+    assert str(error.value) == (
+        "unknown dataset 'foo'; choose one of: caltech_birds2011, cifar100, embedded, imagenet2012"
+    )
+    with pytest.raises(ValueError, match="unknown split 'validation'.*train, test"):
+        data.make_dataset("cifar100", "validation", global_batch_size=2, training=False)
+    with pytest.raises(ValueError, match="unknown option.*colour.*valid options"):
+        data.get_info("embedded", colour=1)
+
+
+def test_missing_data_says_where_and_how(tmp_path):
+    with pytest.raises(data.DataNotFoundError) as error:
+        data.make_dataset(
+            "cifar100", "train", global_batch_size=2, training=True, data_dir=str(tmp_path)
+        )
+    message = str(error.value)
+    assert "'cifar100'" in message and str(tmp_path) in message and "download=True" in message
+    assert "\n" not in message
+    with pytest.raises(FileNotFoundError) as error:
+        data.load("imagenet2012", global_batch_size=2, data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "ILSVRC2012_img_train.tar" in message and "ILSVRC2012_img_val.tar" in message
+    assert f"{tmp_path}/downloads/manual" in message
+    assert not any(tmp_path.iterdir())  # nothing was downloaded or created
+
+
+# ------------------------------------------------------------------------- DatasetInfo
+
+
+def test_info_contract_and_normalize():
+    info = data.get_info("cifar100")
+    assert info.num_classes == 100 and len(info.class_names) == 100
+    assert info.mean == (0.5071, 0.4867, 0.4408) and info.std == (0.2675, 0.2565, 0.2761)
+    assert info.superclass.shape == (100,) and np.bincount(info.superclass).tolist() == [5] * 20
+    # CIFAR-100's own coarse labels: beaver, dolphin, otter are aquatic mammals.
+    names = info.class_names
+    assert {
+        info.superclass_names[info.superclass[names.index(n)]]
+        for n in ("beaver", "dolphin", "otter")
+    } == {"aquatic_mammals"}
+    pixel = np.array([[[0, 128, 255]]], np.uint8)
+    expected = (pixel / 255.0 - np.array(info.mean)) / np.array(info.std)
+    np.testing.assert_allclose(info.normalize(pixel).numpy(), expected, rtol=1e-5)
+    round_trip = data.DatasetInfo.from_dict(json.loads(json.dumps(info.to_dict())))
+    assert round_trip == info
+    imagenet = data.get_info("imagenet2012")
+    assert imagenet.input_shape == (224, 224, 3) and imagenet.eval_split == "validation"
+    assert imagenet.mean == (0.485, 0.456, 0.406) and imagenet.std == (0.229, 0.224, 0.225)
+
+
+def test_imagenet_groups_file():
+    groups = semantic.imagenet_groups()
+    assert len(groups["wnids"]) == 1000 and groups["wnids"] == sorted(groups["wnids"])
+    sizes = np.bincount(groups["group"])
+    assert sizes.min() >= 1 and sizes.max() <= 30 and len(sizes) == len(groups["group_names"])
+    info = data.get_info("imagenet2012")
+    # WordNet siblings: the two poodles share a group, and a fish (tench) does not.
+    wnid = {w: i for i, w in enumerate(groups["wnids"])}
+    toy, miniature, tench = wnid["n02113624"], wnid["n02113712"], wnid["n01440764"]
+    assert info.superclass[toy] == info.superclass[miniature] != info.superclass[tench]
+
+
+def test_user_superclass_mapping(tmp_path):
+    mapping = [i % 4 for i in range(200)]
+    info = data.get_info("caltech_birds2011", superclass_mapping=mapping)
+    assert info.superclass.tolist() == mapping and len(info.superclass_names) == 4
+    path = tmp_path / "groups.json"
+    path.write_text(
+        json.dumps({name: ("big" if i < 3 else "small") for i, name in enumerate(info.class_names)})
+    )
+    info = data.get_info("caltech_birds2011", superclass_mapping=str(path))
+    assert info.superclass_names == ["big", "small"]
+    assert info.superclass[:4].tolist() == [0, 0, 0, 1] and info.superclass.sum() == 197
+    with pytest.raises(ValueError, match="has 3 entries but the dataset has 200 classes"):
+        data.get_info("caltech_birds2011", superclass_mapping=[0, 1, 2])
+
+
+# ------------------------------------------------------------------- embedded dataset
+
+
+def test_embedded_determinism_balance_and_size():
+    a = embedded.generate("train", examples_per_class=3, data_seed=7)
+    b = embedded.generate("train", examples_per_class=3, data_seed=7)
+    embedded._generate_cached.cache_clear()  # really regenerate, not the cached arrays
+    c = embedded.generate("train", examples_per_class=3, data_seed=7)
+    d = embedded.generate("train", examples_per_class=3, data_seed=8)
+    assert a is b
+    for key in ("image", "label", "coarse_label"):
+        np.testing.assert_array_equal(a[key], c[key])
+    assert not np.array_equal(a["image"], d["image"])
+    assert a["image"].shape == (300, 32, 32, 3) and a["image"].dtype == np.uint8
+    assert a["label"].dtype == np.int64 and np.bincount(a["label"]).tolist() == [3] * 100
+    np.testing.assert_array_equal(a["coarse_label"], a["label"] // 5)
+    assert 10 < a["image"].std() and a["image"].min() < 30 and a["image"].max() > 225
+    test = embedded.generate("test", examples_per_class=2, data_seed=7)
+    assert test["image"].shape == (200, 32, 32, 3)
+    assert not np.array_equal(test["image"][:10], a["image"][:10])
+    with pytest.raises(ValueError, match="examples_per_class must be a positive integer"):
+        embedded.generate("train", examples_per_class=0)
+
+
+def test_embedded_superclass_structure():
+    """Nearest class centroid on 8x8 colour thumbnails: errors stay in the family."""
+
+    def thumbnails(x):
+        return x.reshape(len(x), 8, 4, 8, 4, 3).mean(axis=(2, 4)).reshape(len(x), -1)
+
+    train = embedded.generate("train", examples_per_class=30, data_seed=0)
+    test = embedded.generate("test", examples_per_class=10, data_seed=0)
+    features = thumbnails(train["image"].astype(np.float32))
+    centroids = np.stack([features[train["label"] == c].mean(0) for c in range(100)])
+    test_features = thumbnails(test["image"].astype(np.float32))
+    distances = ((test_features[:, None] - centroids[None]) ** 2).sum(-1)
+    predicted, labels = distances.argmin(1), test["label"]
+    errors = predicted != labels
+    within = np.mean(predicted[errors] // 5 == labels[errors] // 5)
+    # Learnable (chance 1%) but far from trivial for this weak classifier ...
+    assert 0.05 < np.mean(~errors) < 0.5
+    # ... and its errors fall within the superclass far more than chance (4 of 99 = 4%).
+    assert within > 0.3, within
+
+
+def test_embedded_pipeline_and_info():
+    info = data.get_info("embedded", **SMALL)
+    assert info.num_examples == {"train": 400, "test": 200} and info.input_shape == (32, 32, 3)
+    assert info.superclass.tolist() == (np.arange(100) // 5).tolist()
+    pixels = embedded.generate("train", examples_per_class=4)["image"].reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(info.mean, pixels.mean(0), atol=1e-4)
+    train, eval_ds, info2 = data.load("embedded", global_batch_size=64, eval_batch_size=48, **SMALL)
+    assert info2 == info
+    (images, labels), batches = _collect(train)
+    assert len(batches) == 400 // 64 and images.shape == (384, 32, 32, 3)
+    assert images.dtype == np.float32 and labels.dtype == np.int32
+    (images, labels), batches = _collect(eval_ds)
+    assert [len(b[1]) for b in batches] == [48, 48, 48, 48, 8]
+    raw = embedded.generate("test", examples_per_class=2)
+    np.testing.assert_array_equal(labels, raw["label"])  # eval keeps the stored order
+    np.testing.assert_allclose(images, info.normalize(raw["image"]).numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------ TFDS pipelines (mocked)
+
+
+@pytest.mark.parametrize(
+    "name,num,batch,size", [("cifar100", 10, 4, 32), ("imagenet2012", 6, 4, 224)]
+)
+def test_tfds_pipelines_shapes_ranges_batches(name, num, batch, size):
+    with tfds.testing.mock_data(num_examples=num):
+        train, eval_ds, info = data.load(name, global_batch_size=batch)
+        (images, labels), train_batches = _collect(train)
+        (eval_images, eval_labels), eval_batches = _collect(eval_ds)
+    assert [len(b[1]) for b in train_batches] == [batch] * (num // batch)  # drop_remainder
+    assert sum(len(b[1]) for b in eval_batches) == num and len(eval_batches[-1][1]) == num % batch
+    for x, y in ((images, labels), (eval_images, eval_labels)):
+        assert x.shape[1:] == (size, size, 3) and x.dtype == np.float32 and y.dtype == np.int32
+        low, high = _bounds(info)
+        assert low <= x.min() and x.max() <= high and x.std() > 0.3
+        assert 0 <= y.min() and y.max() < info.num_classes
+
+
+@pytest.mark.parametrize("name", ["cifar100", "imagenet2012"])
+def test_train_augmentation_varies_eval_is_deterministic(name):
+    with tfds.testing.mock_data(num_examples=8):
+        kwargs = dict(global_batch_size=4, with_index=True, seed=3)
+        train = data.make_dataset(name, "train", training=True, **kwargs)
+        epoch1, epoch2 = _by_index(train), _by_index(train)
+        again = _by_index(data.make_dataset(name, "train", training=True, **kwargs))
+        eval_split = data.get_info(name).eval_split
+        eval_ds = data.make_dataset(name, eval_split, training=False, **kwargs)
+        eval1, eval2 = _by_index(eval_ds), _by_index(eval_ds)
+    np.testing.assert_array_equal(epoch1[2], epoch2[2])
+    changed = [not np.allclose(a, b) for a, b in zip(epoch1[0], epoch2[0])]
+    assert sum(changed) >= 6  # augmentation is redrawn every epoch
+    np.testing.assert_array_equal(epoch1[0], again[0])  # ... but reproducible from the seed
+    np.testing.assert_array_equal(eval1[0], eval2[0])
+
+
+def test_sharding_is_disjoint_and_covering():
+    with tfds.testing.mock_data(num_examples=12):
+        shards = []
+        for pipeline_id in range(2):
+            context = tf.distribute.InputContext(
+                num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+            )
+            ds = data.make_dataset(
+                "cifar100",
+                "test",
+                global_batch_size=4,
+                training=False,
+                input_context=context,
+                with_index=True,
+            )
+            (_, _, index), batches = _collect(ds)
+            assert {len(b[1]) for b in batches} == {2}  # per-replica batch = 4 / 2
+            shards.append(set(index.tolist()))
+    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(12))
+
+
+def test_cub_pipeline():
+    examples = _jpeg_examples(6)
+
+    def as_dataset(self, *args, **kwargs):
+        return tf.data.Dataset.from_tensor_slices(
+            {
+                "image": [e[0] for e in examples],
+                "label": np.array([e[1] for e in examples], np.int64),
+            }
+        )
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        train, eval_ds, info = data.load(
+            "caltech_birds2011", global_batch_size=4, with_index=True, image_size=64
+        )
+        images, labels, _ = _by_index(train)
+        images2, _, _ = _by_index(train)
+        (eval_images, eval_labels, _), _ = _collect(eval_ds)
+        eval_again, _ = _collect(eval_ds)
+    assert info.num_classes == 200 and info.superclass is None
+    assert images.shape == (4, 64, 64, 3) and eval_images.shape == (6, 64, 64, 3)
+    low, high = _bounds(info)
+    assert low <= images.min() and images.max() <= high
+    assert not np.allclose(images, images2)
+    np.testing.assert_array_equal(eval_images, eval_again[0])
+    np.testing.assert_array_equal(eval_labels, [e[1] for e in examples])
+
+
+# ------------------------------------------------------------------------- user data
+
+
+def _write_folder(root, per_class=3):
+    rng = np.random.default_rng(1)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 256, (20 + 4 * i, 24, 3), dtype=np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+
+
+def test_image_folder_counts_and_skips_corrupt_files(tmp_path, caplog):
+    _write_folder(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        train, eval_ds, info = data.from_image_folder(
+            str(tmp_path),
+            image_size=16,
+            global_batch_size=2,
+            eval_path=str(tmp_path),
+            augment="pad_crop",
+            superclass_mapping={"cat": "pet", "dog": "pet"},
+        )
+    assert "skipping 1 unreadable image(s) of 7" in caplog.text and "broken.jpg" in caplog.text
+    assert info.class_names == ["cat", "dog"] and info.num_examples == {"train": 6, "eval": 6}
+    assert info.superclass.tolist() == [0, 0] and info.input_shape == (16, 16, 3)
+    (images, labels), _ = _collect(eval_ds)
+    assert images.shape == (6, 16, 16, 3) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # Without the up-front check the corrupt file is dropped inside the pipeline.
+    _, eval_unchecked, info = data.from_image_folder(
+        str(tmp_path),
+        image_size=16,
+        global_batch_size=4,
+        eval_path=str(tmp_path),
+        check_images=False,
+    )
+    (images, labels), _ = _collect(eval_unchecked)
+    assert info.num_examples["eval"] == 7 and images.shape == (6, 16, 16, 3)
+    with pytest.raises(FileNotFoundError, match="expected one sub-folder per class"):
+        data.from_image_folder(str(tmp_path / "nope"), image_size=16, global_batch_size=2)
+
+
+def test_image_folder_holdout_split(tmp_path):
+    _write_folder(tmp_path, per_class=10)
+    train, eval_ds, info = data.from_image_folder(
+        str(tmp_path),
+        image_size=24,
+        global_batch_size=4,
+        eval_fraction=0.2,
+        with_index=True,
+    )
+    assert info.num_examples == {"train": 16, "eval": 4}
+    (images, labels, _), _ = _collect(train)
+    assert images.shape == (16, 24, 24, 3) and sorted(set(labels.tolist())) == [0, 1]
+
+
+def test_from_tf_dataset():
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(10) % 5
+    source = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+    ds, info = data.from_tf_dataset(
+        source,
+        num_classes=5,
+        global_batch_size=4,
+        training=False,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
+    (x, y), _ = _collect(ds)
+    np.testing.assert_allclose(x, (images / 255.0 - 0.5) / 0.25, atol=1e-5)
+    assert y.tolist() == labels.tolist() and info.input_shape == (8, 8, 3)
+    ds, _ = data.from_tf_dataset(
+        source, num_classes=5, global_batch_size=4, training=True, augment="pad_crop"
+    )
+    assert [b[0].shape for b in ds.as_numpy_iterator()] == [(4, 8, 8, 3)] * 2
+    with pytest.raises(ValueError, match="unknown augment 'flip'"):
+        data.from_tf_dataset(
+            source, num_classes=5, global_batch_size=4, training=True, augment="flip"
+        )
