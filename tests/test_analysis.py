@@ -675,3 +675,17 @@ def test_report_bad_entries():
         write_report([{"name": "a"}], "x.md")
     with pytest.raises(ValueError, match="`student_outputs` must be a dict"):
         analyze(student_outputs={"logits": np.zeros((2, 3))}, out_dir="unused", name="a")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["stability", "calibration", "projection", "diffusion", "mutual_information", "agreement"],
+)
+def test_docstring_examples_hold(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(
+        importlib.import_module(f"lskd_tf.analysis.{module}"), extraglobs={"np": np}
+    )
+    assert result.attempted > 0 and result.failed == 0

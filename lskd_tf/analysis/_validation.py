@@ -146,3 +146,18 @@ def log_softmax(logits, temperature: float = 1.0, name: str = "logits") -> np.nd
     z = as_matrix(logits, name) / float(temperature)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def group_sum(values: np.ndarray, index: np.ndarray, num_groups: int) -> np.ndarray:
+    """sum of the rows of `values` (N, D) per group index (N,) -> (num_groups, D).
+
+    Sort + `np.add.reduceat`: O(N D), much faster than `np.add.at`.
+    """
+    out = np.zeros((num_groups, values.shape[1]))
+    if index.size == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    sorted_index = index[order]
+    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
+    out[sorted_index[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out

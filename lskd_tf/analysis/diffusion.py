@@ -57,26 +57,12 @@ from lskd_tf.analysis._validation import (
     check_labels,
     check_probs,
     check_superclass,
+    group_sum,
 )
 
 # Rows are processed in chunks so float64 copies of ImageNet-sized feature matrices
 # (50,000 x 2,048) never exist in full.
 _CHUNK_ROWS = 8192
-
-
-def _group_sum(values: np.ndarray, index: np.ndarray, num_groups: int) -> np.ndarray:
-    """sum of the rows of `values` (N, D) per group index (N,) -> (num_groups, D).
-
-    Sort + `np.add.reduceat`: O(N D), much faster than `np.add.at`.
-    """
-    out = np.zeros((num_groups, values.shape[1]))
-    if index.size == 0:
-        return out
-    order = np.argsort(index, kind="stable")
-    sorted_index = index[order]
-    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
-    out[sorted_index[starts]] = np.add.reduceat(values[order], starts, axis=0)
-    return out
 
 
 def semantic_mass(probs, labels, superclass) -> dict[str, float]:
@@ -112,7 +98,7 @@ def semantic_mass(probs, labels, superclass) -> dict[str, float]:
     target = p[np.arange(num_examples), y]
     group_of_target = group_index[y]
     # Mass per superclass, then pick each example's own superclass: O(N K).
-    mass_by_group = _group_sum(p.T, group_index, group_sizes.size).T
+    mass_by_group = group_sum(p.T, group_index, group_sizes.size).T
     same = mass_by_group[np.arange(num_examples), group_of_target] - target
     same = np.maximum(same, 0.0)  # rounding can leave -1e-17
     non_target = np.maximum(p.sum(axis=1) - target, 0.0)
@@ -154,7 +140,7 @@ def class_statistics(features, labels, num_classes: int) -> tuple[np.ndarray, np
         chunk = x[start : start + _CHUNK_ROWS].astype(np.float64)
         if not np.all(np.isfinite(chunk)):
             raise ValueError("`features` contains NaN or infinite values.")
-        sums += _group_sum(chunk, y[start : start + _CHUNK_ROWS], num_classes)
+        sums += group_sum(chunk, y[start : start + _CHUNK_ROWS], num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         centroids = sums / counts[:, None]
     squared = np.zeros(num_classes)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lskd_tf.analysis._validation import check_classes, check_labels, check_probs
+from lskd_tf.analysis._validation import check_classes, check_labels, check_probs, group_sum
 
 
 class StabilityResult(NamedTuple):
@@ -68,9 +68,8 @@ def stability(
     chosen = check_classes(classes, num_classes, y)
 
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-    # Class means via one scatter-add: O(N K), no per-class Python loop.
-    sums = np.zeros((num_classes, num_classes))
-    np.add.at(sums, y, p)
+    # Class means via one sorted segment sum: O(N K), no per-class Python loop.
+    sums = group_sum(p, y, num_classes)
     means = sums / np.maximum(counts, 1.0)[:, None]
     # Two-pass (subtract the mean, then square) instead of E||p||^2 - ||E p||^2: the
     # latter cancels catastrophically when the variance is tiny, as for LS teachers.
