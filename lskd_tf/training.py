@@ -73,7 +73,7 @@ class TrainConfig:
     seed: int = 0
     steps_per_epoch: int | None = None
     jit_compile: bool = False
-    verbose: int = 1
+    verbose: int = dataclasses.field(default=1, compare=False)  # display only
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)

@@ -1,0 +1,168 @@
+"""Run a study's grid: skip finished runs, resume interrupted ones, share work safely.
+
+Several processes (or machines on a shared file system) can run the same study
+at once: before training a run, a process *claims* it by creating
+``<run_dir>/claim.json`` with ``O_CREAT | O_EXCL`` (atomic on POSIX and NFSv3+),
+and refreshes the file's timestamp while it trains (a heartbeat). A claim is
+taken over only when it is stale: its process is gone (same host) or its
+heartbeat is older than ``stale_after_s``. A student waits for its teacher: if
+the teacher is being trained elsewhere, the student is left for a later pass.
+
+Stopping a sweep at any time loses nothing: finished runs are skipped on the
+next start and interrupted ones resume from their last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+
+from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, run
+from lskd_tf.training import read_run_json
+
+CLAIM_FILE = "claim.json"
+
+
+def is_finished(run_dir: Path) -> bool:
+    info = read_run_json(run_dir)
+    return bool(info) and info.get("status") == "finished"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_is_stale(path: Path, stale_after_s: float) -> bool:
+    try:
+        owner = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (FileNotFoundError, json.JSONDecodeError):
+        return True  # vanished or half-written by a dead process
+    if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+        return True
+    return age > stale_after_s
+
+
+def try_claim(run_dir: Path, stale_after_s: float = 600.0) -> bool:
+    """Atomically claim a run for this process; False if another live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CLAIM_FILE
+    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not claim_is_stale(path, stale_after_s):
+                return False
+            # Stale: remove it and race for it again; O_EXCL lets only one process win.
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(owner)
+        return True
+    return False
+
+
+def release(run_dir: Path) -> None:
+    try:
+        (run_dir / CLAIM_FILE).unlink()
+    except FileNotFoundError:
+        pass
+
+
+class Heartbeat(keras.callbacks.Callback):
+    """Touches the claim file at most every ``every_s`` seconds while training."""
+
+    def __init__(self, path: Path, every_s: float = 30.0):
+        super().__init__()
+        self.path = path
+        self.every_s = every_s
+        self.last = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if now - self.last > self.every_s:
+            self.last = now
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def run_study(
+    specs: Sequence[RunSpec],
+    env: RunEnv,
+    *,
+    on_run_start: Callable[[RunSpec, Path], None] | None = None,
+    on_run_end: Callable[[RunSpec, Path], None] | None = None,
+    max_runs: int | None = None,
+    wait_for_others: bool = True,
+    poll_s: float = 10.0,
+    stale_after_s: float = 600.0,
+) -> list[Path]:
+    """Run every spec not finished yet; return the run directories of all specs.
+
+    Args:
+        specs: runs in order (teachers before their students, as `plan_study` gives).
+        env: where and how to run.
+        on_run_start: called with (spec, run_dir) after claiming, before training
+            (`run.py` writes the run's flagfile there).
+        on_run_end: called after a run finished.
+        max_runs: stop after training this many runs (None: all).
+        wait_for_others: when runs are held by other processes, poll until they finish
+            so the caller can summarize the complete study.
+        poll_s, stale_after_s: polling period and claim staleness threshold.
+    """
+    done_here = 0
+    while True:
+        pending = [s for s in specs if not is_finished(env.run_dir(s))]
+        if not pending:
+            break
+        progressed = False
+        for spec in pending:
+            if max_runs is not None and done_here >= max_runs:
+                return [env.run_dir(s) for s in specs]
+            if isinstance(spec, StudentSpec) and spec.teacher is not None:
+                if not is_finished(env.run_dir(spec.teacher)):
+                    continue  # its teacher is not ready (being trained elsewhere)
+            run_dir = env.run_dir(spec)
+            if is_finished(run_dir) or not try_claim(run_dir, stale_after_s):
+                continue
+            try:
+                if on_run_start:
+                    on_run_start(spec, run_dir)
+                heartbeat = Heartbeat(run_dir / CLAIM_FILE)
+                env_with_heartbeat = _with_callbacks(env, heartbeat)
+                run(spec, env_with_heartbeat)
+                if on_run_end:
+                    on_run_end(spec, run_dir)
+            finally:
+                release(run_dir)
+            done_here += 1
+            progressed = True
+        if not progressed:
+            if not wait_for_others:
+                break
+            time.sleep(poll_s)
+    return [env.run_dir(s) for s in specs]
+
+
+def _with_callbacks(env: RunEnv, *callbacks) -> RunEnv:
+    import dataclasses
+
+    return dataclasses.replace(env, callbacks=tuple(env.callbacks) + tuple(callbacks))

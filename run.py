@@ -1,0 +1,151 @@
+"""lskd_tf command line: label smoothing x knowledge distillation studies.
+
+    python run.py                              # the quick study on the embedded dataset
+    python run.py --flagfile=flags/cifar100/resnet56_resnet20.flags
+    python run.py --mode=results --run_dirs=runs/quick
+    python run.py --helpfull                   # every flag (all defined in lskd_tf/flags.py)
+
+Errors in what you asked for (unknown model, missing dataset, bad values) print
+one line and exit with status 2; set LSKD_DEBUG=1 to see the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, logging  # noqa: E402
+
+from lskd_tf import flags as lf  # noqa: E402  (defines every flag)
+
+
+def _strategy():
+    if lf.STRATEGY.value == "default":
+        return None  # the default strategy: one device
+    from lskd_tf.distribute import get_strategy
+
+    return get_strategy(lf.STRATEGY.value)
+
+
+def _write_flagfile(env):
+    def write(spec, run_dir: Path) -> None:
+        from lskd_tf.training import write_atomic
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "flags.txt", lf.flagfile_for(spec, env))
+
+    return write
+
+
+def _study(env) -> None:
+    from lskd_tf import experiment, results, sweep
+    from lskd_tf.experiment import StudentSpec
+
+    started = time.time()
+    specs = experiment.plan_study(lf.study_spec())
+    run_dirs = sweep.run_study(
+        specs, env, on_run_start=_write_flagfile(env), max_runs=lf.MAX_RUNS.value,
+        wait_for_others=lf.WAIT_FOR_OTHERS.value,
+    )  # fmt: skip
+    finished = [d for d in run_dirs if sweep.is_finished(d)]
+    runs = results.collect_runs(finished)
+    written = results.write_tables(runs, env.study_dir / "results")
+    print("\n" + results.format_tables(runs) + "\n")
+    if len(finished) < len(run_dirs):
+        print(f"{len(run_dirs) - len(finished)} run(s) not finished yet: rerun to continue.")
+        return
+    tensorboard_study = Path(env.tensorboard_dir) / env.study
+    if lf.ANALYZE.value:
+        report = experiment.analyze_runs(
+            finished, env.study_dir / "analysis", tensorboard_dir=tensorboard_study,
+            title=f"lskd_tf study '{env.study}'",
+        )  # fmt: skip
+        print(f"analysis report:   {report}")
+    if lf.EXPORT.value:
+        for spec in specs:
+            if isinstance(spec, StudentSpec):
+                experiment.export_checkpoint(
+                    env.run_dir(spec) / "last.keras", env.study_dir / "exports" / spec.name,
+                    spec.data,
+                )  # fmt: skip
+        print(f"SavedModels:       {env.study_dir / 'exports'}/<student run>")
+    print(f"results tables:    {written['runs'].parent}/ (CSV, Markdown, LaTeX)")
+    print(f"run directories:   {env.study_dir}/<run>/ (run.json, history.csv, *.keras)")
+    print(f"TensorBoard:       tensorboard --logdir {tensorboard_study}")
+    print(f"study wall time:   {time.time() - started:.0f} s")
+    if lf.DATASET.value == "embedded":
+        print(
+            "the real study:    python run.py --flagfile=flags/cifar100/study.flags "
+            "(CIFAR-100; add --download the first time)"
+        )
+
+
+def _single_run(env) -> None:
+    from lskd_tf import experiment, sweep
+
+    spec = lf.single_run_spec()
+    specs = [spec] if spec.kind == "teacher" or spec.teacher is None else [spec.teacher, spec]
+    sweep.run_study(specs, env, on_run_start=_write_flagfile(env))
+    print(f"run directory: {env.run_dir(spec)}")
+    print(experiment.spec_to_json(spec))
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
+    if not lf.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TF/Keras INFO lines drown the progress
+    mode = lf.MODE.value
+    try:
+        env = lf.run_env(_strategy() if mode in ("study", "teacher", "distill") else None)
+        if mode == "study":
+            _study(env)
+        elif mode in ("teacher", "distill"):
+            _single_run(env)
+        elif mode in ("evaluate", "export"):
+            from lskd_tf import experiment
+
+            if not lf.CHECKPOINT.value:
+                raise ValueError(f"--mode={mode} needs --checkpoint=<a .keras file>")
+            if mode == "evaluate":
+                metrics = experiment.evaluate_checkpoint(lf.CHECKPOINT.value, lf.data_spec())
+                print({k: round(float(v), 4) for k, v in metrics.items()})
+            else:
+                if not lf.EXPORT_DIR.value:
+                    raise ValueError("--mode=export needs --export_dir=<directory to write>")
+                path = experiment.export_checkpoint(
+                    lf.CHECKPOINT.value, lf.EXPORT_DIR.value, lf.data_spec()
+                )
+                print(f"SavedModel (endpoints serve, serve_uint8) and model.keras in {path}")
+        elif mode in ("results", "analyze"):
+            from lskd_tf import experiment, results
+
+            paths = lf.RUN_DIRS.value or [str(env.study_dir)]
+            runs = results.collect_runs(paths)
+            if runs.empty:
+                raise ValueError(f"no runs found under {', '.join(paths)}")
+            if mode == "results":
+                written = results.write_tables(runs, env.study_dir / "results")
+                print(results.format_tables(runs))
+                print(f"\ntables written to {written['runs'].parent}")
+            else:
+                report = experiment.analyze_runs(
+                    list(runs["run_dir"]), env.study_dir / "analysis",
+                    tensorboard_dir=Path(env.tensorboard_dir) / env.study,
+                )  # fmt: skip
+                print(f"analysis report: {report}")
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("LSKD_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
