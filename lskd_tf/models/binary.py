@@ -29,8 +29,9 @@ def binary_block(f: LayerFactory, x, planes: int, stride: int, name: str):
     inplanes = x.shape[-1]
     out = LearnableBias(name=f"{name}_move0")(x)
     out = BinaryActivation(name=f"{name}_sign")(out)
-    out = BinaryConv2D(planes, 3, stride, kernel_regularizer=f.regularizer(),
-                       name=f"{name}_binary_conv")(out)  # fmt: skip
+    out = BinaryConv2D(
+        planes, 3, stride, kernel_regularizer=f.regularizer(), name=f"{name}_binary_conv"
+    )(out)
     out = f.bn(out, name=f"{name}_bn")
     shortcut = x
     if stride != 1 or inplanes != planes:
@@ -40,9 +41,10 @@ def binary_block(f: LayerFactory, x, planes: int, stride: int, name: str):
     out = keras.layers.Add(name=f"{name}_add")([out, shortcut])
     out = LearnableBias(name=f"{name}_move1")(out)
     out = keras.layers.PReLU(
-        alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2],
+        alpha_initializer=keras.initializers.Constant(0.25),
+        shared_axes=[1, 2],
         name=f"{name}_prelu",
-    )(out)  # fmt: skip
+    )(out)
     return LearnableBias(name=f"{name}_move2")(out)
 
 

@@ -16,15 +16,24 @@ import keras
 from lskd_tf.models.common import LayerFactory, global_pool, model_input, relu
 
 # t (expansion; "T" is substituted), c (channels before width scaling), n (blocks), s
-SETTING = ((1, 16, 1, 1), ("T", 24, 2, 1), ("T", 32, 3, 2), ("T", 64, 4, 2),
-           ("T", 96, 3, 1), ("T", 160, 3, 2), ("T", 320, 1, 1))  # fmt: skip
+SETTING = (
+    (1, 16, 1, 1),
+    ("T", 24, 2, 1),
+    ("T", 32, 3, 2),
+    ("T", 64, 4, 2),
+    ("T", 96, 3, 1),
+    ("T", 160, 3, 2),
+    ("T", 320, 1, 1),
+)
 
 
 def inverted_residual(f: LayerFactory, x, out: int, stride: int, expand: int, name: str):
     inp = x.shape[-1]
     hidden = inp * expand
-    y = relu(f.bn(f.conv(x, hidden, 1, name=f"{name}_expand"), name=f"{name}_expand_bn"),
-             f"{name}_expand_relu")  # fmt: skip
+    y = relu(
+        f.bn(f.conv(x, hidden, 1, name=f"{name}_expand"), name=f"{name}_expand_bn"),
+        f"{name}_expand_relu",
+    )
     y = f.conv(y, hidden, 3, stride, groups=hidden, name=f"{name}_dw")
     y = relu(f.bn(y, name=f"{name}_dw_bn"), f"{name}_dw_relu")
     y = f.bn(f.conv(y, out, 1, name=f"{name}_project"), name=f"{name}_project_bn")
@@ -49,11 +58,13 @@ def cifar_mobilenetv2(
     for s, (t, c, n, stride) in enumerate(SETTING):
         t = expansion if t == "T" else t
         for b in range(n):
-            x = inverted_residual(factory, x, int(c * width_mult), stride if b == 0 else 1, t,
-                                  f"stage{s}_block{b}")  # fmt: skip
+            x = inverted_residual(
+                factory, x, int(c * width_mult), stride if b == 0 else 1, t, f"stage{s}_block{b}"
+            )
     last_channel = int(1280 * width_mult) if width_mult > 1.0 else 1280
-    x = relu(factory.bn(factory.conv(x, last_channel, 1, name="head_conv"), name="head_bn"),
-             "head_relu")  # fmt: skip
+    x = relu(
+        factory.bn(factory.conv(x, last_channel, 1, name="head_conv"), name="head_bn"), "head_relu"
+    )
     logits = factory.classifier(
         global_pool(x),
         num_classes,

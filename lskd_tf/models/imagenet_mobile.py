@@ -18,12 +18,25 @@ import keras
 from lskd_tf.models.common import LayerFactory, global_pool, model_input
 
 # torchvision mobilenet_v2: t, c, n, s
-MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+MOBILENET_V2_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 # torchvision efficientnet_b0: expand_ratio, kernel, stride, in, out, layers
-EFFICIENTNET_B0_SETTING = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
-                           (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
-                           (6, 3, 1, 192, 320, 1))  # fmt: skip
+EFFICIENTNET_B0_SETTING = (
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+)
 
 
 def _relu6(x, name: str):
@@ -66,8 +79,16 @@ def mobilenet_v2(
             hidden = int(round(x.shape[-1] * t))
             if t != 1:
                 x = _conv_bn_act(factory, x, hidden, 1, act=_relu6, name=f"{name_}_expand")
-            x = _conv_bn_act(factory, x, hidden, 3, stride if b == 0 else 1, groups=hidden,
-                             act=_relu6, name=f"{name_}_dw")  # fmt: skip
+            x = _conv_bn_act(
+                factory,
+                x,
+                hidden,
+                3,
+                stride if b == 0 else 1,
+                groups=hidden,
+                act=_relu6,
+                name=f"{name_}_dw",
+            )
             x = _conv_bn_act(factory, x, c, 1, name=f"{name_}_project")
             if b > 0 or (stride == 1 and block_in.shape[-1] == c):
                 x = keras.layers.Add(name=f"{name_}_add")([block_in, x])
@@ -109,15 +130,24 @@ def efficientnet_b0(
             expanded = in_channels * t
             if expanded != in_channels:
                 x = _conv_bn_act(factory, x, expanded, 1, act=_silu, name=f"{name_}_expand")
-            x = _conv_bn_act(factory, x, expanded, k, stride if b == 0 else 1, groups=expanded,
-                             act=_silu, name=f"{name_}_dw")  # fmt: skip
+            x = _conv_bn_act(
+                factory,
+                x,
+                expanded,
+                k,
+                stride if b == 0 else 1,
+                groups=expanded,
+                act=_silu,
+                name=f"{name_}_dw",
+            )
             x = _squeeze_excitation(factory, x, max(1, in_channels // 4), f"{name_}_se")
             x = _conv_bn_act(factory, x, out, 1, name=f"{name_}_project")
             if (stride == 1 or b > 0) and in_channels == out:
                 drop = stochastic_depth * block_id / total_blocks
                 if drop > 0:
-                    x = keras.layers.Dropout(drop, noise_shape=(None, 1, 1, 1),
-                                             name=f"{name_}_stochastic_depth")(x)  # fmt: skip
+                    x = keras.layers.Dropout(
+                        drop, noise_shape=(None, 1, 1, 1), name=f"{name_}_stochastic_depth"
+                    )(x)
                 x = keras.layers.Add(name=f"{name_}_add")([block_in, x])
             block_id += 1
     x = _conv_bn_act(factory, x, 4 * x.shape[-1], 1, act=_silu, name="head")

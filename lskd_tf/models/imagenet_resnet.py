@@ -26,21 +26,28 @@ def _shortcut(f: LayerFactory, x, out_channels: int, stride: int, name: str):
 
 
 def basic_block(f: LayerFactory, x, planes: int, stride: int, name: str, zero_init: bool):
-    out = relu(f.bn(f.conv(x, planes, 3, stride, name=f"{name}_conv1"), name=f"{name}_bn1"),
-               f"{name}_relu1")  # fmt: skip
-    out = f.bn(f.conv(out, planes, 3, name=f"{name}_conv2"), name=f"{name}_bn2",
-               zero_gamma=zero_init)  # fmt: skip
+    out = relu(
+        f.bn(f.conv(x, planes, 3, stride, name=f"{name}_conv1"), name=f"{name}_bn1"),
+        f"{name}_relu1",
+    )
+    out = f.bn(
+        f.conv(out, planes, 3, name=f"{name}_conv2"), name=f"{name}_bn2", zero_gamma=zero_init
+    )
     out = keras.layers.Add(name=f"{name}_add")([out, _shortcut(f, x, planes, stride, name)])
     return relu(out, f"{name}_out")
 
 
 def bottleneck(f: LayerFactory, x, planes: int, stride: int, name: str, zero_init: bool):
-    out = relu(f.bn(f.conv(x, planes, 1, name=f"{name}_conv1"), name=f"{name}_bn1"),
-               f"{name}_relu1")  # fmt: skip
-    out = relu(f.bn(f.conv(out, planes, 3, stride, name=f"{name}_conv2"), name=f"{name}_bn2"),
-               f"{name}_relu2")  # fmt: skip
-    out = f.bn(f.conv(out, planes * 4, 1, name=f"{name}_conv3"), name=f"{name}_bn3",
-               zero_gamma=zero_init)  # fmt: skip
+    out = relu(
+        f.bn(f.conv(x, planes, 1, name=f"{name}_conv1"), name=f"{name}_bn1"), f"{name}_relu1"
+    )
+    out = relu(
+        f.bn(f.conv(out, planes, 3, stride, name=f"{name}_conv2"), name=f"{name}_bn2"),
+        f"{name}_relu2",
+    )
+    out = f.bn(
+        f.conv(out, planes * 4, 1, name=f"{name}_conv3"), name=f"{name}_bn3", zero_gamma=zero_init
+    )
     out = keras.layers.Add(name=f"{name}_add")([out, _shortcut(f, x, planes * 4, stride, name)])
     return relu(out, f"{name}_out")
 

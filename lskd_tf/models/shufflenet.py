@@ -72,11 +72,13 @@ def v2_basic_block(f: LayerFactory, x, name: str):
     half = channels // 2
     left = ChannelSlice(0, half, name=f"{name}_split_left")(x)
     right = ChannelSlice(half, channels, name=f"{name}_split_right")(x)
-    out = relu(f.bn(f.conv(right, half, 1, name=f"{name}_conv1"), name=f"{name}_bn1"),
-               f"{name}_relu1")  # fmt: skip
+    out = relu(
+        f.bn(f.conv(right, half, 1, name=f"{name}_conv1"), name=f"{name}_bn1"), f"{name}_relu1"
+    )
     out = f.bn(f.conv(out, half, 3, groups=half, name=f"{name}_conv2"), name=f"{name}_bn2")
-    out = relu(f.bn(f.conv(out, half, 1, name=f"{name}_conv3"), name=f"{name}_bn3"),
-               f"{name}_relu3")  # fmt: skip
+    out = relu(
+        f.bn(f.conv(out, half, 1, name=f"{name}_conv3"), name=f"{name}_bn3"), f"{name}_relu3"
+    )
     out = keras.layers.Concatenate(name=f"{name}_concat")([left, out])
     return ChannelShuffle(2, name=f"{name}_shuffle")(out)
 
@@ -86,15 +88,17 @@ def v2_down_block(f: LayerFactory, x, out_channels: int, name: str):
     concat and shuffle."""
     in_channels = x.shape[-1]
     mid = out_channels // 2
-    left = f.bn(f.conv(x, in_channels, 3, 2, groups=in_channels, name=f"{name}_conv1"),
-                name=f"{name}_bn1")  # fmt: skip
-    left = relu(f.bn(f.conv(left, mid, 1, name=f"{name}_conv2"), name=f"{name}_bn2"),
-                f"{name}_relu2")  # fmt: skip
-    right = relu(f.bn(f.conv(x, mid, 1, name=f"{name}_conv3"), name=f"{name}_bn3"),
-                 f"{name}_relu3")  # fmt: skip
+    left = f.bn(
+        f.conv(x, in_channels, 3, 2, groups=in_channels, name=f"{name}_conv1"), name=f"{name}_bn1"
+    )
+    left = relu(
+        f.bn(f.conv(left, mid, 1, name=f"{name}_conv2"), name=f"{name}_bn2"), f"{name}_relu2"
+    )
+    right = relu(f.bn(f.conv(x, mid, 1, name=f"{name}_conv3"), name=f"{name}_bn3"), f"{name}_relu3")
     right = f.bn(f.conv(right, mid, 3, 2, groups=mid, name=f"{name}_conv4"), name=f"{name}_bn4")
-    right = relu(f.bn(f.conv(right, mid, 1, name=f"{name}_conv5"), name=f"{name}_bn5"),
-                 f"{name}_relu5")  # fmt: skip
+    right = relu(
+        f.bn(f.conv(right, mid, 1, name=f"{name}_conv5"), name=f"{name}_bn5"), f"{name}_relu5"
+    )
     out = keras.layers.Concatenate(name=f"{name}_concat")([left, right])
     return ChannelShuffle(2, name=f"{name}_shuffle")(out)
 
