@@ -88,6 +88,10 @@ def _single_run(env) -> None:
     from lskd_tf import experiment, sweep
 
     spec = lf.single_run_spec()
+    if getattr(spec, "teacher_checkpoint", None):  # fail now, not after setting up the run
+        experiment.load_checkpoint(
+            spec.teacher_checkpoint, num_classes=spec.data.info().num_classes
+        )
     specs = [spec] if spec.kind == "teacher" or spec.teacher is None else [spec.teacher, spec]
     sweep.run_study(specs, env, on_run_start=_write_flagfile(env))
     print(f"run directory: {env.run_dir(spec)}")

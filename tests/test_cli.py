@@ -1,0 +1,215 @@
+"""run.py end to end, in this process: validation, flagfiles, sweeps, tables, resume."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import keras
+import pandas as pd
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from lskd_tf import experiment, results, sweep
+from lskd_tf import flags as lf
+from lskd_tf.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("run_cli", ROOT / "run.py")
+run_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_cli)
+
+FAST = ["--train_per_class=4", "--test_per_class=2", "--epochs=1", "--teacher_epochs=1",
+        "--teacher_models=resnet8", "--verbose=0"]  # fmt: skip
+
+
+def parse(*argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["run.py", *argv])
+
+
+def run_main(*argv) -> int:
+    with flagsaver.flagsaver():
+        parse(*argv)
+        return run_cli.main(["run.py"])
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    """The default study (every default flag) with a tiny dataset and one epoch."""
+    root = tmp_path_factory.mktemp("cli")
+    args = [f"--output_dir={root}/runs", f"--tensorboard_dir={root}/tb", *FAST]
+    assert run_main(*args) == 0
+    return root / "runs" / "quick", root / "tb" / "quick", args
+
+
+def test_default_study_outputs(quick_study, capsys):
+    study_dir, tb_dir, _ = quick_study
+    runs = sorted(p.name for p in study_dir.iterdir() if (p / "run.json").exists())
+    assert runs == [
+        "student-resnet8-T1-seed0-from-resnet8-ls0-seed0",
+        "student-resnet8-T1-seed0-from-resnet8-ls0.1-seed0",
+        "student-resnet8-T4-seed0-from-resnet8-ls0-seed0",
+        "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed0",
+        "teacher-resnet8-ls0-seed0",
+        "teacher-resnet8-ls0.1-seed0",
+    ]
+    for name in runs:
+        run_dir = study_dir / name
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+        assert (run_dir / "flags.txt").exists() and (run_dir / "last.keras").exists()
+        assert not (run_dir / sweep.CLAIM_FILE).exists()  # released
+        assert list((tb_dir / name / "train").glob("events.out.tfevents.*"))
+    for table in ("runs.csv", "students.md", "students.tex", "teachers.csv"):
+        assert (study_dir / "results" / table).exists()
+    report = (study_dir / "analysis" / "report.md").read_text()
+    assert "teacher-resnet8-ls0.1-seed0" in report and ".png" in report
+    for name in runs:
+        if name.startswith("student"):
+            assert (study_dir / "exports" / name / "saved_model.pb").exists()
+
+
+def test_results_table_matches_run_json(quick_study):
+    study_dir, _, _ = quick_study
+    table = pd.read_csv(study_dir / "results" / "students.csv")
+    for _, row in table.iterrows():
+        for alpha in ("0", "0.1"):
+            name = f"student-{row['student']}-T{row['T']:g}-seed0-from-resnet8-ls{alpha}-seed0"
+            info = json.loads((study_dir / name / "run.json").read_text())
+            assert float(row[f"last a={alpha}"]) == pytest.approx(
+                100 * info["last"]["val_top1"], abs=0.005
+            )
+            assert float(row[f"best a={alpha}"]) == pytest.approx(
+                100 * info["best"]["val_top1"], abs=0.005
+            )
+
+
+def test_flagfile_round_trip(quick_study):
+    """Each run's flags.txt describes exactly that run."""
+    study_dir, _, _ = quick_study
+    for name in ("teacher-resnet8-ls0.1-seed0", "student-resnet8-T4-seed0-from-resnet8-ls0-seed0"):
+        with flagsaver.flagsaver():
+            parse(f"--flagfile={study_dir / name / 'flags.txt'}")
+            spec = lf.single_run_spec()
+            env = lf.run_env()
+            assert env.run_dir(spec) == study_dir / name
+            recorded = json.loads((study_dir / name / "run.json").read_text())
+            assert spec.record() == recorded["spec"]
+            assert spec.train == TrainConfig(**recorded["train"])  # verbose is display-only
+
+
+def test_rerun_skips_finished_runs(quick_study):
+    study_dir, _, args = quick_study
+    before = {p: p.stat().st_mtime_ns for p in study_dir.glob("*/last.keras")}
+    assert run_main(*args, "--analyze=false", "--export=false") == 0
+    assert {p: p.stat().st_mtime_ns for p in study_dir.glob("*/last.keras")} == before
+
+
+def test_evaluate_export_and_results_modes(quick_study, capsys, tmp_path):
+    study_dir, _, args = quick_study
+    checkpoint = study_dir / "teacher-resnet8-ls0-seed0" / "last.keras"
+    assert run_main(*FAST, "--mode=evaluate", f"--checkpoint={checkpoint}") == 0
+    printed = capsys.readouterr().out
+    info = json.loads((checkpoint.parent / "run.json").read_text())
+    assert f"'top1': {round(info['last']['val_top1'], 4)}" in printed
+    assert run_main(*FAST, "--mode=export", f"--checkpoint={checkpoint}",
+                    f"--export_dir={tmp_path / 'exp'}") == 0  # fmt: skip
+    assert (tmp_path / "exp" / "saved_model.pb").exists()
+    assert run_main(*args, "--mode=results", f"--run_dirs={study_dir}/teacher-*") == 0
+    assert "Teachers (top-1 %" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--temperatures=1,0"], "temperatures must be > 0"),
+        (["--teacher_smoothings=0,1"], "teacher smoothing must be in [0, 1)"),
+        (["--student_smoothing=-0.1"], "student smoothing must be in [0, 1)"),
+        (["--teacher_models=resnet9"], "unknown model 'resnet9'; choose one of: "),
+        (["--student_models=bogus"], "unknown model 'bogus'"),
+        (["--dataset=mnist"], "unknown dataset 'mnist'; choose one of: caltech_birds2011"),
+        (["--epochs=0"], "--epochs must be >= 1"),
+        (["--mode=train"], "value should be one of"),
+        (["--profile_batches=3"], "two batch numbers"),
+    ],
+)
+def test_flag_validation(argv, message):
+    with flagsaver.flagsaver():
+        with pytest.raises(flags.IllegalFlagValueError) as error:
+            parse(*argv)
+        assert message in str(error.value)
+
+
+def test_bad_teacher_checkpoints_fail_in_one_line(quick_study, tmp_path, capsys):
+    assert run_main(*FAST, "--mode=distill", f"--output_dir={tmp_path}",
+                    f"--teacher_checkpoint={tmp_path / 'missing.keras'}") == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint") and "does not exist" in err and "\n" not in err
+    other = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])  # fmt: skip
+    other.save(tmp_path / "ten.keras")
+    assert run_main(*FAST, "--mode=distill", f"--output_dir={tmp_path}",
+                    f"--teacher_checkpoint={tmp_path / 'ten.keras'}") == 2  # fmt: skip
+    assert "outputs 10 classes but the dataset has 100" in capsys.readouterr().err
+    assert not any(tmp_path.glob("quick/*"))  # failed up front: nothing created
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
+    code = run_main("--dataset=cifar100", f"--data_dir={tmp_path}", "--verbose=0",
+                    f"--output_dir={tmp_path / 'runs'}")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "cifar100" in err and str(tmp_path) in err and err.count("\n") == 1
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_interrupted_sweep_resumes_without_repeating(tmp_path):
+    with flagsaver.flagsaver():
+        parse(*FAST, "--epochs=2", "--teacher_smoothings=0", "--temperatures=4", "--seeds=0,1")
+        specs = experiment.plan_study(lf.study_spec())
+        env = lf.run_env()
+    env = experiment.RunEnv(output_dir=str(tmp_path), study="s", tensorboard_dir=str(tmp_path))
+    assert [s.kind for s in specs] == ["teacher", "student", "student"]
+    sweep.run_study(specs, env, max_runs=2)  # the teacher and the first student
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in tmp_path.glob("s/*/last.keras")}
+    assert len(finished) == 2
+    killed = experiment.RunEnv(**{**env.__dict__, "callbacks": (StopAtEpoch(1),)})
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_study(specs, killed)
+    third = env.run_dir(specs[2])
+    assert json.loads((third / "run.json").read_text())["status"] == "interrupted"
+    assert not (third / sweep.CLAIM_FILE).exists()
+    sweep.run_study(specs, env)
+    for name, mtime in finished.items():  # finished runs were not touched again
+        assert (tmp_path / "s" / name / "last.keras").stat().st_mtime_ns == mtime
+    history = pd.read_csv(third / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert json.loads((third / "run.json").read_text())["status"] == "finished"
+    table = results.student_table(results.collect_runs([tmp_path / "s"]))
+    assert table.loc[("resnet8", "4"), "n"] == 2
+
+
+def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    assert sweep.try_claim(run_dir)
+    assert not sweep.try_claim(run_dir)  # held by this live process
+    sweep.release(run_dir)
+    assert sweep.try_claim(run_dir)
+    dead = {"host": os.uname().nodename, "pid": 2**22 + 12345, "time": 0}
+    (run_dir / sweep.CLAIM_FILE).write_text(json.dumps(dead))
+    assert sweep.try_claim(run_dir)  # its owner is gone
+    other_host = {"host": "elsewhere", "pid": 1, "time": 0}
+    (run_dir / sweep.CLAIM_FILE).write_text(json.dumps(other_host))
+    assert not sweep.try_claim(run_dir, stale_after_s=600)  # fresh heartbeat
+    old = os.stat(run_dir / sweep.CLAIM_FILE).st_mtime - 3600
+    os.utime(run_dir / sweep.CLAIM_FILE, (old, old))
+    assert sweep.try_claim(run_dir, stale_after_s=600)  # heartbeat too old
