@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from lskd_tf import distribute
 from lskd_tf.distiller import Distiller
 from lskd_tf.losses import SmoothedCrossEntropy, validate_smoothing, validate_temperature
 from lskd_tf.schedules import SCHEDULES, WarmupDecay
@@ -305,26 +306,33 @@ def run_training(
     ``train_model`` is what `fit` runs (the model itself, or a `Distiller`);
     ``saved_model`` is what the checkpoints hold (the teacher or the student).
     ``compile_fn(optimizer)`` compiles ``train_model``.
+
+    Distributed runs (`lskd_tf.distribute`): every worker runs this loop; only
+    the chief writes to ``run_dir`` and ``tensorboard_dir``, the other workers
+    write the same files to a temporary directory that is deleted at the end.
+    Every worker reads ``run_dir`` to resume.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = train_model.distribute_strategy
     previous = read_run_json(run_dir)
     if previous and previous.get("status") == "finished":
         return _finished_result(run_dir, previous)
 
-    tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir else run_dir / "tensorboard"
+    out_dir = distribute.write_dir(run_dir, strategy)  # run_dir on the chief only
+    if out_dir != run_dir or not tensorboard_dir:
+        tensorboard_dir = out_dir / "tensorboard"
+    tensorboard_dir = Path(tensorboard_dir)
     epoch_fn = as_epoch_fn(train_data, config)
     eval_ds = as_eval_dataset(eval_data, config.batch_size)
     steps_per_epoch = steps_in(epoch_fn(0), config)
 
     keras.utils.set_random_seed(config.seed)
-    strategy = train_model.distribute_strategy
     with strategy.scope():
         compile_fn(make_optimizer(config, steps_per_epoch))
-
-    state = _load_resume_state(run_dir, train_model)
+        state = _load_resume_state(run_dir, train_model)
     history: list[dict] = state["history"] if state else []
     start_epoch = len(history)
+    distribute.check_same_on_all_workers(strategy, start_epoch, "the epoch to start from")
     monitor = "val_top1" if eval_ds is not None else "top1"
     best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else None
 
@@ -336,9 +344,11 @@ def run_training(
         "steps_per_epoch": steps_per_epoch,
         "monitor": monitor,
         "tensorboard_dir": str(tensorboard_dir),
+        "strategy": type(strategy).__name__,
+        "num_replicas": strategy.num_replicas_in_sync,
         "versions": _versions(),
     }
-    write_atomic(run_dir / "run.json", json.dumps(info, indent=2))
+    write_atomic(out_dir / "run.json", json.dumps(info, indent=2))
     writers = {
         "train": tf.summary.create_file_writer(str(tensorboard_dir / "train")),
         "validation": tf.summary.create_file_writer(str(tensorboard_dir / "validation")),
@@ -363,16 +373,15 @@ def run_training(
                         str(tensorboard_dir / "profile"), profile_batch=profile_batches
                     )
                 )
-            logs = train_model.fit(
-                epoch_fn(epoch),
+            # Keras fit, or the multi-worker loop around the same train_step.
+            logs = distribute.run_epoch(
+                train_model,
+                epoch_fn,
+                epoch,
                 validation_data=eval_ds,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
                 steps_per_epoch=config.steps_per_epoch,
                 callbacks=epoch_callbacks,
-                shuffle=False,  # the epoch's dataset is already shuffled, seeded
-                verbose=0,
-            ).history
+            )
             row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in logs.items()}}
             row["learning_rate"] = float(
                 keras.ops.convert_to_numpy(train_model.optimizer.learning_rate)
@@ -380,18 +389,20 @@ def run_training(
             row["epoch_time_s"] = time.time() - epoch_started
             history.append(row)
             _write_epoch(writers, row, epoch)
-            save_model_atomic(saved_model, run_dir / "last.keras")
+            save_model_atomic(saved_model, out_dir / "last.keras")
             if best_row is None or row.get(monitor, -1.0) > best_row.get(monitor, -1.0):
                 best_row = row
-                save_model_atomic(saved_model, run_dir / "best.keras")
-            _save_resume_state(run_dir, train_model, history)
-            write_atomic(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+                save_model_atomic(saved_model, out_dir / "best.keras")
+            _save_resume_state(out_dir, train_model, history)
+            write_atomic(out_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
             info.update(best=_pick(best_row), last=_pick(row), epochs_done=epoch + 1)
-            write_atomic(run_dir / "run.json", json.dumps(info, indent=2))
+            write_atomic(out_dir / "run.json", json.dumps(info, indent=2))
     except BaseException as error:
         info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
         info["error"] = f"{type(error).__name__}: {error}"
-        write_atomic(run_dir / "run.json", json.dumps(info, indent=2))
+        write_atomic(out_dir / "run.json", json.dumps(info, indent=2))
+        distribute.discard_write_dir(out_dir, run_dir)  # a non-chief's temporary dir
+        distribute.raise_if_peer_failure(strategy, error, run_dir)  # says a worker died
         raise
     finally:
         for writer in writers.values():
@@ -403,7 +414,8 @@ def run_training(
         last=_pick(history[-1]),
         wall_time_s=sum(row.get("epoch_time_s", 0.0) for row in history),
     )
-    write_atomic(run_dir / "run.json", json.dumps(info, indent=2))
+    write_atomic(out_dir / "run.json", json.dumps(info, indent=2))
+    distribute.discard_write_dir(out_dir, run_dir)
     if config.verbose:
         print(summary_line(info), flush=True)
     return RunResult(run_dir, saved_model, history, info["best"], info["last"])
