@@ -1,0 +1,273 @@
+"""The experiment flagfiles in flags/: each parses, and its study is the papers' recipe.
+
+The expected numbers below are written from the papers (see
+/work/shared/reference/papers.md and the public code of Chandrasegaran et al. for CUB),
+not read from the flagfiles, so a typo in a flagfile fails here. No training happens:
+each file is parsed with absl, turned into a `StudySpec` and planned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from lskd_tf import flags as lf  # defines every flag, once per process
+from lskd_tf.experiment import StudentSpec, TeacherSpec, plan_study
+
+FLAGS = flags.FLAGS
+ROOT = Path(__file__).resolve().parents[1]
+FLAG_DIR = ROOT / "flags"
+FLAG_LINE = re.compile(r"^--(?:no)?([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$")
+
+
+@contextlib.contextmanager
+def parsed(*argv: str):
+    """Parse `argv` as run.py's command line; restore every flag (and parse state) after."""
+    was_parsed = FLAGS.is_parsed()
+    with flagsaver.flagsaver():
+        FLAGS.unparse_flags()
+        FLAGS(["run.py", *argv])
+        yield
+    if not was_parsed:
+        FLAGS.unparse_flags()
+
+
+@pytest.fixture(autouse=True)
+def _at_repository_root(monkeypatch):
+    # Nested --flagfile paths are relative to the working directory: runs start at the root.
+    monkeypatch.chdir(ROOT)
+
+
+def study_of(path: str):
+    with parsed(f"--flagfile={path}"):
+        return lf.study_spec(), lf.STUDY.value
+
+
+def experiment_files() -> list[str]:
+    return sorted(
+        str(p.relative_to(ROOT)) for p in FLAG_DIR.rglob("*.flags") if "common" not in p.parts
+    )
+
+
+def flag_lines(path: Path) -> list[tuple[str, str | None]]:
+    """(name, value) of every flag line of one file (comments and blanks skipped)."""
+    lines = []
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = FLAG_LINE.match(line)
+        assert match, f"{path}: not a --flag line: {raw!r}"
+        lines.append((match.group(1), match.group(2)))
+    return lines
+
+
+# ------------------------------------------------------------------- the papers' recipes
+# (epochs, global batch, optimizer, lr, momentum, weight decay, schedule, milestones, warmup)
+CIFAR = (240, 64, "sgd", 0.05, 0.9, 5e-4, "step", (150, 180, 210), 0.0)  # RepDistiller
+IMAGENET_TEACHER = (90, 256, "sgd", 0.1, 0.9, 1e-4, "step", (30, 60), 0.0)
+IMAGENET_STUDENT = (200, 256, "sgd", 0.1, 0.9, 1e-4, "step", (80, 160), 5.0)  # Chandrasegaran
+CUB_TEACHER = (90, 256, "sgd", 0.01, 0.9, 1e-4, "step", (30, 60), 0.0)  # ICML 2022 code
+CUB_STUDENT = (200, 256, "sgd", 0.01, 0.9, 1e-3, "step", (80, 160), 0.0)
+# ReActNet: Adam 5e-4, batch 256, 256 epochs, wd 1e-5; linear decay -> closest: cosine.
+REACTNET = (256, 256, "adam", 5e-4, 0.9, 1e-5, "cosine", (), 0.0)
+# The binary file's teachers share the ImageNet teacher recipe except the optimizer,
+# which the flags cannot set per teacher (the test pins that limitation).
+IMAGENET_TEACHER_ADAM = (90, 256, "adam", 0.1, 0.9, 1e-4, "step", (30, 60), 0.0)
+
+PURE_KD = (1.0, 0.0)  # (kd_weight, ce_weight): both papers
+REPDISTILLER_KD = (0.9, 0.1)
+
+CIFAR_PAIRS = [
+    ("resnet56", "resnet20"),
+    ("resnet110", "resnet32"),
+    ("resnet32x4", "resnet8x4"),
+    ("wrn_40_2", "wrn_16_2"),
+    ("vgg13", "vgg8"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    study: str
+    dataset: str
+    teachers: tuple[str, ...]
+    students: tuple[str, ...]
+    temperatures: tuple[float, ...]
+    seeds: tuple[int, ...]
+    smoothing: str
+    loss: tuple[float, float]
+    teacher_recipe: tuple
+    student_recipe: tuple
+    smoothings: tuple[float, ...] = (0.0, 0.1)
+
+
+EXPECTED: dict[str, Expected] = {}
+for _t, _s in CIFAR_PAIRS:
+    _study = f"cifar100_{_t}_{_s}"
+    EXPECTED[f"flags/cifar100/{_t}_{_s}.flags"] = Expected(
+        _study, "cifar100", (_t,), (_s,), (1.0, 2.0, 3.0, 4.0, 64.0), (0, 1, 2), "uniform",
+        PURE_KD, CIFAR, CIFAR,
+    )  # fmt: skip
+    EXPECTED[f"flags/cifar100/repdistiller/{_t}_{_s}.flags"] = Expected(
+        _study, "cifar100", (_t,), (_s,), (4.0,), (0, 1, 2), "uniform",
+        REPDISTILLER_KD, CIFAR, CIFAR,
+    )  # fmt: skip
+EXPECTED["flags/cifar100/study.flags"] = Expected(
+    "cifar100", "cifar100", tuple(t for t, _ in CIFAR_PAIRS), tuple(s for _, s in CIFAR_PAIRS),
+    (1.0, 2.0, 3.0, 4.0, 64.0), (0, 1, 2), "uniform", PURE_KD, CIFAR, CIFAR,
+)  # fmt: skip
+EXPECTED["flags/imagenet/chandrasegaran_resnet50_resnet18.flags"] = Expected(
+    "imagenet_chandrasegaran", "imagenet2012", ("resnet50",), ("resnet18",),
+    (1.0, 2.0, 3.0, 64.0), (0,), "uniform", PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT,
+)  # fmt: skip
+EXPECTED["flags/imagenet/chandrasegaran_resnet50_resnet50.flags"] = Expected(
+    "imagenet_chandrasegaran", "imagenet2012", ("resnet50",), ("resnet50",), (1.0, 3.0),
+    (0,), "uniform", PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT,
+)  # fmt: skip
+for _s in ("resnet18", "resnet50"):
+    EXPECTED[f"flags/imagenet/shen_resnet50_{_s}.flags"] = Expected(
+        "imagenet_shen", "imagenet2012", ("resnet50",), (_s,), (1.0,), (0, 1, 2), "others",
+        PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT,
+    )  # fmt: skip
+EXPECTED["flags/imagenet/shen_binary_resnet18.flags"] = Expected(
+    "imagenet_shen", "imagenet2012", ("resnet50",), ("reactnet_resnet18",), (1.0,),
+    (0, 1, 2), "others", PURE_KD, IMAGENET_TEACHER_ADAM, REACTNET,
+)  # fmt: skip
+for _s in ("resnet18", "mobilenet_v2"):
+    EXPECTED[f"flags/cub200/resnet50_{_s}.flags"] = Expected(
+        "cub200_chandrasegaran", "caltech_birds2011", ("resnet50",), (_s,),
+        (1.0, 2.0, 3.0, 64.0), (0,), "uniform", PURE_KD, CUB_TEACHER, CUB_STUDENT,
+    )  # fmt: skip
+EXPECTED["flags/cub200/shen_resnet50_resnet18.flags"] = Expected(
+    "cub200_shen", "caltech_birds2011", ("resnet50",), ("resnet18",), (1.0,), (0, 1, 2),
+    "others", PURE_KD, CUB_TEACHER, CUB_STUDENT,
+)  # fmt: skip
+
+
+def recipe(train) -> tuple:
+    return (
+        train.epochs, train.batch_size, train.optimizer, train.learning_rate, train.momentum,
+        train.weight_decay, train.schedule, train.milestones, train.warmup_epochs,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_every_experiment_file_has_its_papers_recipe_in_this_test():
+    assert set(experiment_files()) - {"flags/quick.flags"} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", sorted(EXPECTED))
+def test_flagfile_study_matches_the_paper(path):
+    expected = EXPECTED[path]
+    study, name = study_of(path)
+    assert name == expected.study
+    assert study.data.name == expected.dataset
+    assert tuple(study.teacher_models) == expected.teachers
+    assert tuple(study.teacher_smoothings) == expected.smoothings
+    assert study.smoothing == expected.smoothing
+    assert tuple(study.student_models) == expected.students
+    assert tuple(study.temperatures) == expected.temperatures
+    assert tuple(study.seeds) == expected.seeds
+    assert (study.kd_weight, study.ce_weight) == expected.loss
+    assert study.t2_scaling is True
+    assert study.student_label_smoothing == 0.0
+    assert recipe(study.teacher_train) == expected.teacher_recipe
+    assert recipe(study.student_train) == expected.student_recipe
+    assert study.student_train.decay_rate == study.teacher_train.decay_rate == 0.1
+
+    runs = plan_study(study)
+    teachers = [r for r in runs if isinstance(r, TeacherSpec)]
+    students = [r for r in runs if isinstance(r, StudentSpec)]
+    n_teachers = len(expected.teachers) * len(expected.smoothings)
+    assert len(teachers) == n_teachers
+    per_teacher = len(expected.students) * len(expected.temperatures) * len(expected.seeds)
+    assert len(students) == n_teachers * per_teacher
+    assert len({r.name for r in runs}) == len(runs)  # no two runs share a directory
+    for student in students:
+        assert recipe(student.train) == expected.student_recipe
+        assert student.train.seed == student.seed
+        assert student.teacher.smoothing == expected.smoothing
+        assert recipe(student.teacher.train) == expected.teacher_recipe
+
+
+def test_quick_flagfile_is_the_default_study():
+    with parsed():
+        default, default_name = lf.study_spec(), lf.STUDY.value
+    quick, quick_name = study_of("flags/quick.flags")
+    assert quick == default
+    assert quick_name == default_name == "quick"
+    assert [r.name for r in plan_study(quick)] == [r.name for r in plan_study(default)]
+    # ...and the file is not vacuous: it really sets the quick study's settings.
+    assert quick.student_train.epochs == 3 and quick.teacher_train.epochs == 4
+    assert tuple(quick.temperatures) == (1.0, 4.0)
+
+
+def test_a_later_flag_overrides_the_flagfile():
+    with parsed("--flagfile=flags/cifar100/resnet56_resnet20.flags", "--lr=0.01"):
+        study = lf.study_spec()
+    assert study.student_train.learning_rate == 0.01  # e.g. MobileNetV2 on CIFAR-100
+    assert study.teacher_train.learning_rate == 0.05  # teachers keep --teacher_lr
+
+
+def test_full_cifar_grid_contains_the_papers_pairs():
+    study, _ = study_of("flags/cifar100/study.flags")
+    pairs = {(r.teacher.model, r.model) for r in plan_study(study) if r.kind == "student"}
+    assert set(CIFAR_PAIRS) <= pairs
+    assert len(pairs) == 25  # a study is a cross product (see the file's comment)
+
+
+SAME_STUDY = [
+    ("cifar100/resnet56_resnet20", "cifar100/repdistiller/resnet56_resnet20"),
+    ("imagenet/shen_resnet50_resnet18", "imagenet/shen_binary_resnet18"),
+    ("imagenet/chandrasegaran_resnet50_resnet18", "imagenet/chandrasegaran_resnet50_resnet50"),
+    ("cub200/resnet50_resnet18", "cub200/resnet50_mobilenet_v2"),
+]
+
+
+@pytest.mark.parametrize("first, second", SAME_STUDY)
+def test_files_of_one_study_share_teachers_not_students(first, second):
+    (a, name_a), (b, name_b) = study_of(f"flags/{first}.flags"), study_of(f"flags/{second}.flags")
+    runs_a, runs_b = plan_study(a), plan_study(b)
+    assert name_a == name_b
+    teachers = lambda runs: {r.name for r in runs if r.kind == "teacher"}  # noqa: E731
+    students = lambda runs: {r.name for r in runs if r.kind == "student"}  # noqa: E731
+    assert teachers(runs_a) == teachers(runs_b)
+    assert not students(runs_a) & students(runs_b)
+
+
+def test_shen_and_chandrasegaran_teachers_differ_by_convention():
+    shen, _ = study_of("flags/imagenet/shen_resnet50_resnet18.flags")
+    chandra, _ = study_of("flags/imagenet/chandrasegaran_resnet50_resnet18.flags")
+    shen_names = {r.name for r in plan_study(shen) if r.kind == "teacher"}
+    chandra_names = {r.name for r in plan_study(chandra) if r.kind == "teacher"}
+    assert "teacher-resnet50-ls0.1-others-seed0" in shen_names
+    assert "teacher-resnet50-ls0.1-seed0" in chandra_names
+
+
+@pytest.mark.parametrize(
+    "path", sorted(FLAG_DIR.rglob("*.flags")), ids=lambda p: str(p.relative_to(FLAG_DIR))
+)
+def test_includes_exist_and_no_flag_is_set_twice(path):
+    # Several --flagfile lines are fine (includes); any other flag twice is a mistake.
+    names = [name for name, _ in flag_lines(path) if name != "flagfile"]
+    assert len(names) == len(set(names)), f"{path} sets a flag twice"
+    for name, value in flag_lines(path):
+        if name == "flagfile":
+            assert (ROOT / value).is_file(), f"{path} includes missing {value}"
+        else:
+            assert name in FLAGS, f"{path}: unknown flag --{name}"
+
+
+def test_readme_lists_every_experiment_file():
+    readme = (FLAG_DIR / "README.md").read_text()
+    for path in experiment_files():
+        assert f"`{path}`" in readme, f"{path} missing from flags/README.md"
