@@ -187,7 +187,10 @@ RunSpec = TeacherSpec | StudentSpec
 
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
-    """A grid: teachers (model × smoothing) and their students (model × T × seed)."""
+    """A grid: teachers (model × smoothing) and their students (model × T × seed).
+
+    Students are distilled from every teacher model, or only along ``pairs``.
+    """
 
     teacher_models: Sequence[str] = ("resnet20",)
     teacher_smoothings: Sequence[float] = (0.0, 0.1)
@@ -204,19 +207,33 @@ class StudySpec:
     teacher_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     student_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    pairs: Sequence[tuple[str, str]] = ()
+    """(teacher, student) model pairs; when given, they replace the cross product
+    teacher_models x student_models (the papers distill chosen pairs)."""
+
+    def students_of(self, teacher_model: str) -> list[str]:
+        if self.pairs:
+            return [student for teacher, student in self.pairs if teacher == teacher_model]
+        return list(self.student_models)
+
+    @property
+    def all_teacher_models(self) -> list[str]:
+        if self.pairs:
+            return list(dict.fromkeys(teacher for teacher, _ in self.pairs))
+        return list(self.teacher_models)
 
 
 def plan_study(study: StudySpec) -> list[RunSpec]:
     """Every run of a study, each teacher before the students that need it."""
     runs: list[RunSpec] = []
-    for teacher_model in study.teacher_models:
+    for teacher_model in study.all_teacher_models:
         for alpha in study.teacher_smoothings:
             teacher = TeacherSpec(
                 teacher_model, float(alpha), study.smoothing, study.teacher_seed,
                 dataclasses.replace(study.teacher_train, seed=study.teacher_seed), study.data,
             )  # fmt: skip
             runs.append(teacher)
-            for student_model in study.student_models:
+            for student_model in study.students_of(teacher_model):
                 for temperature in study.temperatures:
                     for seed in study.seeds:
                         runs.append(

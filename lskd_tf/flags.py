@@ -76,6 +76,12 @@ SMOOTHING = flags.DEFINE_enum(
 )  # fmt: skip
 TEACHER_SEED = flags.DEFINE_integer("teacher_seed", 0, "Seed of the teacher runs.")
 STUDENT_MODELS = flags.DEFINE_list("student_models", ["resnet8"], "Student architecture(s).")
+PAIRS = flags.DEFINE_list(
+    "pairs", [],
+    "teacher:student model pairs (e.g. resnet56:resnet20,vgg13:vgg8); when set, only these "
+    "pairs are distilled instead of every teacher x every student (--teacher_models and "
+    "--student_models are then ignored).",
+)  # fmt: skip
 TEMPERATURES = flags.DEFINE_list("temperatures", ["1", "4"], "Distillation temperature(s) T > 0.")
 SEEDS = flags.DEFINE_list("seeds", ["0"], "Student seeds; tables report mean ± std over them.")
 KD_WEIGHT = flags.DEFINE_float("kd_weight", 1.0, "Weight of the T^2-scaled KL term.")
@@ -211,6 +217,17 @@ flags.register_validator("teacher_models", lambda v: _validate_models(v, "teache
 flags.register_validator("student_models", lambda v: _validate_models(v, "student_models"))
 
 
+@flags.validator("pairs")
+def _check_pairs(values):
+    for value in values:
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise flags.ValidationError(f"--pairs entries are teacher:student, got {value!r}")
+        _validate_models([parts[0]], "pairs")
+        _validate_models([parts[1]], "pairs")
+    return True
+
+
 @flags.validator("temperatures")
 def _check_temperatures(values):
     for value in _floats(values, "temperatures"):
@@ -311,7 +328,7 @@ def study_spec() -> StudySpec:
         ce_weight=CE_WEIGHT.value, student_label_smoothing=STUDENT_SMOOTHING.value,
         t2_scaling=T2_SCALING.value, use_teacher=USE_TEACHER.value,
         teacher_train=teacher_train_config(), student_train=student_train_config(),
-        data=data_spec(),
+        data=data_spec(), pairs=tuple(tuple(p.split(":")) for p in PAIRS.value),
     )  # fmt: skip
 
 
@@ -327,12 +344,13 @@ def run_env(strategy=None) -> RunEnv:
 def single_run_spec() -> TeacherSpec | StudentSpec:
     """The one run that `--mode=teacher` or `--mode=distill` describes.
 
-    The first value of each list flag is used (a single run has one teacher
-    smoothing, one temperature, one seed).
+    The first value of each list flag (or the first of --pairs) is used: a
+    single run has one teacher, one smoothing, one temperature, one seed.
     """
     study = study_spec()
+    teacher_model = study.all_teacher_models[0]
     teacher = TeacherSpec(
-        study.teacher_models[0], study.teacher_smoothings[0], study.smoothing,
+        teacher_model, study.teacher_smoothings[0], study.smoothing,
         study.teacher_seed, dataclasses.replace(study.teacher_train, seed=study.teacher_seed),
         study.data,
     )  # fmt: skip
@@ -340,7 +358,7 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
         return teacher
     seed = study.seeds[0]
     return StudentSpec(
-        study.student_models[0], None if TEACHER_CHECKPOINT.value else teacher,
+        study.students_of(teacher_model)[0], None if TEACHER_CHECKPOINT.value else teacher,
         TEACHER_CHECKPOINT.value, study.temperatures[0], study.kd_weight, study.ce_weight,
         study.student_label_smoothing, study.smoothing, study.t2_scaling, seed,
         dataclasses.replace(study.student_train, seed=seed), study.data, study.use_teacher,
