@@ -4,8 +4,8 @@ This is the only TensorFlow-dependent module of `lskd_tf.analysis` (TensorFlow a
 Keras are imported inside the functions). Every lskd_tf model is a functional
 `keras.Model` whose final `keras.layers.Dense` is named "classifier": its input is the
 penultimate feature vector, its output the logits, its kernel and bias the class
-templates. `features_and_logits` and `templates` implement that contract locally (the
-same helpers exist in `lskd_tf.models`) so the analysis does not depend on model code.
+templates; `lskd_tf.models.features_and_logits` / `templates` read them (imported here
+lazily, so the NumPy measures never import TensorFlow).
 """
 
 from __future__ import annotations
@@ -15,55 +15,19 @@ from typing import Any
 
 import numpy as np
 
-CLASSIFIER_NAME = "classifier"
-
-
-def _classifier(model):
-    try:
-        layer = model.get_layer(CLASSIFIER_NAME)
-    except ValueError as error:
-        raise ValueError(
-            f"`model` {model.name!r} has no layer named {CLASSIFIER_NAME!r}; the analysis needs "
-            "a functional model whose final Dense layer is named 'classifier'."
-        ) from error
-    import keras
-
-    if not isinstance(layer, keras.layers.Dense):
-        raise ValueError(
-            f"Layer {CLASSIFIER_NAME!r} of `model` is a {type(layer).__name__}, not a Dense layer."
-        )
-    if layer.activation not in (keras.activations.linear, None):
-        raise ValueError(
-            f"Layer {CLASSIFIER_NAME!r} has activation {layer.activation.__name__!r}; it must "
-            "output logits (activation=None)."
-        )
-    return layer
-
 
 def features_and_logits(model):
-    """A keras.Model mapping the model's inputs to [penultimate features, logits]."""
-    import keras
+    """A keras.Model mapping images to [penultimate features, logits] (`lskd_tf.models`)."""
+    from lskd_tf.models import features_and_logits as model_features_and_logits
 
-    layer = _classifier(model)
-    try:
-        features = layer.input
-    except (AttributeError, ValueError) as error:
-        raise ValueError(
-            f"Cannot read the input of layer {CLASSIFIER_NAME!r}: `model` must be a functional "
-            "keras.Model in which the classifier is called once."
-        ) from error
-    return keras.Model(model.inputs, [features, layer.output], name=f"{model.name}_features")
+    return model_features_and_logits(model)
 
 
 def templates(model) -> tuple[np.ndarray, np.ndarray]:
-    """The classifier's (kernel (D, K), bias (K,)) as float NumPy (zero bias if none)."""
-    layer = _classifier(model)
-    kernel = np.asarray(layer.kernel.numpy(), dtype=np.float32)
-    if layer.bias is None:
-        bias = np.zeros(kernel.shape[1], dtype=np.float32)
-    else:
-        bias = np.asarray(layer.bias.numpy(), dtype=np.float32)
-    return kernel, bias
+    """The classifier's (kernel (D, K), bias (K,)) as NumPy (`lskd_tf.models.templates`)."""
+    from lskd_tf.models import templates as model_templates
+
+    return model_templates(model)
 
 
 def _split_element(element) -> tuple[Any, Any, Any]:

@@ -369,13 +369,25 @@ def get(
 
 
 def _classifier(model: keras.Model) -> keras.layers.Dense:
+    """The final Dense named "classifier" that outputs logits, or a clear error."""
     try:
-        return model.get_layer(CLASSIFIER_NAME)
+        layer = model.get_layer(CLASSIFIER_NAME)
     except ValueError as err:
         raise ValueError(
             f"model {model.name!r} has no layer named {CLASSIFIER_NAME!r}; build it with "
-            f"lskd_tf.models.get()"
+            "lskd_tf.models.get(), or name your final Dense layer 'classifier'"
         ) from err
+    if not isinstance(layer, keras.layers.Dense):
+        raise ValueError(
+            f"layer {CLASSIFIER_NAME!r} of {model.name!r} is a {type(layer).__name__}, "
+            "not a Dense layer"
+        )
+    if layer.activation not in (keras.activations.linear, None):
+        raise ValueError(
+            f"layer {CLASSIFIER_NAME!r} has activation {layer.activation.__name__!r}; it must "
+            "output logits (activation=None)"
+        )
+    return layer
 
 
 def features_and_logits(model: keras.Model) -> keras.Model:
@@ -396,4 +408,6 @@ def templates(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     Row k of `W.T` with `b[k]` appended is Müller et al.'s "template" of class k.
     """
     layer = _classifier(model)
-    return np.asarray(layer.kernel.numpy()), np.asarray(layer.bias.numpy())
+    kernel = np.asarray(layer.kernel.numpy())
+    bias = np.zeros(kernel.shape[1], kernel.dtype) if layer.bias is None else layer.bias.numpy()
+    return kernel, np.asarray(bias)
