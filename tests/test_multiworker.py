@@ -1,0 +1,260 @@
+"""Distributed training: strategy choice, chief-only writes, the multi-worker epoch loop.
+
+The multi-worker tests start real `MultiWorkerMirroredStrategy` clusters of two
+processes on 127.0.0.1 (tests/multiworker_worker.py), with free ports, bounded
+waits, and every process killed at the end whatever happens.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import lskd_tf.training  # noqa: F401  (registers the loss and schedule checkpoints hold)
+from lskd_tf import distribute
+
+WORKER = Path(__file__).with_name("multiworker_worker.py")
+WAIT_S = 100  # a bound on every wait, far above the ~20-50 s a run takes here
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_strategy_names_and_tf_config_are_checked(monkeypatch):
+    with pytest.raises(ValueError, match="unknown strategy 'horovod'; choose one of: default"):
+        distribute.get_strategy("horovod")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="'multi_worker' needs the TF_CONFIG environment"):
+        distribute.get_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        distribute.read_tf_config()
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster}))
+    with pytest.raises(ValueError, match="no 'task' with 'type' and 'index'"):
+        distribute.read_tf_config()
+    bad_task = {"cluster": cluster, "task": {"type": "worker", "index": 2}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(bad_task))
+    with pytest.raises(ValueError, match="task worker:2 is not in the cluster"):
+        distribute.read_tf_config()
+    assert distribute.get_strategy("default") is tf.distribute.get_strategy()
+
+
+def test_chief_writes_the_run_dir_and_the_others_a_temporary_one(monkeypatch, tmp_path):
+    run_dir = tmp_path / "run"
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.is_chief() and distribute.write_dir(run_dir, None) == run_dir
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    for index, chief in ((0, True), (1, False)):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+        assert distribute.is_chief() is chief
+    # worker 1: a fresh temporary directory, deleted by discard_write_dir
+    other = distribute.write_dir(run_dir, None)
+    assert other != run_dir and other.is_dir() and "worker1" in other.name
+    distribute.discard_write_dir(other, run_dir)
+    assert not other.exists() and run_dir.is_dir()
+    # an explicit "chief" task is the chief, and then worker 0 is not
+    cluster = {"chief": ["127.0.0.1:3"], **cluster}
+    worker0 = {"cluster": cluster, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(worker0))
+    assert not distribute.is_chief()
+    # a one-process strategy always writes, whatever TF_CONFIG says
+    assert distribute.is_chief(tf.distribute.get_strategy())
+
+
+def test_global_batches_are_split_by_worker_then_by_replica():
+    rows = tf.data.Dataset.range(14).batch(8)  # batches of 8 rows, then 6
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4
+    )
+    pieces = [p.numpy().tolist() for p in distribute.shard_global_batches(rows, context)]
+    # worker 1 of 2 owns rows [4, 8) of batch 0 and [3, 6) of the 6-row batch (8..13)
+    assert pieces == [[4, 5], [6, 7], [11], [12, 13]]
+    pairs = tf.data.Dataset.from_tensor_slices((np.arange(8), np.arange(8) * 10)).batch(8)
+    first = tf.distribute.InputContext(2, 0, 4)
+    shards = distribute.shard_global_batches(pairs, first)
+    got = [(x.numpy().tolist(), y.numpy().tolist()) for x, y in shards]
+    assert got == [([0, 1], [0, 10]), ([2, 3], [20, 30])]
+    with pytest.raises(ValueError, match="global batch size 6 is not a multiple of the 4"):
+        distribute.shard_global_batches(
+            tf.data.Dataset.range(12).batch(6, drop_remainder=True), first
+        )
+
+
+class Recorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch", batch, round(float(logs["loss"]), 4)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, sorted(logs)))
+
+
+def test_custom_loop_equals_fit_under_mirrored(mirrored_strategy, tiny_cnn):
+    """The strategy.run loop gives fit's weights, logs and callback calls (2 replicas)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.random((48, 8, 8, 3)).astype("float32"), rng.integers(0, 10, 48)
+    eval_ds = tf.data.Dataset.from_tensor_slices((x[:20], y[:20])).batch(16)  # 16 + 4 rows
+
+    def epoch_fn(epoch):
+        # A fixed order per epoch: fit under MirroredStrategy rewrites the dataset
+        # graph, and a seeded shuffle then gives another order than plain iteration.
+        return tf.data.Dataset.from_tensor_slices((x[epoch::2], y[epoch::2])).repeat(2).batch(16)
+
+    results = {}
+    for loop in ("fit", "custom"):
+        with mirrored_strategy.scope():
+            model = tiny_cnn(seed=4, synchronized=True, dropout=0.0)
+            model.compile(
+                keras.optimizers.SGD(0.1, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
+            )
+        recorder = Recorder()
+        logs = [
+            distribute.run_epoch(
+                model, epoch_fn, epoch, validation_data=eval_ds, callbacks=[recorder], loop=loop
+            )
+            for epoch in range(2)
+        ]
+        iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        results[loop] = (model.get_weights(), logs, recorder.calls, iterations)
+    fit, custom = results["fit"], results["custom"]
+    for a, b in zip(fit[0], custom[0]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert [list(epoch) for epoch in custom[1]] == [list(epoch) for epoch in fit[1]]
+    assert list(custom[1][0]) == ["loss", "top1", "val_loss", "val_top1"]
+    for fit_logs, custom_logs in zip(fit[1], custom[1]):
+        for key in fit_logs:
+            np.testing.assert_allclose(custom_logs[key], fit_logs[key], rtol=1e-5)
+    assert custom[2] == fit[2] and len(custom[2]) == 2 * (1 + 3 + 1)
+    assert custom[3] == fit[3] == 6
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start(out, name, *args, tf_config=None, tmp=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    if tmp:
+        env["TMPDIR"] = str(tmp)  # where a non-chief's temporary write dir goes
+    log = open(out / f"log_{name}.txt", "w")
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(out), name, *args],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def start_cluster(out, *args, tmp=None):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    return [
+        start(
+            out,
+            f"w{i}",
+            *args,
+            tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}},
+            tmp=tmp,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+
+
+def stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def log_of(out, name):
+    return (out / f"log_{name}.txt").read_text()[-3000:]
+
+
+def test_two_workers_equal_each_other_and_one_process(tmp_path):
+    multi, single, tmp = tmp_path / "multi", tmp_path / "single", tmp_path / "tmp"
+    for directory in (multi, single, tmp):
+        directory.mkdir()
+    processes = start_cluster(multi, tmp=tmp) + [start(single, "one")]
+    try:
+        logs = ((multi, "w0"), (multi, "w1"), (single, "one"))
+        for process, (out, name) in zip(processes, logs):
+            assert process.wait(timeout=WAIT_S) == 0, log_of(out, name)
+    finally:
+        stop(processes)
+    w0, w1 = (np.load(multi / f"result_{name}.npz") for name in ("w0", "w1"))
+    one = np.load(single / "result_one.npz")
+    assert bool(w0["chief"]) and not bool(w1["chief"])
+    weights = [key for key in one.files if key.startswith(("teacher_", "student_"))]
+    assert len(weights) == 2 * 7  # conv, 4 BatchNorm, dense kernel and bias, per model
+    for key in weights:
+        np.testing.assert_array_equal(w0[key], w1[key])
+        np.testing.assert_allclose(w0[key], one[key], atol=1e-5, rtol=0)
+    for role in ("teacher", "student"):
+        got = pd.DataFrame(json.loads(str(w0["histories"]))[role]).drop(columns="epoch_time_s")
+        want = pd.DataFrame(json.loads(str(one["histories"]))[role]).drop(columns="epoch_time_s")
+        assert list(got.columns) == list(want.columns)  # history.csv has fit's form
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5)
+        # the chief wrote the run's files; the other worker's temporary dirs are gone
+        assert (multi / role / "history.csv").exists() and (multi / role / "last.keras").exists()
+        info = json.loads((multi / role / "run.json").read_text())
+        assert info["status"] == "finished" and info["num_replicas"] == 2
+    assert list(tmp.iterdir()) == []
+
+
+def test_a_killed_worker_makes_the_run_fail_cleanly(tmp_path):
+    processes = start_cluster(tmp_path, "--epochs", "1000")
+    run_dir = tmp_path / "teacher"
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (run_dir / "history.csv").exists():  # training has started
+            assert processes[0].poll() is None, log_of(tmp_path, "w0")
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.2)
+        processes[1].kill()
+        returncode = processes[0].wait(timeout=60)  # a dead peer must not hang the chief
+    finally:
+        stop(processes)
+    log = log_of(tmp_path, "w0")
+    assert returncode != 0
+    assert "WorkerFailureError: multi-worker training stopped: another worker died" in log
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "UnavailableError" in info["error"]
+    # only whole files: no temporaries, every finished epoch complete and loadable
+    names = sorted(p.name for p in run_dir.rglob("*") if p.is_file() and ".tmp" in p.name)
+    assert names == []
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == list(range(1, info["epochs_done"] + 1))
+    state = json.loads((run_dir / "resume" / "state.json").read_text())
+    assert state["epoch"] == info["epochs_done"]
+    assert (run_dir / "resume" / state["weights"]).exists()
+    model = keras.models.load_model(run_dir / "last.keras")
+    assert model.name == "teacher"
