@@ -11,6 +11,7 @@ one line and exit with status 2; set LSKD_DEBUG=1 to see the traceback.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 import time
@@ -51,6 +52,10 @@ def _study(env) -> None:
         specs, env, on_run_start=_write_flagfile(env), max_runs=lf.MAX_RUNS.value,
         wait_for_others=lf.WAIT_FOR_OTHERS.value,
     )  # fmt: skip
+    from lskd_tf.distribute import is_chief
+
+    if not is_chief(env.strategy):
+        return  # in a multi-worker job only the chief summarizes, analyses and exports
     finished = [d for d in run_dirs if sweep.is_finished(d)]
     runs = results.collect_runs(finished)
     written = results.write_tables(runs, env.study_dir / "results")
@@ -103,6 +108,11 @@ def main(argv) -> int:
         raise app.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
     if not lf.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF/Keras INFO lines drown the progress
+    # The analysis traces one inference function per analysed model, by design; TF's
+    # "excessive retracing" heuristic would warn about it on every study.
+    std_logging.getLogger("tensorflow").addFilter(
+        lambda record: "triggered tf.function retracing" not in record.getMessage()
+    )
     mode = lf.MODE.value
     try:
         env = lf.run_env(_strategy() if mode in ("study", "teacher", "distill") else None)

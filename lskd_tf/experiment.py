@@ -192,7 +192,7 @@ class StudySpec:
     Students are distilled from every teacher model, or only along ``pairs``.
     """
 
-    teacher_models: Sequence[str] = ("resnet20",)
+    teacher_models: Sequence[str] = ("resnet14",)
     teacher_smoothings: Sequence[float] = (0.0, 0.1)
     smoothing: str = "uniform"
     teacher_seed: int = 0
@@ -294,6 +294,34 @@ def hparams_of(spec: RunSpec) -> dict:
         "temperature": spec.temperature, "kd_weight": spec.kd_weight,
         "ce_weight": spec.ce_weight, "seed": spec.seed,
     }  # fmt: skip
+
+
+HPARAM_METRICS = ("top1", "top5", "loss", "kd_loss", "ce_loss", "agreement")
+
+
+def write_hparams_config(env: RunEnv, specs: Sequence[RunSpec]) -> None:
+    """Declare the study's hyperparameters and metrics for TensorBoard's HParams dashboard.
+
+    Written once at ``<tensorboard_dir>/<study>``; each run logs its own values
+    (`hparams_of`) under its run directory, so one dashboard compares the sweep.
+    """
+    from tensorboard.plugins.hparams import api as hp
+
+    values: dict[str, set] = {}
+    for spec in specs:
+        for key, value in hparams_of(spec).items():
+            values.setdefault(key, set()).add(value)
+    hparams = [
+        hp.HParam(key, hp.Discrete(sorted(found, key=str))) for key, found in values.items()
+    ]
+    metrics = [
+        hp.Metric(f"epoch_{name}", group=group, display_name=f"{name} ({group})")
+        for name in HPARAM_METRICS
+        for group in ("validation", "train")
+    ]
+    logdir = Path(env.tensorboard_dir) / env.study
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams_config(hparams=hparams, metrics=metrics)
 
 
 def _check_same_run(run_dir: Path, spec: RunSpec) -> None:

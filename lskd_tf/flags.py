@@ -2,9 +2,10 @@
 
 This is the only module that defines absl flags; the library below it is
 flag-free (`lskd_tf.experiment` takes plain dataclasses). The defaults are the
-quick study: `python run.py` with no flags trains two resnet20 teachers
+quick study: `python run.py` with no flags trains two resnet14 teachers
 (label smoothing 0 and 0.1) on the embedded dataset and distills a resnet8
-student from each at T = 1 and T = 4, in a few minutes on a laptop CPU.
+student from each at T = 1 and T = 4 (pure KD), in about 4.5 minutes on a
+2-core CPU (measured: 263 s).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ DOWNLOAD = flags.DEFINE_bool(
 )
 CACHE = flags.DEFINE_bool("cache", False, "Cache decoded examples in memory (CIFAR-sized data).")
 TRAIN_PER_CLASS = flags.DEFINE_integer(
-    "train_per_class", 100, "Embedded dataset only: training images per class."
+    "train_per_class", 50, "Embedded dataset only: training images per class."
 )
 TEST_PER_CLASS = flags.DEFINE_integer(
     "test_per_class", 20, "Embedded dataset only: test images per class."
@@ -64,7 +65,7 @@ TEST_PER_CLASS = flags.DEFINE_integer(
 
 # ----------------------------------------------------------------------------- models, KD
 TEACHER_MODELS = flags.DEFINE_list(
-    "teacher_models", ["resnet20"], "Teacher architecture(s); see lskd_tf.models.available()."
+    "teacher_models", ["resnet14"], "Teacher architecture(s); see lskd_tf.models.available()."
 )
 TEACHER_SMOOTHINGS = flags.DEFINE_list(
     "teacher_smoothings", ["0", "0.1"], "Teacher label smoothing strength(s), each in [0, 1)."
@@ -102,9 +103,9 @@ TEACHER_CHECKPOINT = flags.DEFINE_string(
 
 # ----------------------------------------------------------------------------- optimization
 EPOCHS = flags.DEFINE_integer("epochs", 3, "Student epochs.")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size (all replicas).")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch size (all replicas).")
 OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "Optimizer.")
-LR = flags.DEFINE_float("lr", 0.05, "Learning rate (after warmup) for the global batch.")
+LR = flags.DEFINE_float("lr", 0.1, "Learning rate (after warmup) for the global batch.")
 MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 NESTEROV = flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
 WEIGHT_DECAY = flags.DEFINE_float(

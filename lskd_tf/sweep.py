@@ -8,6 +8,9 @@ taken over only when it is stale: its process is gone (same host) or its
 heartbeat is older than ``stale_after_s``. A student waits for its teacher: if
 the teacher is being trained elsewhere, the student is left for a later pass.
 
+Under `MultiWorkerMirroredStrategy` the workers of one job run the study's
+runs together, in order, without claims (one cluster = one process).
+
 Stopping a sweep at any time loses nothing: finished runs are skipped on the
 next start and interrupted ones resume from their last finished epoch.
 """
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import keras
 
-from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, run
+from lskd_tf import distribute
+from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, run, write_hparams_config
 from lskd_tf.training import read_run_json
 
 CLAIM_FILE = "claim.json"
@@ -128,6 +132,10 @@ def run_study(
             so the caller can summarize the complete study.
         poll_s, stale_after_s: polling period and claim staleness threshold.
     """
+    if distribute.is_chief(env.strategy):
+        write_hparams_config(env, specs)
+    if env.strategy is not None and distribute.is_multi_worker(env.strategy):
+        return _run_in_cluster(specs, env, on_run_start, on_run_end)
     done_here = 0
     while True:
         pending = [s for s in specs if not is_finished(env.run_dir(s))]
@@ -159,6 +167,25 @@ def run_study(
             if not wait_for_others:
                 break
             time.sleep(poll_s)
+    return [env.run_dir(s) for s in specs]
+
+
+def _run_in_cluster(specs, env, on_run_start, on_run_end) -> list[Path]:
+    """Multi-worker: every worker runs every spec, in order, together.
+
+    Claims would split one job's workers across different runs (and deadlock
+    their collectives), so the cluster acts as one process: all workers take the
+    same runs in the same order, and only the chief writes (see `lskd_tf.training`).
+    Two *clusters* must not share a study directory.
+    """
+    chief = distribute.is_chief(env.strategy)
+    for spec in specs:
+        run_dir = env.run_dir(spec)
+        if on_run_start and chief:
+            on_run_start(spec, run_dir)
+        run(spec, env)
+        if on_run_end and chief:
+            on_run_end(spec, run_dir)
     return [env.run_dir(s) for s in specs]
 
 

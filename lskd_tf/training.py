@@ -416,8 +416,7 @@ def run_training(
     )
     write_atomic(out_dir / "run.json", json.dumps(info, indent=2))
     distribute.discard_write_dir(out_dir, run_dir)
-    if config.verbose:
-        print(summary_line(info), flush=True)
+    print(summary_line(info), flush=True)  # one line per finished run, even with verbose=0
     return RunResult(run_dir, saved_model, history, info["best"], info["last"])
 
 

@@ -61,6 +61,11 @@ def test_default_study_outputs(quick_study, capsys):
         assert (run_dir / "flags.txt").exists() and (run_dir / "last.keras").exists()
         assert not (run_dir / sweep.CLAIM_FILE).exists()  # released
         assert list((tb_dir / name / "train").glob("events.out.tfevents.*"))
+    # HParams dashboard: the study declares its hyperparameters, each run its values
+    study_events = list(tb_dir.glob("events.out.tfevents.*"))
+    assert study_events and b"temperature" in study_events[0].read_bytes()
+    run_events = (tb_dir / runs[0] / "validation").glob("events.out.tfevents.*")
+    assert any(b"hparams" in p.read_bytes() for p in run_events)
     for table in ("runs.csv", "students.md", "students.tex", "teachers.csv"):
         assert (study_dir / "results" / table).exists()
     report = (study_dir / "analysis" / "report.md").read_text()
