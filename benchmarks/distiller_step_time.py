@@ -27,11 +27,11 @@ from lskd_tf import models  # noqa: E402
 
 def time_steps(model: keras.Model, dataset: tf.data.Dataset, steps: int, repeats: int) -> float:
     """Median seconds per step of `fit` over `steps` batches, after one warm-up epoch."""
-    model.fit(dataset.take(3), epochs=1, verbose=0)  # trace and warm up
+    model.fit(dataset.take(3), epochs=1, verbose=0, shuffle=False)  # trace and warm up
     durations = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model.fit(dataset.take(steps), epochs=1, verbose=0)
+        model.fit(dataset.take(steps), epochs=1, verbose=0, shuffle=False)
         durations.append((time.perf_counter() - started) / steps)
     return statistics.median(durations)
 
