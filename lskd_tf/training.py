@@ -244,6 +244,8 @@ def reseed(model: keras.Model, seed: int) -> None:
 class ProgressBar(keras.callbacks.Callback):
     """A per-epoch progress bar with ETA, labelled ``Epoch e/E`` of the whole run."""
 
+    SHOWN = ("loss", "top1", "agreement", "val_top1")
+
     def __init__(self, epochs: int, steps_per_epoch: int, name: str):
         super().__init__()
         self.epochs = epochs
@@ -253,14 +255,15 @@ class ProgressBar(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         print(f"{self.name} epoch {epoch + 1}/{self.epochs}", flush=True)
-        self.bar = keras.utils.Progbar(self.steps, stateful_metrics=None)
+        # Keras's logs are already running means: show them as they are.
+        self.bar = keras.utils.Progbar(self.steps, stateful_metrics=self.SHOWN)
 
     def on_train_batch_end(self, batch, logs=None):
-        shown = {k: v for k, v in (logs or {}).items() if k in ("loss", "top1", "agreement")}
-        self.bar.update(batch + 1, values=list(shown.items()), finalize=False)
+        shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
+        self.bar.update(batch + 1, values=shown, finalize=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = [(k, v) for k, v in (logs or {}).items() if k in ("loss", "top1", "val_top1")]
+        shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
         self.bar.update(self.steps, values=shown, finalize=True)
 
 

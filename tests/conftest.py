@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -57,6 +58,18 @@ def build_tiny_cnn(
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Simulates a kill (KeyboardInterrupt) at the start of a given epoch."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated kill")
 
 
 @pytest.fixture(scope="session")

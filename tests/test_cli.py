@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from absl import flags
 from absl.testing import flagsaver
+from conftest import StopAtEpoch
 
 from lskd_tf import experiment, results, sweep
 from lskd_tf import flags as lf
@@ -165,16 +166,6 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
                     f"--output_dir={tmp_path / 'runs'}")  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "cifar100" in err and str(tmp_path) in err and err.count("\n") == 1
-
-
-class StopAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
 
 
 def test_interrupted_sweep_resumes_without_repeating(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import StopAtEpoch
 
 import lskd_tf
 from lskd_tf import TrainConfig
@@ -21,18 +22,6 @@ DATA = (X, Y)
 def config(**overrides):
     base = dict(epochs=3, batch_size=32, learning_rate=0.1, milestones=(2,), verbose=0, seed=3)
     return TrainConfig(**{**base, **overrides})
-
-
-class StopAtEpoch(keras.callbacks.Callback):
-    """Simulates a kill at the start of a given epoch."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
 
 
 def weights(model):
