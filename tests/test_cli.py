@@ -209,3 +209,28 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     old = os.stat(run_dir / sweep.CLAIM_FILE).st_mtime - 3600
     os.utime(run_dir / sweep.CLAIM_FILE, (old, old))
     assert sweep.try_claim(run_dir, stale_after_s=600)  # heartbeat too old
+
+
+def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
+    """Two run.py processes on one output_dir: every run is trained exactly once."""
+    import subprocess
+    import sys
+
+    args = [
+        sys.executable, str(ROOT / "run.py"), *FAST, f"--output_dir={tmp_path / 'runs'}",
+        f"--tensorboard_dir={tmp_path / 'tb'}", "--analyze=false", "--export=false",
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env) for _ in range(2)]  # fmt: skip
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trained = [line.split()[1].rstrip(":") for out in outputs for line in out.splitlines()
+               if line.startswith("[finished] ")]  # fmt: skip
+    expected = sorted(p.parent.name for p in (tmp_path / "runs" / "quick").glob("*/run.json"))
+    assert len(expected) == 6
+    assert sorted(trained) == expected  # each run once, by one of the two processes
