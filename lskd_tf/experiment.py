@@ -72,12 +72,22 @@ class DataSpec:
             **dict(self.options), **kw,
         )  # fmt: skip
 
-    def train_fn(self, batch_size: int, seed: int) -> Callable[[int], tf.data.Dataset]:
-        """``epoch -> dataset`` with a per-epoch seed, for exactly resumable runs."""
+    def train_fn(self, batch_size: int, seed: int) -> Callable[..., tf.data.Dataset]:
+        """``(epoch, input_context=None) -> dataset`` with a per-epoch seed.
+
+        The per-epoch seed makes runs exactly resumable. Under multi-worker training
+        `lskd_tf.distribute` passes each worker's ``input_context``, so every worker
+        reads only its shard, batched per replica.
+        """
         split = self.info().train_split
-        return lambda epoch: self.dataset(
-            split, batch_size=batch_size, training=True, seed=epoch_seed(seed, epoch)
-        )
+
+        def epoch_dataset(epoch: int, input_context=None) -> tf.data.Dataset:
+            return self.dataset(
+                split, batch_size=batch_size, training=True, seed=epoch_seed(seed, epoch),
+                input_context=input_context,
+            )  # fmt: skip
+
+        return epoch_dataset
 
     def eval_dataset(self, batch_size: int) -> tf.data.Dataset:
         return self.dataset(self.info().eval_split, batch_size=batch_size, training=False)

@@ -258,3 +258,38 @@ def test_a_killed_worker_makes_the_run_fail_cleanly(tmp_path):
     assert (run_dir / "resume" / state["weights"]).exists()
     model = keras.models.load_model(run_dir / "last.keras")
     assert model.name == "teacher"
+
+
+def test_run_py_study_on_two_workers(tmp_path):
+    """`run.py --strategy=multi_worker`: both workers run the study; the chief writes."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    args = [
+        sys.executable, str(Path(__file__).parents[1] / "run.py"), "--strategy=multi_worker",
+        f"--output_dir={tmp_path / 'runs'}", f"--tensorboard_dir={tmp_path / 'tb'}",
+        "--train_per_class=4", "--test_per_class=2", "--epochs=1", "--teacher_epochs=1",
+        "--teacher_models=resnet8", "--teacher_smoothings=0", "--temperatures=4",
+        "--verbose=0", "--analyze=false",
+    ]  # fmt: skip
+    processes, logs = [], []
+    try:
+        for index in range(2):
+            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(config),
+                   "TMPDIR": str(tmp_path)}  # fmt: skip
+            logs.append(tmp_path / f"log{index}.txt")
+            processes.append(subprocess.Popen(args, env=env, stdout=logs[-1].open("w"),
+                                              stderr=subprocess.STDOUT))  # fmt: skip
+        for process, log in zip(processes, logs):
+            assert process.wait(timeout=2 * WAIT_S) == 0, log.read_text()[-3000:]
+    finally:
+        stop(processes)
+    study = tmp_path / "runs" / "quick"
+    runs = sorted(p.parent.name for p in study.glob("*/run.json"))
+    assert runs == ["student-resnet8-T4-seed0-from-resnet8-ls0-seed0", "teacher-resnet8-ls0-seed0"]
+    for name in runs:
+        info = json.loads((study / name / "run.json").read_text())
+        assert info["status"] == "finished" and info["num_replicas"] == 2
+        assert (study / name / "flags.txt").exists()
+    assert (study / "results" / "students.csv").exists()
+    assert (study / "exports" / runs[0] / "saved_model.pb").exists()
+    assert "results tables" in logs[0].read_text() and "results tables" not in logs[1].read_text()
