@@ -351,6 +351,8 @@ def run_training(
         "num_replicas": strategy.num_replicas_in_sync,
         "versions": _versions(),
     }
+    if history:  # resuming: keep what the finished epochs measured in run.json
+        info.update(best=_pick(best_row), last=_pick(history[-1]), epochs_done=len(history))
     write_atomic(out_dir / "run.json", json.dumps(info, indent=2))
     writers = {
         "train": tf.summary.create_file_writer(str(tensorboard_dir / "train")),

@@ -95,6 +95,10 @@ def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path, teacher_
     info = json.loads((tmp_path / "resumed" / "run.json").read_text())
     assert info["status"] == "interrupted" and info["epochs_done"] == 2
     assert len(pd.read_csv(tmp_path / "resumed" / "history.csv")) == 2  # nothing lost
+    with pytest.raises(KeyboardInterrupt):  # killed again before its first new epoch
+        distill(tmp_path / "resumed", callbacks=[StopAtEpoch(2)])
+    info = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert info["epochs_done"] == 2 and info["last"]["epoch"] == 2  # still on record
     resumed = distill(tmp_path / "resumed")
     for a, b in zip(weights(resumed.model), weights(reference.model)):
         np.testing.assert_allclose(a, b, atol=1e-6)
