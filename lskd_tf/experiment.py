@@ -458,6 +458,40 @@ def data_spec_of_run(run_dir: str | os.PathLike) -> DataSpec:
     return DataSpec(**recorded)
 
 
+def augment_normalized(images: tf.Tensor) -> tf.Tensor:
+    """Random pad-and-crop (1/8 of the size) and horizontal flip, per image.
+
+    The CIFAR training augmentation (pad 4, random 32x32 crop, flip) applied to
+    already-normalized images, for Müller's mutual-information estimate; the
+    padding is 0, i.e. the dataset's mean colour.
+    """
+    height, width = int(images.shape[1]), int(images.shape[2])
+    pad = max(1, height // 8)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+    def one(image):
+        image = tf.image.random_crop(image, (height, width, image.shape[-1]))
+        return tf.image.random_flip_left_right(image)
+
+    return tf.map_fn(one, padded)
+
+
+def _examples_of(dataset: tf.data.Dataset, classes: Sequence[int], per_class: int):
+    """Up to ``per_class`` images of each class in ``classes``, from a batched dataset."""
+    images, labels = [], []
+    counts = dict.fromkeys(classes, 0)
+    for batch in dataset:
+        for image, label in zip(batch[0].numpy(), batch[1].numpy()):
+            label = int(label)
+            if label in counts and counts[label] < per_class:
+                images.append(image)
+                labels.append(label)
+                counts[label] += 1
+        if all(count >= per_class for count in counts.values()):
+            break
+    return np.stack(images), np.array(labels)
+
+
 def analyze_runs(
     run_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -465,13 +499,17 @@ def analyze_runs(
     tensorboard_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
     train_batches: int = 4,
+    mi_examples_per_class: int = 300,
+    mi_augmentations: int = 10,
     title: str = "lskd_tf analysis",
 ) -> Path:
     """Analyze finished runs (teachers and students) and write one Markdown report.
 
     For each run: the model's last checkpoint on the evaluation split (and
     ``train_batches`` training batches for the projection's PCA), the teacher's
-    outputs on the same examples for students; every measure of
+    outputs on the same examples for students, Müller's mutual information on up
+    to ``mi_examples_per_class`` evaluation images of the two similar projection
+    classes under ``mi_augmentations`` draws of `augment_normalized`; every measure of
     `lskd_tf.analysis.analyze`, figures in ``out_dir/<run>/``, the report in
     ``out_dir/report.md`` and everything in TensorBoard under ``tensorboard_dir``.
     """
@@ -492,6 +530,14 @@ def analyze_runs(
         ).take(train_batches)
         model = keras.models.load_model(run_dir / "last.keras")
         outputs = analysis.collect_outputs(model, eval_ds)
+        classes = analysis.default_class_triple(
+            dataset_info.superclass, dataset_info.class_names, dataset_info.name
+        )
+        # Müller's MI between example index and the logit gap of the two similar classes.
+        pair_images, pair_labels = _examples_of(eval_ds, classes[:2], mi_examples_per_class)
+        augmented = analysis.collect_augmented_logits(
+            model, pair_images, pair_labels, augment_normalized, mi_augmentations
+        )
         teacher_outputs = None
         if info.get("kind") == "student":
             teacher_path = info["teacher_checkpoint_used"]
@@ -507,8 +553,10 @@ def analyze_runs(
             train_outputs=analysis.collect_outputs(model, train_ds),
             out_dir=out_dir / run_dir.name,
             name=run_dir.name,
+            classes=classes,
             temperature=info.get("temperature"),
             dataset=dataset_info.name,
+            augmented_logits=augmented,
             tensorboard_logdir=(
                 Path(tensorboard_dir) / run_dir.name / "analysis" if tensorboard_dir else None
             ),

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 from absl import flags
@@ -70,7 +71,9 @@ def test_default_study_outputs(quick_study, capsys):
     for table in ("runs.csv", "students.md", "students.tex", "teachers.csv"):
         assert (study_dir / "results" / table).exists()
     report = (study_dir / "analysis" / "report.md").read_text()
-    assert "teacher-resnet8-ls0.1-seed0" in report and ".png" in report
+    assert "teacher-resnet8-ls0.1-seed0" in report and ".png" in report and "MI (nats)" in report
+    analysis = json.loads((study_dir / "analysis" / runs[0] / "analysis.json").read_text())
+    assert 0.0 <= analysis["mutual_information"] <= np.log(2 * 2)  # N = 2 classes x 2 images
     for name in runs:
         if name.startswith("student"):
             assert (study_dir / "exports" / name / "saved_model.pb").exists()
