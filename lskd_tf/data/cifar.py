@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from lskd_tf.data import augment, embedded
 from lskd_tf.data.info import CIFAR100_MEAN, CIFAR100_STD, DatasetInfo
-from lskd_tf.data.source import Source, load_tfds
+from lskd_tf.data.source import TfdsSource
 
 # The 100 fine and 20 coarse CIFAR-100 names in label order (as TFDS lists them),
 # and the coarse label of every fine class (from the dataset's own annotations).
@@ -133,12 +133,16 @@ CIFAR100_COARSE = (
 )
 
 
-class Cifar100(Source):
+class Cifar100(TfdsSource):
     """TFDS `cifar100`: 50,000 train / 10,000 test 32x32 images, 100 classes in 20 groups."""
 
     name = "cifar100"
     splits = ("train", "test")
     shuffle_buffer = 50_000  # the whole training set, like a PyTorch DataLoader
+    how_to_get = (
+        "re-run with download=True (command line: --download), or run "
+        "`tfds build cifar100 --data_dir={data_dir}` on a machine with internet access (~160 MB)"
+    )
 
     def info(self, data_dir, options):
         return DatasetInfo(
@@ -153,20 +157,6 @@ class Cifar100(Source):
             num_examples={"train": 50_000, "test": 10_000},
             train_split="train",
             eval_split="test",
-        )
-
-    def examples(self, split, data_dir, download, options):
-        return load_tfds(
-            self.name,
-            split,
-            data_dir=data_dir,
-            download=download,
-            skip_decoding=False,
-            how_to_get=(
-                "re-run with download=True (command line: --download), or run "
-                "`tfds build cifar100 --data_dir={data_dir}` on a machine with internet "
-                "access (~160 MB)"
-            ),
         )
 
     def train_image(self, image, seed, options):

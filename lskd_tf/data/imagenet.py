@@ -10,20 +10,29 @@ from __future__ import annotations
 
 from lskd_tf.data import augment, semantic
 from lskd_tf.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from lskd_tf.data.source import Source, load_tfds
+from lskd_tf.data.source import TfdsSource
 
 
-class Imagenet2012(Source):
+class Imagenet2012(TfdsSource):
     """ILSVRC 2012: 1,281,167 train / 50,000 validation images, 1000 classes.
 
-    The superclass of each class comes from `imagenet_groups.json` (WordNet
-    ancestors at a fixed depth, see `tools/make_imagenet_groups.py`).
+    The superclass of each class comes from `imagenet_groups.json` (its highest
+    WordNet ancestor covering at most 30 ImageNet classes, see
+    `tools/make_imagenet_groups.py`).
     """
 
     name = "imagenet2012"
     splits = ("train", "validation")
     eval_split = "validation"
     option_defaults = {"image_size": 224}
+    skip_decoding = True
+    how_to_get = (
+        "ImageNet cannot be downloaded automatically. Register at "
+        "https://image-net.org, download ILSVRC2012_img_train.tar and "
+        "ILSVRC2012_img_val.tar, place them in {data_dir}/downloads/manual/, then run "
+        "`tfds build imagenet2012 --data_dir={data_dir}` (or re-run with "
+        "download=True / --download, which prepares from those tar files)"
+    )
 
     def info(self, data_dir, options):
         groups = semantic.imagenet_groups()
@@ -42,22 +51,6 @@ class Imagenet2012(Source):
             eval_split="validation",
         )
 
-    def examples(self, split, data_dir, download, options):
-        return load_tfds(
-            self.name,
-            split,
-            data_dir=data_dir,
-            download=download,
-            skip_decoding=True,
-            how_to_get=(
-                "ImageNet cannot be downloaded automatically. Register at "
-                "https://image-net.org, download ILSVRC2012_img_train.tar and "
-                "ILSVRC2012_img_val.tar, place them in {data_dir}/downloads/manual/, then run "
-                "`tfds build imagenet2012 --data_dir={data_dir}` (or re-run with "
-                "download=True / --download, which prepares from those tar files)"
-            ),
-        )
-
     def train_image(self, image, seed, options):
         return augment.jpeg_random_resized_crop_flip(image, seed, size=options["image_size"])
 
@@ -71,6 +64,11 @@ class CaltechBirds2011(Imagenet2012):
     name = "caltech_birds2011"
     splits = ("train", "test")
     eval_split = "test"
+    how_to_get = (
+        "re-run with download=True (command line: --download), or run "
+        "`tfds build caltech_birds2011 --data_dir={data_dir}` on a machine with "
+        "internet access (~1.2 GB)"
+    )
     option_defaults = {
         "image_size": 224,
         "area_range": (0.2, 1.0),
@@ -93,20 +91,6 @@ class CaltechBirds2011(Imagenet2012):
             num_examples={"train": 5_994, "test": 5_794},
             train_split="train",
             eval_split="test",
-        )
-
-    def examples(self, split, data_dir, download, options):
-        return load_tfds(
-            self.name,
-            split,
-            data_dir=data_dir,
-            download=download,
-            skip_decoding=True,
-            how_to_get=(
-                "re-run with download=True (command line: --download), or run "
-                "`tfds build caltech_birds2011 --data_dir={data_dir}` on a machine with "
-                "internet access (~1.2 GB)"
-            ),
         )
 
     def train_image(self, image, seed, options):

@@ -67,6 +67,25 @@ class Source:
         raise NotImplementedError
 
 
+class TfdsSource(Source):
+    """A dataset read from TFDS: subclasses say how to decode it and how to get it."""
+
+    #: keep JPEG bytes (decoded in the pipeline: crop-window decoding on ImageNet)
+    skip_decoding: bool = False
+    #: the steps to obtain the data, for the "missing data" message ({data_dir} is filled)
+    how_to_get: str = ""
+
+    def examples(self, split, data_dir, download, options):
+        return load_tfds(
+            self.name,
+            split,
+            data_dir=data_dir,
+            download=download,
+            skip_decoding=self.skip_decoding,
+            how_to_get=self.how_to_get,
+        )
+
+
 def default_data_dir(data_dir: str | None) -> str:
     """The directory TFDS reads: `data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
     if data_dir:
