@@ -254,11 +254,11 @@ def _check_student_smoothing(value):
 
 for _name in ("epochs", "teacher_epochs", "batch_size", "teacher_batch_size"):
     flags.register_validator(
-        _name, lambda v, n=_name: v is None or v >= 1, message=f"--{_name} must be >= 1"
+        _name, lambda v: v is None or v >= 1, message=f"--{_name} must be >= 1"
     )
 for _name in ("lr", "teacher_lr"):
     flags.register_validator(
-        _name, lambda v, n=_name: v is None or v > 0, message=f"--{_name} must be > 0"
+        _name, lambda v: v is None or v > 0, message=f"--{_name} must be > 0"
     )
 flags.register_validator(
     "kd_weight", lambda v: v >= 0, message="--kd_weight must be >= 0"
@@ -402,19 +402,17 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
         ]  # fmt: skip
         if spec.teacher_checkpoint:
             lines.append(f"--teacher_checkpoint={spec.teacher_checkpoint}")
-    # Optimizer settings shared by teacher and student (students' own when a student).
-    student_like = train if isinstance(spec, StudentSpec) else train
+    # The run's own optimizer settings (the shared flags: a teacher's equal its teacher_*).
+    if isinstance(spec, StudentSpec):
+        lines.append(f"--epochs={train.epochs}")
     lines += [
-        f"--epochs={student_like.epochs}" if isinstance(spec, StudentSpec) else "",
-        f"--batch_size={student_like.batch_size}", f"--optimizer={student_like.optimizer}",
-        f"--lr={student_like.learning_rate!r}", f"--momentum={student_like.momentum!r}",
-        f"--nesterov={student_like.nesterov}", f"--weight_decay={student_like.weight_decay!r}",
-        f"--schedule={student_like.schedule}",
-        f"--milestones={','.join(map(str, student_like.milestones))}",
-        f"--decay_rate={student_like.decay_rate!r}",
-        f"--warmup_epochs={student_like.warmup_epochs!r}",
-        f"--jit_compile={student_like.jit_compile}",
+        f"--batch_size={train.batch_size}", f"--optimizer={train.optimizer}",
+        f"--lr={train.learning_rate!r}", f"--momentum={train.momentum!r}",
+        f"--nesterov={train.nesterov}", f"--weight_decay={train.weight_decay!r}",
+        f"--schedule={train.schedule}", f"--milestones={','.join(map(str, train.milestones))}",
+        f"--decay_rate={train.decay_rate!r}", f"--warmup_epochs={train.warmup_epochs!r}",
+        f"--jit_compile={train.jit_compile}",
     ]  # fmt: skip
     if train.steps_per_epoch:
         lines.append(f"--steps_per_epoch={train.steps_per_epoch}")
-    return "\n".join(line for line in lines if line) + "\n"
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ next start and interrupted ones resume from their last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -190,6 +191,4 @@ def _run_in_cluster(specs, env, on_run_start, on_run_end) -> list[Path]:
 
 
 def _with_callbacks(env: RunEnv, *callbacks) -> RunEnv:
-    import dataclasses
-
     return dataclasses.replace(env, callbacks=tuple(env.callbacks) + tuple(callbacks))
