@@ -1,11 +1,9 @@
 """Run a study's grid: skip finished runs, resume interrupted ones, share work safely.
 
 Several processes (or machines on a shared file system) can run the same study
-at once: before training a run, a process *claims* it by creating
-``<run_dir>/claim.json`` with ``O_CREAT | O_EXCL`` (atomic on POSIX and NFSv3+),
-and refreshes the file's timestamp while it trains (a heartbeat). A claim is
-taken over only when it is stale: its process is gone (same host) or its
-heartbeat is older than ``stale_after_s``. A student waits for its teacher: if
+at once: before training a run, a process *claims* its directory (`lskd_tf.claims`:
+an ``O_EXCL`` file with a heartbeat, taken over when stale). A student waits for
+its teacher: if
 the teacher is being trained elsewhere, the student is left for a later pass.
 
 Under `MultiWorkerMirroredStrategy` the workers of one job run the study's
@@ -18,9 +16,6 @@ next start and interrupted ones resume from their last finished epoch.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,10 +23,9 @@ from pathlib import Path
 import keras
 
 from lskd_tf import distribute
+from lskd_tf.claims import release, touch, try_claim
 from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, run, write_hparams_config
 from lskd_tf.training import read_run_json
-
-CLAIM_FILE = "claim.json"
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -39,63 +33,12 @@ def is_finished(run_dir: Path) -> bool:
     return bool(info) and info.get("status") == "finished"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim_is_stale(path: Path, stale_after_s: float) -> bool:
-    try:
-        owner = json.loads(path.read_text())
-        age = time.time() - path.stat().st_mtime
-    except (FileNotFoundError, json.JSONDecodeError):
-        return True  # vanished or half-written by a dead process
-    if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
-        return True
-    return age > stale_after_s
-
-
-def try_claim(run_dir: Path, stale_after_s: float = 600.0) -> bool:
-    """Atomically claim a run for this process; False if another live process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / CLAIM_FILE
-    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if not claim_is_stale(path, stale_after_s):
-                return False
-            # Stale: remove it and race for it again; O_EXCL lets only one process win.
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as file:
-            file.write(owner)
-        return True
-    return False
-
-
-def release(run_dir: Path) -> None:
-    try:
-        (run_dir / CLAIM_FILE).unlink()
-    except FileNotFoundError:
-        pass
-
-
 class Heartbeat(keras.callbacks.Callback):
-    """Touches the claim file at most every ``every_s`` seconds while training."""
+    """Refreshes the run's claim at most every ``every_s`` seconds while training."""
 
-    def __init__(self, path: Path, every_s: float = 30.0):
+    def __init__(self, run_dir: Path, every_s: float = 30.0):
         super().__init__()
-        self.path = path
+        self.run_dir = run_dir
         self.every_s = every_s
         self.last = 0.0
 
@@ -103,10 +46,7 @@ class Heartbeat(keras.callbacks.Callback):
         now = time.time()
         if now - self.last > self.every_s:
             self.last = now
-            try:
-                os.utime(self.path)
-            except FileNotFoundError:
-                pass
+            touch(self.run_dir)
 
 
 def run_study(
@@ -155,7 +95,7 @@ def run_study(
             try:
                 if on_run_start:
                     on_run_start(spec, run_dir)
-                heartbeat = Heartbeat(run_dir / CLAIM_FILE)
+                heartbeat = Heartbeat(run_dir)
                 env_with_heartbeat = _with_callbacks(env, heartbeat)
                 run(spec, env_with_heartbeat)
                 if on_run_end:

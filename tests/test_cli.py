@@ -13,7 +13,7 @@ from absl import flags
 from absl.testing import flagsaver
 from conftest import StopAtEpoch
 
-from lskd_tf import experiment, results, sweep
+from lskd_tf import claims, experiment, results, sweep
 from lskd_tf import flags as lf
 from lskd_tf.training import TrainConfig
 
@@ -61,7 +61,7 @@ def test_default_study_outputs(quick_study, capsys):
         run_dir = study_dir / name
         assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
         assert (run_dir / "flags.txt").exists() and (run_dir / "last.keras").exists()
-        assert not (run_dir / sweep.CLAIM_FILE).exists()  # released
+        assert not (run_dir / claims.CLAIM_FILE).exists()  # released
         assert list((tb_dir / name / "train").glob("events.out.tfevents.*"))
     # HParams dashboard: the study declares its hyperparameters, each run its values
     study_events = list(tb_dir.glob("events.out.tfevents.*"))
@@ -186,7 +186,7 @@ def test_interrupted_sweep_resumes_without_repeating(tmp_path):
         sweep.run_study(specs, killed)
     third = env.run_dir(specs[2])
     assert json.loads((third / "run.json").read_text())["status"] == "interrupted"
-    assert not (third / sweep.CLAIM_FILE).exists()
+    assert not (third / claims.CLAIM_FILE).exists()
     sweep.run_study(specs, env)
     for name, mtime in finished.items():  # finished runs were not touched again
         assert (tmp_path / "s" / name / "last.keras").stat().st_mtime_ns == mtime
@@ -199,19 +199,19 @@ def test_interrupted_sweep_resumes_without_repeating(tmp_path):
 
 def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     run_dir = tmp_path / "run"
-    assert sweep.try_claim(run_dir)
-    assert not sweep.try_claim(run_dir)  # held by this live process
-    sweep.release(run_dir)
-    assert sweep.try_claim(run_dir)
+    assert claims.try_claim(run_dir)
+    assert not claims.try_claim(run_dir)  # held by this live process
+    claims.release(run_dir)
+    assert claims.try_claim(run_dir)
     dead = {"host": os.uname().nodename, "pid": 2**22 + 12345, "time": 0}
-    (run_dir / sweep.CLAIM_FILE).write_text(json.dumps(dead))
-    assert sweep.try_claim(run_dir)  # its owner is gone
+    (run_dir / claims.CLAIM_FILE).write_text(json.dumps(dead))
+    assert claims.try_claim(run_dir)  # its owner is gone
     other_host = {"host": "elsewhere", "pid": 1, "time": 0}
-    (run_dir / sweep.CLAIM_FILE).write_text(json.dumps(other_host))
-    assert not sweep.try_claim(run_dir, stale_after_s=600)  # fresh heartbeat
-    old = os.stat(run_dir / sweep.CLAIM_FILE).st_mtime - 3600
-    os.utime(run_dir / sweep.CLAIM_FILE, (old, old))
-    assert sweep.try_claim(run_dir, stale_after_s=600)  # heartbeat too old
+    (run_dir / claims.CLAIM_FILE).write_text(json.dumps(other_host))
+    assert not claims.try_claim(run_dir, stale_after_s=600)  # fresh heartbeat
+    old = os.stat(run_dir / claims.CLAIM_FILE).st_mtime - 3600
+    os.utime(run_dir / claims.CLAIM_FILE, (old, old))
+    assert claims.try_claim(run_dir, stale_after_s=600)  # heartbeat too old
 
 
 def test_two_processes_share_a_study_without_repeating_runs(tmp_path):

@@ -44,6 +44,7 @@ __all__ = [
     "from_image_folder",
     "from_tf_dataset",
     "get_info",
+    "get_source",
     "load",
     "make_dataset",
     "register",
@@ -67,7 +68,8 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _source(name: str) -> Source:
+def get_source(name: str) -> Source:
+    """The registered `Source` of a dataset: its raw examples and per-image transforms."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]
@@ -86,7 +88,7 @@ def get_info(
             file path (see `lskd_tf.data.semantic.resolve_mapping`).
         **options: dataset options, e.g. `train_per_class=50` for `embedded`.
     """
-    source = _source(name)
+    source = get_source(name)
     info = source.info(data_dir, source.resolve_options(options))
     if superclass_mapping is not None:
         ids, names = semantic.resolve_mapping(
@@ -108,6 +110,7 @@ def make_dataset(
     cache: bool = False,
     download: bool = False,
     with_index: bool = False,
+    choose_view=None,
     **options,
 ) -> tf.data.Dataset:
     """One split of a registered dataset as a batched, prefetched pipeline.
@@ -118,9 +121,10 @@ def make_dataset(
     are sharded per input pipeline and batched with the per-replica batch size.
     `download=True` lets TFDS download/prepare missing data; otherwise missing data
     raises `DataNotFoundError` saying how to get it. `cache=True` caches the raw
-    examples in memory (CIFAR-sized data). See `lskd_tf.data.pipeline` for the order.
+    examples in memory (CIFAR-sized data). `choose_view` is the teacher cache's hook
+    (`lskd_tf.teacher_cache`). See `lskd_tf.data.pipeline` for the order.
     """
-    source = _source(name)
+    source = get_source(name)
     opts = source.resolve_options(options)
     split = source.check_split(split)
     info = source.info(data_dir, opts)
@@ -137,6 +141,7 @@ def make_dataset(
         cache=cache,
         with_index=with_index,
         shuffle_buffer=opts["shuffle_buffer"],
+        choose_view=choose_view,
     )
 
 

@@ -10,6 +10,7 @@ normalization happens afterwards (`DatasetInfo.normalize`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import tensorflow as tf
@@ -27,14 +28,89 @@ def _split(seed, n: int):
 def pad_crop_flip(image, seed, *, padding: int = 4):
     """CIFAR recipe: zero-pad `padding` px, random crop back to size, horizontal flip.
 
-    Same as torchvision `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()`.
+    Same as torchvision `RandomCrop(32, padding=4)` + `RandomHorizontalFlip()`, and
+    bit-identical to `tf.image.stateless_random_crop` + `stateless_random_flip_left_right`
+    with the same seeds. Written as "draw the view, then render it" so that the teacher
+    cache (`lskd_tf.teacher_cache`) can enumerate all views and know which one was drawn.
     """
-    crop_seed, flip_seed = _split(seed, 2)
-    shape = tf.shape(image)
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-    image = tf.image.stateless_random_crop(padded, shape, seed=crop_seed)
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    return tf.cast(image, tf.float32)
+    views = PadCropFlipViews(padding)
+    return views.render(image, views.draw(seed))
+
+
+@dataclasses.dataclass(frozen=True)
+class PadCropFlipViews:
+    """The finite set of views of the CIFAR recipe: (2p+1)² crop offsets × 2 flips.
+
+    With ``padding=4`` that is 81 × 2 = 162 views per image. A view is an int32 index
+    ``(dy * (2p+1) + dx) * 2 + flip``. `draw(seed)` is the view `pad_crop_flip` picks
+    for a seed (same random numbers as the TF ops it replaces); `render(image, view)`
+    produces it. The exact teacher cache stores the teacher's logits for every view.
+
+    Example:
+        >>> views = PadCropFlipViews(padding=4)
+        >>> views.count
+        162
+        >>> image = views.render(tf.zeros([32, 32, 3], tf.uint8), views.draw([1, 2]))
+    """
+
+    padding: int = 4
+
+    @property
+    def count(self) -> int:
+        return (2 * self.padding + 1) ** 2 * 2
+
+    def draw(self, seed):
+        """The view index a stateless seed selects (int32 scalar)."""
+        crop_seed, flip_seed = _split(seed, 2)
+        side = 2 * self.padding + 1
+        # tf.image.stateless_random_crop: uniform int32 per axis, modulo (limit = side, side, 1).
+        offset = tf.random.stateless_uniform([3], crop_seed, maxval=tf.int32.max, dtype=tf.int32)
+        dy, dx = offset[0] % side, offset[1] % side
+        # tf.image.stateless_random_flip_left_right: flip when uniform [0, 1) < 0.5.
+        flip = tf.cast(tf.random.stateless_uniform([], flip_seed, 0, 1.0) < 0.5, tf.int32)
+        return (dy * side + dx) * 2 + flip
+
+    def render(self, image, view):
+        """View `view` of an (H, W, C) image, as float32."""
+        view = tf.convert_to_tensor(view, tf.int32)
+        side = 2 * self.padding + 1
+        offset, flip = view // 2, view % 2
+        dy, dx = offset // side, offset % side
+        shape = tf.shape(image)
+        padding = self.padding
+        padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        crop = tf.slice(padded, tf.stack([dy, dx, 0]), shape)
+        crop = tf.cond(flip > 0, lambda: tf.reverse(crop, [1]), lambda: crop)
+        return tf.cast(crop, tf.float32)
+
+    def render_all(self, image):
+        """All `count` views of an (H, W, C) image at once, (count, H, W, C) float32.
+
+        ``render_all(image)[v] == render(image, v)``; one patch extraction instead of
+        `count` crops (the teacher cache renders every view of every image).
+        """
+        height, width, channels = image.shape
+        if None in (height, width, channels):  # unknown size: one view at a time
+            return tf.map_fn(
+                lambda view: self.render(image, view),
+                tf.range(self.count),
+                fn_output_signature=tf.float32,
+            )
+        padding = self.padding
+        padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        crops = tf.image.extract_patches(
+            padded[None],
+            sizes=[1, height, width, 1],
+            strides=[1, 1, 1, 1],
+            rates=[1, 1, 1, 1],
+            padding="VALID",
+        )  # (1, side, side, H * W * C), offsets in (dy, dx) order
+        crops = tf.reshape(crops, [-1, height, width, channels])
+        views = tf.stack([crops, tf.reverse(crops, [2])], axis=1)  # (side², 2, H, W, C)
+        return tf.cast(tf.reshape(views, [-1, height, width, channels]), tf.float32)
+
+    def describe(self) -> dict:
+        return {"recipe": "pad_crop_flip", "padding": self.padding, "views": self.count}
 
 
 def identity(image):

@@ -162,6 +162,9 @@ class Cifar100(TfdsSource):
     def train_image(self, image, seed, options):
         return augment.pad_crop_flip(image, seed)
 
+    def discrete_views(self, options):
+        return augment.PadCropFlipViews(padding=4)
+
     def eval_image(self, image, options):
         return augment.identity(image)
 

@@ -54,6 +54,7 @@ def build(
     with_index: bool = False,
     shuffle_buffer: int = 10_000,
     ignore_errors: bool = False,
+    choose_view: Callable | None = None,
 ) -> tf.data.Dataset:
     """Turn a dataset of raw `(image, label)` into batches of `(image, label[, index])`.
 
@@ -61,7 +62,13 @@ def build(
     `info.input_shape`; they are then normalized with `info.normalize`. With
     `ignore_errors`, examples whose preprocessing fails (corrupt files) are dropped
     with a logged warning instead of stopping the epoch.
+
+    `choose_view(seed, index) -> (augmentation_seed, view)` (training only) lets the
+    teacher cache decide which stored view each example shows: the image is then
+    `train_image(image, augmentation_seed)` and batches are `(image, label, index, view)`.
     """
+    if choose_view is not None and not training:
+        raise ValueError("choose_view applies to training pipelines only")
     batch_size = batch_size_for(global_batch_size, input_context)
     ds = examples.enumerate()  # (index, (image, label))
     ds = ds.map(lambda index, ex: (ex[0], tf.cast(ex[1], tf.int32), index))
@@ -73,10 +80,18 @@ def build(
         ds = ds.cache()
     height, width, channels = info.input_shape
 
-    def finish(image, label, index):
+    def finish(image, label, index, view=None):
         image = tf.ensure_shape(image, [height, width, channels])
         image = info.normalize(image)
+        if view is not None:
+            return image, label, index, view
         return (image, label, index) if with_index else (image, label)
+
+    def train_example(image, label, index, seed):
+        if choose_view is None:
+            return finish(train_image(image, seed), label, index)
+        seed, view = choose_view(seed, index)
+        return finish(train_image(image, seed), label, index, view)
 
     if training:
         buffer = max(1, min(int(shuffle_buffer), max(info.num_examples.values())))
@@ -84,7 +99,7 @@ def build(
         seeds = tf.data.Dataset.random(seed=pipeline_seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds.batch(2))
         ds = ds.map(
-            lambda ex, aug_seed: finish(train_image(ex[0], aug_seed), ex[1], ex[2]),
+            lambda ex, aug_seed: train_example(ex[0], ex[1], ex[2], aug_seed),
             num_parallel_calls=AUTOTUNE,
         )
     else:

@@ -66,6 +66,14 @@ class Source:
     def eval_image(self, image, options: dict[str, Any]):
         raise NotImplementedError
 
+    def discrete_views(self, options: dict[str, Any]):
+        """The finite view set of `train_image`, if its augmentation is discrete, else None.
+
+        A discrete recipe (e.g. `augment.PadCropFlipViews`) lets the teacher cache
+        store every view exactly; continuous recipes get a fixed sample of views.
+        """
+        return None
+
 
 class TfdsSource(Source):
     """A dataset read from TFDS: subclasses say how to decode it and how to get it."""
