@@ -18,12 +18,18 @@ _LAZY = {
     "train_teacher": "lskd_tf.training",
     "distill_student": "lskd_tf.training",
     "export_student": "lskd_tf.export",
+    "CacheSpec": "lskd_tf.teacher_cache",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
+_SUBMODULES = ("teacher_cache",)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:  # `lskd_tf.teacher_cache.build(...)` after `import lskd_tf`
+        return importlib.import_module(f"lskd_tf.{name}")
     raise AttributeError(f"module 'lskd_tf' has no attribute {name!r}")

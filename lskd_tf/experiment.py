@@ -30,9 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf import data, models
+from lskd_tf import data, models, teacher_cache
 from lskd_tf.export import export_student
 from lskd_tf.losses import validate_smoothing, validate_temperature
+from lskd_tf.teacher_cache import CacheSpec
 from lskd_tf.training import (
     RunResult,
     TrainConfig,
@@ -143,6 +144,9 @@ class StudentSpec:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
     use_teacher: str = "last"
+    teacher_cache: CacheSpec | None = None
+    """Distill from the teacher's cached logits (`lskd_tf.teacher_cache`), built on
+    first use beside the teacher's checkpoint; None runs the teacher every step."""
 
     def __post_init__(self):
         models.describe(self.model)
@@ -155,6 +159,8 @@ class StudentSpec:
                 f"use_teacher must be one of {', '.join(TEACHER_CHECKPOINTS)}, "
                 f"got {self.use_teacher!r}"
             )
+        if self.teacher_cache is not None:
+            teacher_cache.check_dataset(self.teacher_cache, self.data.name, dict(self.data.options))
 
     @property
     def teacher_name(self) -> str:
@@ -169,6 +175,11 @@ class StudentSpec:
             extra += f"-kd{self.kd_weight:g}-ce{self.ce_weight:g}"
         if self.label_smoothing:
             extra += f"-ls{self.label_smoothing:g}"
+        cache = self.teacher_cache
+        if cache is not None and cache.mode == "sampled":
+            extra += f"-views{cache.views}" + (f"s{cache.view_seed}" if cache.view_seed else "")
+        if cache is not None and cache.topk:
+            extra += f"-top{cache.topk}"
         return (
             f"student-{self.model}-T{self.temperature:g}{extra}-seed{self.seed}"
             f"-from-{self.teacher_name}"
@@ -179,7 +190,7 @@ class StudentSpec:
         return "student"
 
     def record(self) -> dict:
-        return {
+        record = {
             "kind": "student", "model": self.model, "dataset": self.data.name,
             "teacher_run": self.teacher.name if self.teacher else None,
             "teacher_model": self.teacher.model if self.teacher else None,
@@ -190,6 +201,11 @@ class StudentSpec:
             "ce_weight": self.ce_weight, "label_smoothing": self.label_smoothing,
             "smoothing": self.smoothing, "t2_scaling": self.t2_scaling, "seed": self.seed,
         }  # fmt: skip
+        # An exact, full-logit cache is the same computation as online distillation, so
+        # it does not make another run (a study may switch it on half way).
+        if self.teacher_cache is not None and self.teacher_cache.changes_training:
+            record["teacher_cache"] = dataclasses.asdict(self.teacher_cache)
+        return record
 
 
 RunSpec = TeacherSpec | StudentSpec
@@ -220,6 +236,8 @@ class StudySpec:
     pairs: Sequence[tuple[str, str]] = ()
     """(teacher, student) model pairs; when given, they replace the cross product
     teacher_models x student_models (the papers distill chosen pairs)."""
+    teacher_cache: CacheSpec | None = None
+    """Cache each teacher's logits once for all its students (`lskd_tf.teacher_cache`)."""
 
     def students_of(self, teacher_model: str) -> list[str]:
         if self.pairs:
@@ -253,7 +271,7 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
                                 study.student_label_smoothing, study.smoothing,
                                 study.t2_scaling, int(seed),
                                 dataclasses.replace(study.student_train, seed=int(seed)),
-                                study.data, study.use_teacher,
+                                study.data, study.use_teacher, study.teacher_cache,
                             )  # fmt: skip
                         )
     return runs
@@ -409,6 +427,14 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
         teacher = load_checkpoint(path, num_classes=info.num_classes)
     student = _build(spec, info, strategy)
     options["run_info"]["teacher_checkpoint_used"] = str(path)
+    if spec.teacher_cache is not None:
+        cache = teacher_cache.build(
+            teacher, teacher_cache.cache_directory(path, spec.teacher_cache), spec.data.name,
+            spec=spec.teacher_cache, data_dir=spec.data.data_dir,
+            options=dict(spec.data.options), verbose=bool(spec.train.verbose),
+        )  # fmt: skip
+        train_fn = cache.train_fn(spec.train.batch_size, spec.seed, cache=spec.data.cache)
+        options["run_info"]["teacher_cache"] = teacher_cache.describe(cache)
     return distill_student(
         teacher, student, train_fn, eval_ds, temperature=spec.temperature,
         kd_weight=spec.kd_weight, ce_weight=spec.ce_weight,

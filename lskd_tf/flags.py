@@ -26,6 +26,7 @@ from lskd_tf.experiment import (
 )
 from lskd_tf.losses import SMOOTHING_CONVENTIONS
 from lskd_tf.schedules import SCHEDULES
+from lskd_tf.teacher_cache import CacheSpec
 from lskd_tf.training import OPTIMIZERS, TrainConfig
 
 MODES = ("study", "teacher", "distill", "evaluate", "export", "analyze", "results")
@@ -136,6 +137,25 @@ TEACHER_SCHEDULE = flags.DEFINE_enum(
 )
 TEACHER_BATCH_SIZE = flags.DEFINE_integer(
     "teacher_batch_size", None, "Teacher global batch size (default: --batch_size)."
+)
+
+# ----------------------------------------------------------------------------- teacher cache
+TEACHER_CACHE = flags.DEFINE_enum(
+    "teacher_cache", "none", ("none", "exact", "sampled"),
+    "Compute each teacher's logits once and reuse them for all its students "
+    "(lskd_tf.teacher_cache; stored beside the teacher's checkpoint, built on first use). "
+    "none: run the teacher every step; exact: every view of a discrete augmentation "
+    "(CIFAR pad-crop-flip: 162 views/image), students see exactly the online views; "
+    "sampled: --cache_views fixed views per image, any augmentation (FKD).",
+)  # fmt: skip
+CACHE_VIEWS = flags.DEFINE_integer(
+    "cache_views", 10, "teacher_cache=sampled: views stored per image."
+)
+CACHE_TOPK = flags.DEFINE_integer(
+    "cache_topk", 0, "Teacher cache: keep the k largest logits per view (0: all; exact at T=1)."
+)
+CACHE_DTYPE = flags.DEFINE_enum(
+    "cache_dtype", "float16", ("float16", "float32"), "Teacher cache storage precision."
 )
 
 # ----------------------------------------------------------------------------- execution
@@ -266,6 +286,10 @@ flags.register_validator(
 flags.register_validator(
     "ce_weight", lambda v: v >= 0, message="--ce_weight must be >= 0"
 )
+flags.register_validator("cache_views", lambda v: v >= 1, message="--cache_views must be >= 1")
+flags.register_validator(
+    "cache_topk", lambda v: v >= 0, message="--cache_topk must be >= 0 (0 keeps all logits)"
+)
 flags.register_validator("seeds", lambda v: bool(_ints(v, "seeds")), message="--seeds is empty")
 flags.register_validator(
     "milestones", lambda v: _ints(v, "milestones") is not None, message="bad --milestones"
@@ -318,6 +342,15 @@ def teacher_train_config() -> TrainConfig:
     )
 
 
+def cache_spec() -> CacheSpec | None:
+    if TEACHER_CACHE.value == "none":
+        return None
+    return CacheSpec(
+        TEACHER_CACHE.value, views=CACHE_VIEWS.value, topk=CACHE_TOPK.value,
+        dtype=CACHE_DTYPE.value,
+    )  # fmt: skip
+
+
 def study_spec() -> StudySpec:
     return StudySpec(
         teacher_models=tuple(TEACHER_MODELS.value),
@@ -330,6 +363,7 @@ def study_spec() -> StudySpec:
         t2_scaling=T2_SCALING.value, use_teacher=USE_TEACHER.value,
         teacher_train=teacher_train_config(), student_train=student_train_config(),
         data=data_spec(), pairs=tuple(tuple(p.split(":")) for p in PAIRS.value),
+        teacher_cache=cache_spec(),
     )  # fmt: skip
 
 
@@ -363,6 +397,7 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
         TEACHER_CHECKPOINT.value, study.temperatures[0], study.kd_weight, study.ce_weight,
         study.student_label_smoothing, study.smoothing, study.t2_scaling, seed,
         dataclasses.replace(study.student_train, seed=seed), study.data, study.use_teacher,
+        study.teacher_cache,
     )  # fmt: skip
 
 
@@ -402,6 +437,11 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
         ]  # fmt: skip
         if spec.teacher_checkpoint:
             lines.append(f"--teacher_checkpoint={spec.teacher_checkpoint}")
+        cache = spec.teacher_cache
+        lines.append(f"--teacher_cache={cache.mode if cache else 'none'}")
+        if cache:
+            lines += [f"--cache_views={cache.views}", f"--cache_topk={cache.topk}",
+                      f"--cache_dtype={cache.dtype}"]  # fmt: skip
     # The run's own optimizer settings (the shared flags: a teacher's equal its teacher_*).
     if isinstance(spec, StudentSpec):
         lines.append(f"--epochs={train.epochs}")

@@ -141,6 +141,8 @@ def test_evaluate_export_and_results_modes(quick_study, capsys, tmp_path):
         (["--epochs=0"], "--epochs must be >= 1"),
         (["--mode=train"], "value should be one of"),
         (["--profile_batches=3"], "two batch numbers"),
+        (["--cache_views=0"], "--cache_views must be >= 1"),
+        (["--teacher_cache=all"], "value should be one of"),
     ],
 )
 def test_flag_validation(argv, message):
@@ -169,6 +171,35 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
                     f"--output_dir={tmp_path / 'runs'}")  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "cifar100" in err and str(tmp_path) in err and err.count("\n") == 1
+
+
+def test_cached_study_equals_the_online_study(quick_study, tmp_path, capsys):
+    """--teacher_cache=exact: same students as online KD, teacher run once per view."""
+    _, _, quick_args = quick_study
+    online_dir = Path(quick_args[0].split("=", 1)[1]) / "quick"
+    args = [f"--output_dir={tmp_path}/runs", f"--tensorboard_dir={tmp_path}/tb", *FAST,
+            "--teacher_smoothings=0.1", "--temperatures=4", "--teacher_cache=exact",
+            "--cache_dtype=float32", "--analyze=false", "--export=false"]  # fmt: skip
+    assert run_main(*args) == 0
+    study_dir = tmp_path / "runs" / "quick"
+    name = "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed0"  # the same run as online
+    cache_dir = study_dir / "teacher-resnet8-ls0.1-seed0" / "teacher_cache" / "last-exact-float32"
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    assert (manifest["num_examples"], manifest["num_views"]) == (400, 162)
+    info = json.loads((study_dir / name / "run.json").read_text())
+    assert info["teacher_cache"]["directory"] == str(cache_dir)
+    cached = pd.read_csv(study_dir / name / "history.csv")
+    online = pd.read_csv(online_dir / name / "history.csv")
+    for key in ("loss", "kd_loss", "top1", "agreement", "val_top1", "val_loss"):
+        np.testing.assert_allclose(cached[key], online[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert "--teacher_cache=exact" in (study_dir / name / "flags.txt").read_text()
+    with flagsaver.flagsaver():
+        parse(f"--flagfile={study_dir / name / 'flags.txt'}")
+        assert lf.single_run_spec().teacher_cache == lf.cache_spec() != None  # noqa: E711
+
+    code = run_main("--dataset=imagenet2012", "--teacher_cache=exact", f"--output_dir={tmp_path}")
+    err = capsys.readouterr().err
+    assert code == 2 and "continuous augmentation" in err and err.count("\n") == 1
 
 
 def test_interrupted_sweep_resumes_without_repeating(tmp_path):
