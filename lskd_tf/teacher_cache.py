@@ -373,7 +373,7 @@ class TeacherCache:
 def cache_key(teacher: keras.Model, dataset: str, views: _Views, *, split: str | None) -> dict:
     """What a cache depends on: teacher weights, data, augmentation and storage."""
     info = data.get_info(dataset, **views.options)
-    split = split or info.train_split
+    split = views.source.check_split(split or info.train_split)
     spec = views.spec
     return {
         "format": FORMAT_VERSION,
@@ -408,12 +408,13 @@ def _images_done(directory: Path) -> int:
     return json.loads(path.read_text())["images_done"] if path.exists() else 0
 
 
-def _num_examples(dataset: str, split: str, options: dict, data_dir: str | None) -> int:
-    info = data.get_info(dataset, data_dir=data_dir, **options)
-    base = split.split("[", 1)[0]
-    if split == base and base in info.num_examples:
-        return int(info.num_examples[base])
-    raise ValueError(f"the teacher cache needs a whole split, got {split!r}")
+def _num_examples(views: _Views, split: str, data_dir: str | None) -> int:
+    """Examples in the split (slices such as ``train[:10%]`` included)."""
+    examples = views.source.examples(split, data_dir, False, views.options)
+    count = int(examples.cardinality())
+    if count >= 0:
+        return count
+    return int(examples.reduce(0, lambda n, _: n + 1))
 
 
 def _view_examples(cache_like, start: int = 0, stop: int | None = None):
@@ -572,7 +573,7 @@ def _build_claimed(
             )
         manifest = {
             "key": key,
-            "num_examples": _num_examples(dataset, split, views.options, data_dir),
+            "num_examples": _num_examples(views, split, data_dir),
             "num_views": views.count,
             "num_classes": num_classes,
             "storage": key["storage"],

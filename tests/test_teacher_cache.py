@@ -128,6 +128,25 @@ def test_sampled_cache_replays_its_stored_views(teacher, tmp_path):
     assert max(len(shown) for shown in seen.values()) == 3
 
 
+def test_sampled_imagenet_cache_with_topk(tmp_path):
+    """Random-resized crops from JPEG bytes: K stored views, top-k logits replayed."""
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.AveragePooling2D(8),
+                                keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                                keras.layers.Dense(1000)])  # fmt: skip
+    spec = tc.CacheSpec("sampled", views=2, topk=5, dtype="float32")
+    with tfds.testing.mock_data(num_examples=6):
+        cache = tc.build(teacher, tmp_path / "imagenet", "imagenet2012", spec=spec, verbose=False)
+        assert (cache.num_examples, cache.num_views) == (6, 2)
+        for x, _, logits in cache.train_fn(batch_size=3, seed=0)(0):
+            expected = teacher(x, training=False).numpy()
+            top = np.argsort(-expected, -1)[:, :5]
+            logits = logits.numpy()
+            np.testing.assert_array_equal(np.argsort(-logits, -1)[:, :5], top)
+            kept, fresh = np.take_along_axis(logits, top, -1), np.take_along_axis(expected, top, -1)
+            np.testing.assert_allclose(kept, fresh, rtol=1e-5)
+
+
 def test_seeded_augmentations_replay_exactly_for_continuous_recipes():
     """Sampled caches rely on this: a seed pins a random-resized crop completely."""
     with tfds.testing.mock_data(num_examples=2):
