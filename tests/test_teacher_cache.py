@@ -239,3 +239,20 @@ def test_interrupted_build_resumes_to_the_same_cache(exact_cache, teacher, tmp_p
         resumed.logits(index, view), exact_cache.logits(index, view), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_array_equal(resumed.labels, exact_cache.labels)
+
+
+def test_cached_distillation_under_mirrored_strategy(exact_cache, mirrored_strategy, tmp_path):
+    """Two replicas split (images, labels, teacher_logits) batches like online KD."""
+    histories = {}
+    for kind in ("online", "cached"):
+        with mirrored_strategy.scope():
+            teacher = make_teacher(0)  # the cache's teacher, built under the strategy
+            student = build_tiny_cnn(100, (32, 32, 3), name="s", seed=7, synchronized=True)
+        train = (lambda epoch: online_epoch(32, 3, epoch)) if kind == "online" else None
+        train = train or exact_cache.train_fn(batch_size=32, seed=3)
+        config = lskd_tf.TrainConfig(epochs=1, batch_size=32, seed=3, verbose=0)
+        histories[kind] = lskd_tf.distill_student(
+            teacher, student, train, run_dir=tmp_path / kind, config=config, temperature=2.0
+        ).history[0]
+    for key in ("loss", "kd_loss", "agreement"):
+        assert histories["cached"][key] == pytest.approx(histories["online"][key], rel=1e-5)
