@@ -266,12 +266,20 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
                     for seed in study.seeds:
                         runs.append(
                             StudentSpec(
-                                student_model, teacher, None, float(temperature),
-                                study.kd_weight, study.ce_weight,
-                                study.student_label_smoothing, study.smoothing,
-                                study.t2_scaling, int(seed),
+                                student_model,
+                                teacher,
+                                None,
+                                float(temperature),
+                                study.kd_weight,
+                                study.ce_weight,
+                                study.student_label_smoothing,
+                                study.smoothing,
+                                study.t2_scaling,
+                                int(seed),
                                 dataclasses.replace(study.student_train, seed=int(seed)),
-                                study.data, study.use_teacher, study.teacher_cache,
+                                study.data,
+                                study.use_teacher,
+                                study.teacher_cache,
                             )  # fmt: skip
                         )
     return runs
@@ -339,9 +347,7 @@ def write_hparams_config(env: RunEnv, specs: Sequence[RunSpec]) -> None:
     for spec in specs:
         for key, value in hparams_of(spec).items():
             values.setdefault(key, set()).add(value)
-    hparams = [
-        hp.HParam(key, hp.Discrete(sorted(found, key=str))) for key, found in values.items()
-    ]
+    hparams = [hp.HParam(key, hp.Discrete(sorted(found, key=str))) for key, found in values.items()]
     metrics = [
         hp.Metric(f"epoch_{name}", group=group, display_name=f"{name} ({group})")
         for name in HPARAM_METRICS
@@ -410,7 +416,9 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
         profile_batches=env.profile_batches,
         callbacks=env.callbacks,
         run_info={
-            "spec": spec.record(), **spec.record(), "data": dataclasses.asdict(spec.data),
+            "spec": spec.record(),
+            **spec.record(),
+            "data": dataclasses.asdict(spec.data),
             "dataset_info": info.to_dict(),
         },
     )

@@ -277,15 +277,9 @@ for _name in ("epochs", "teacher_epochs", "batch_size", "teacher_batch_size"):
         _name, lambda v: v is None or v >= 1, message=f"--{_name} must be >= 1"
     )
 for _name in ("lr", "teacher_lr"):
-    flags.register_validator(
-        _name, lambda v: v is None or v > 0, message=f"--{_name} must be > 0"
-    )
-flags.register_validator(
-    "kd_weight", lambda v: v >= 0, message="--kd_weight must be >= 0"
-)
-flags.register_validator(
-    "ce_weight", lambda v: v >= 0, message="--ce_weight must be >= 0"
-)
+    flags.register_validator(_name, lambda v: v is None or v > 0, message=f"--{_name} must be > 0")
+flags.register_validator("kd_weight", lambda v: v >= 0, message="--kd_weight must be >= 0")
+flags.register_validator("ce_weight", lambda v: v >= 0, message="--ce_weight must be >= 0")
 flags.register_validator("cache_views", lambda v: v >= 1, message="--cache_views must be >= 1")
 flags.register_validator(
     "cache_topk", lambda v: v >= 0, message="--cache_topk must be >= 0 (0 keeps all logits)"
