@@ -15,7 +15,13 @@ import tensorflow as tf
 
 from lskd_tf import models
 from lskd_tf.models.common import LayerFactory
-from lskd_tf.models.layers import BinaryConv2D, ChannelShuffle, ChannelSlice, sign_with_ste
+from lskd_tf.models.layers import (
+    BinaryConv2D,
+    ChannelShuffle,
+    ChannelSlice,
+    FusedBatchNormalization,
+    sign_with_ste,
+)
 
 CIFAR_NAMES = (
     "resnet8 resnet14 resnet20 resnet32 resnet44 resnet56 resnet110 resnet8x4 resnet32x4 "
@@ -353,6 +359,40 @@ def test_batchnorm_matches_pytorch_defaults_and_sync_option():
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert bns and all(b.synchronized and b.momentum == 0.9 and b.epsilon == 1e-5 for b in bns)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fused_batchnorm_matches_keras_batchnorm(jit_compile):
+    """Same outputs and gradients as Keras's BN; moving variance unbiased, like PyTorch."""
+    x = tf.constant(_images(4, 6) * 3.0 + 1.0)  # n = 4 * 6 * 6 per channel
+    fused = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 3))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 3))
+
+    @tf.function(jit_compile=jit_compile)
+    def forward_backward(layer, training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * tf.range(1.0, 4.0))
+        return (y, *tape.gradient(loss, [x, layer.gamma, layer.beta]))
+
+    for training in (False, True):  # inference first: the moving variances then differ
+        for got, want in zip(forward_backward(fused, training), forward_backward(plain, training)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5)
+    n = 4 * 6 * 6
+    expected = 0.9 + 0.1 * np.var(x.numpy(), axis=(0, 1, 2)) * n / (n - 1)
+    np.testing.assert_allclose(fused.moving_variance, expected, rtol=1e-5)
+    bns = _bns(models.get("resnet8", 10))
+    assert bns and all(isinstance(layer, FusedBatchNormalization) for layer in bns)
+
+
+def _bns(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def test_synchronized_bn_trains_under_mirrored_strategy(mirrored_strategy):

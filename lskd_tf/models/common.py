@@ -5,8 +5,10 @@ that matter for the training recipes are applied in exactly one place:
 
 - weight decay: `keras.regularizers.L2(weight_decay / 2)` on every conv/dense kernel
   (gradient `weight_decay * w`, PyTorch SGD's coupled decay), nothing on BN or biases;
-- BatchNorm with PyTorch's defaults (momentum 0.1 == Keras momentum 0.9, eps 1e-5),
-  optionally `synchronized=True` for multi-replica training;
+- BatchNorm with PyTorch's defaults (momentum 0.1 == Keras momentum 0.9, eps 1e-5,
+  moving variance from the unbiased batch variance), on TensorFlow's fused kernel
+  (`layers.FusedBatchNormalization`), optionally `synchronized=True` for multi-replica
+  training;
 - convolutions padded like PyTorch (`padding=k // 2` on both sides). Keras `"same"` pads
   asymmetrically for strided convs on even inputs, which shifts every sampling grid.
 - a float32 `Dense` named `"classifier"` whose input is the penultimate feature vector.
@@ -18,6 +20,8 @@ import math
 from dataclasses import dataclass
 
 import keras
+
+from lskd_tf.models.layers import FusedBatchNormalization
 
 CLASSIFIER_NAME = "classifier"
 
@@ -129,7 +133,7 @@ class LayerFactory:
 
     def bn(self, x, *, name: str, zero_gamma: bool = False):
         """`nn.BatchNorm2d` (gamma 1, beta 0; gamma 0 for zero-init residual branches)."""
-        return keras.layers.BatchNormalization(
+        return FusedBatchNormalization(
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
             synchronized=self.synchronized_bn,
