@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,10 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from keras.src.backend.common import global_state
+from keras.src.random import seed_generator
+from keras.src.utils import rng_utils
+from tensorflow.python.eager import context as tf_context
 
 from lskd_tf import distribute
 from lskd_tf.distiller import Distiller
@@ -221,6 +226,32 @@ def steps_in(dataset: tf.data.Dataset, config: TrainConfig) -> int:
     return steps
 
 
+def set_global_seeds(seed: int) -> None:
+    """`keras.utils.set_random_seed(seed)` without flushing TensorFlow's kernel cache.
+
+    `tf.random.set_seed` also clears the eager kernel cache, which makes every
+    traced function re-instantiate at its next call: ~0.8 s per epoch for a
+    ResNet-20 train step on a 2-core CPU, 6% of a 78-step epoch
+    (`benchmarks/fit_path.py`). The flush only matters to *stateful* random
+    kernels (``tf.random.uniform`` inside a step); Keras 3 layers draw from
+    `SeedGenerator` states instead (stateless ops), which `reseed` resets, and no
+    lskd_tf model or `Distiller` step contains a stateful random op. So the
+    global seed is set exactly as `tf.random.set_seed` sets it (seeds of the
+    epoch's tf.data ops included), minus the flush; should TensorFlow's eager
+    context change, this falls back to `keras.utils.set_random_seed`.
+    """
+    context = tf_context.context()
+    if not (hasattr(context, "_seed") and hasattr(context, "_rng")):
+        keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    context._seed = seed  # what tf.random.set_seed does, minus TFE_ContextClearCaches
+    context._rng = random.Random(seed)
+
+
 def reseed(model: keras.Model, seed: int) -> None:
     """Reseed every RNG an epoch uses, from one number.
 
@@ -229,7 +260,7 @@ def reseed(model: keras.Model, seed: int) -> None:
     is not part of the saved weights. Resetting those states at each epoch
     start makes epoch k identical whether or not the run was restarted.
     """
-    keras.utils.set_random_seed(seed)
+    set_global_seeds(seed)
     index = 0
     for layer in model._flatten_layers(include_self=True, recursive=True):
         for generator in getattr(layer, "_seed_generators", ()):
