@@ -166,7 +166,8 @@ STRATEGY = flags.DEFINE_enum(
 )  # fmt: skip
 MIXED_PRECISION_FLAG = flags.DEFINE_enum(
     "mixed_precision", "float32", MIXED_PRECISION,
-    "Keras dtype policy; mixed_float16 uses loss scaling (GPUs), mixed_bfloat16 (TPUs, new CPUs).",
+    "Keras dtype policy; mixed_float16 uses loss scaling (GPUs), mixed_bfloat16 (TPUs). On "
+    "CPUs keep float32: both were slower here (benchmarks/precision_xla.py).",
 )  # fmt: skip
 JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", False, "XLA-compile the train step (try it on GPU; slower on this CPU)."
