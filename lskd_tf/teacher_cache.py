@@ -184,6 +184,7 @@ class _Views:
     def __init__(self, name: str, options: dict, spec: CacheSpec):
         self.source = data.get_source(name)
         self.options = self.source.resolve_options(options)
+        self.info = data.get_info(name, **self.options)
         self.spec = spec
         self.discrete = self.source.discrete_views(self.options)
         if spec.mode == "exact":
@@ -211,7 +212,7 @@ class _Views:
 
     def render(self, image, index, view):
         """View `view` of example `index`, as float32 [0, 255] at the input size."""
-        if self.discrete is not None and self.spec.mode == "exact":
+        if self.spec.mode == "exact":
             return self.discrete.render(image, view)
         return self.train_image(image, self.sampled_seed(index, view))
 
@@ -372,8 +373,7 @@ class TeacherCache:
 
 def cache_key(teacher: keras.Model, dataset: str, views: _Views, *, split: str | None) -> dict:
     """What a cache depends on: teacher weights, data, augmentation and storage."""
-    info = data.get_info(dataset, **views.options)
-    split = views.source.check_split(split or info.train_split)
+    split = views.source.check_split(split or views.info.train_split)
     spec = views.spec
     return {
         "format": FORMAT_VERSION,
@@ -429,7 +429,7 @@ def _view_examples(cache_like, start: int = 0, stop: int | None = None):
 
 
 def _normalized(cache_like, image):
-    info = data.get_info(cache_like.manifest["key"]["data"]["name"], **cache_like.views.options)
+    info = cache_like.views.info
     shape = info.input_shape if image.shape.rank == 3 else (None, *info.input_shape)
     return info.normalize(tf.ensure_shape(image, shape))
 
