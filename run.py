@@ -34,10 +34,9 @@ def _strategy():
 
 def _write_flagfile(env):
     def write(spec, run_dir: Path) -> None:
-        from lskd_tf.training import write_atomic
+        from lskd_tf.run_dir import RunDir
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "flags.txt", lf.flagfile_for(spec, env))
+        RunDir(run_dir).write_flags(lf.flagfile_for(spec, env))
 
     return write
 
@@ -45,6 +44,7 @@ def _write_flagfile(env):
 def _study(env) -> None:
     from lskd_tf import experiment, results, sweep
     from lskd_tf.experiment import StudentSpec
+    from lskd_tf.run_dir import RunDir
 
     started = time.time()
     specs = experiment.plan_study(lf.study_spec())
@@ -74,8 +74,8 @@ def _study(env) -> None:
         for spec in specs:
             if isinstance(spec, StudentSpec):
                 experiment.export_checkpoint(
-                    env.run_dir(spec) / "last.keras", env.study_dir / "exports" / spec.name,
-                    spec.data,
+                    RunDir(env.run_dir(spec)).checkpoint("last"),
+                    env.study_dir / "exports" / spec.name, spec.data, task=spec.task,
                 )  # fmt: skip
         print(f"SavedModels:       {env.study_dir / 'exports'}/<student run>")
     print(f"results tables:    {written['runs'].parent}/ (CSV, Markdown, LaTeX)")
@@ -94,9 +94,7 @@ def _single_run(env) -> None:
 
     spec = lf.single_run_spec()
     if getattr(spec, "teacher_checkpoint", None):  # fail now, not after setting up the run
-        experiment.load_checkpoint(
-            spec.teacher_checkpoint, num_classes=spec.data.info().num_classes
-        )
+        experiment.load_checkpoint(spec.teacher_checkpoint, spec.data, task=spec.task)
     specs = [spec] if spec.kind == "teacher" or spec.teacher is None else [spec.teacher, spec]
     sweep.run_study(specs, env, on_run_start=_write_flagfile(env))
     print(f"run directory: {env.run_dir(spec)}")
@@ -126,15 +124,17 @@ def main(argv) -> int:
             if not lf.CHECKPOINT.value:
                 raise ValueError(f"--mode={mode} needs --checkpoint=<a .keras file>")
             if mode == "evaluate":
-                metrics = experiment.evaluate_checkpoint(lf.CHECKPOINT.value, lf.data_spec())
+                metrics = experiment.evaluate_checkpoint(
+                    lf.CHECKPOINT.value, lf.data_spec(), task=lf.TASK.value
+                )
                 print({k: round(float(v), 4) for k, v in metrics.items()})
             else:
                 if not lf.EXPORT_DIR.value:
                     raise ValueError("--mode=export needs --export_dir=<directory to write>")
                 path = experiment.export_checkpoint(
-                    lf.CHECKPOINT.value, lf.EXPORT_DIR.value, lf.data_spec()
+                    lf.CHECKPOINT.value, lf.EXPORT_DIR.value, lf.data_spec(), task=lf.TASK.value
                 )
-                print(f"SavedModel (endpoints serve, serve_uint8) and model.keras in {path}")
+                print(f"SavedModel and model.keras in {path}")
         elif mode in ("results", "analyze"):
             from lskd_tf import experiment, results
 

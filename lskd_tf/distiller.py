@@ -1,23 +1,122 @@
 """`Distiller`: a `keras.Model` that trains a student from a frozen teacher.
 
-    loss = ce_weight * H(smooth(y), softmax(s)) + kd_weight * T² KL(softmax(t/T) ‖ softmax(s/T))
+    loss = ce_weight * H(smooth(y), softmax(s)) + kd_weight * KD(t, s)
            + the student's regularization losses (L2 weight decay)
 
-The defaults (``kd_weight=1, ce_weight=0``) are the pure KD both papers use.
+KD is the loss named by `DistillSpec.kd_loss` (default ``"kl"``:
+T² KL(softmax(t/T) ‖ softmax(s/T)), `lskd_tf.losses`). The defaults
+(``kd_weight=1, ce_weight=0``) are the pure KD both papers use.
+
+The `Distiller` changes only what Keras lets a model change: `compute_loss` and
+`compute_metrics` (as `keras.distillation.Distiller` does); Keras's own
+`train_step`/`test_step` run it, so `fit`, `evaluate`, `predict`, `tf.distribute`,
+mixed-precision loss scaling and XLA behave as for any Keras model.
+
+Batches are Keras's ``(x, y)`` or ``(x, y, sample_weight)``:
+
+* ``x``: the student's (and teacher's) inputs, or ``with_teacher_logits(inputs,
+  logits)`` to distill from precomputed teacher logits (the teacher is then not run);
+* ``y``: class ids ``(batch,)``, or token ids ``(batch, length)`` for sequences;
+* ``sample_weight``: optional, e.g. a padding mask ``(batch, length)``: every loss and
+  metric is then the mean over the weighted positions (padding never counts).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
-from lskd_tf.losses import DistillationKL, SmoothedCrossEntropy
+from lskd_tf.losses import (
+    REDUCTION,
+    SmoothedCrossEntropy,
+    get_kd_loss,
+    validate_kd_loss,
+    validate_smoothing,
+    validate_temperature,
+)
+
+INPUTS = "inputs"
+TEACHER_LOGITS = "teacher_logits"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistillSpec:
+    """Everything that defines the distillation objective, passed whole to the `Distiller`.
+
+    Args:
+        temperature: T > 0 of the KD term.
+        kd_weight: weight of the KD term (>= 0).
+        ce_weight: weight of the cross-entropy on the labels (>= 0; 0: pure KD).
+        label_smoothing: smoothing of the student's own label term, in [0, 1).
+        smoothing: ``"uniform"`` or ``"others"`` (see `lskd_tf.losses.smooth_targets`).
+        t2_scaling: multiply the KD term by T² (Hinton 2015).
+        kd_loss: the KD loss's registered name (`lskd_tf.losses.kd_losses()`).
+
+    Run records, TensorBoard hparams and flagfiles list these fields by iterating
+    over them (`dataclasses.fields`), so a new field is one edit here.
+
+    Example:
+
+    >>> DistillSpec(temperature=4.0, kd_weight=0.9, ce_weight=0.1)   # RepDistiller's KD
+    """
+
+    temperature: float = 4.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0
+    label_smoothing: float = 0.0
+    smoothing: str = "uniform"
+    t2_scaling: bool = True
+    kd_loss: str = "kl"
+
+    def __post_init__(self):
+        validate_temperature(self.temperature)
+        for name in ("kd_weight", "ce_weight"):
+            weight = getattr(self, name)
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{name} must be >= 0 and finite, got {weight}")
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ValueError("kd_weight and ce_weight are both 0: nothing to train on")
+        validate_smoothing(self.label_smoothing, self.smoothing, name="label_smoothing")
+        validate_kd_loss(self.kd_loss)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def with_teacher_logits(inputs, teacher_logits) -> dict:
+    """The ``x`` of a batch that carries precomputed teacher logits."""
+    return {INPUTS: inputs, TEACHER_LOGITS: teacher_logits}
+
+
+def split_teacher_logits(x):
+    """``(inputs, teacher_logits or None)`` of a batch's ``x``."""
+    if isinstance(x, dict) and TEACHER_LOGITS in x:
+        return x[INPUTS], x[TEACHER_LOGITS]
+    return x, None
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_for_replicas(value):
+    """``value / num_replicas``: what Keras Loss objects do, for a hand-summed loss."""
+    replicas = _num_replicas()
+    return value if replicas == 1 else ops.multiply(value, ops.cast(1.0 / replicas, value.dtype))
+
+
+def unscale_for_replicas(value):
+    """Undo `scale_for_replicas` for reporting (as Keras's `train_step` does for ``loss``)."""
+    replicas = _num_replicas()
+    return value if replicas == 1 else ops.multiply(value, ops.cast(replicas, value.dtype))
 
 
 def num_classes_of(model: keras.Model, role: str) -> int:
-    """Number of logits a built model outputs; a one-line error if it is not built."""
+    """Number of logits a built model outputs (the last axis); a one-line error if unknown."""
     if not model.built:
         raise ValueError(
             f"the {role} model is not built; build it first (call it on a batch, or use "
@@ -25,29 +124,19 @@ def num_classes_of(model: keras.Model, role: str) -> int:
         )
     try:
         return int(model.output_shape[-1])
-    except (AttributeError, ValueError, RuntimeError) as error:
+    except (AttributeError, ValueError, RuntimeError, TypeError) as error:
         raise ValueError(
             f"cannot read the number of classes of the {role} model ({error}); "
             "pass a functional or Sequential model, or call it on a batch first"
         ) from None
 
 
-def unpack_distillation_batch(data):
-    """Split a batch into (images, labels, cached teacher logits or None).
-
-    Accepted forms: ``(x, y)``, ``(x, y, teacher_logits)``, or a dict with keys
-    ``image``, ``label`` and optionally ``teacher_logits``.
-    """
-    if isinstance(data, dict):
-        return data["image"], data.get("label"), data.get("teacher_logits")
-    if isinstance(data, (tuple, list)):
-        if len(data) == 2:
-            return data[0], data[1], None
-        if len(data) == 3:
-            return data[0], data[1], data[2]
-    raise ValueError(
-        "a distillation batch must be (images, labels) or (images, labels, teacher_logits)"
-    )
+def default_metrics() -> list[keras.metrics.Metric]:
+    """Top-1 and top-5 accuracy of the student's logits (per example or per token)."""
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="top1"),
+        keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+    ]
 
 
 @keras.saving.register_keras_serializable(package="lskd_tf")
@@ -57,25 +146,20 @@ class Distiller(keras.Model):
     Args:
         teacher: a built Keras model that outputs logits. It is frozen here
             (``trainable = False`` before `compile`), always called with
-            ``training=False`` outside the gradient tape, and never updated:
-            neither its weights nor its BatchNorm statistics change.
-        student: a built Keras model that outputs logits, same number of classes.
-        temperature: T > 0 of the KD term.
-        kd_weight: weight of the KD term.
-        ce_weight: weight of the cross-entropy on the labels (0: pure KD).
-        label_smoothing: smoothing of the student's own label term, in [0, 1).
-        smoothing: ``"uniform"`` or ``"others"`` (see `lskd_tf.losses`).
-        t2_scaling: multiply the KD term by T².
-
-    Batches are ``(images, labels)``, or ``(images, labels, teacher_logits)`` to
-    skip running the teacher (precomputed logits). Metrics reported each epoch:
-    ``loss``, ``ce_loss``, ``kd_loss``, ``top1``, ``top5`` (student accuracy) and
-    ``agreement`` (teacher–student top-1 agreement).
+            ``training=False``, its output is a constant of the step
+            (``stop_gradient``), and it is never updated: neither its weights nor
+            its BatchNorm statistics change.
+        student: a built Keras model that outputs logits over the same classes.
+        distill: the objective (`DistillSpec`); default ``DistillSpec()``.
+        metrics: Keras metrics of ``(labels, student_logits, sample_weight)``
+            (default: ``top1``, ``top5``). Always reported besides: ``loss``,
+            ``ce_loss`` (even in pure KD: how well the student fits the labels it
+            never trains on), ``kd_loss`` and ``agreement`` (teacher–student top-1).
 
     Example:
 
     ```python
-    distiller = lskd_tf.Distiller(teacher, student, temperature=4.0)
+    distiller = lskd_tf.Distiller(teacher, student, lskd_tf.DistillSpec(temperature=4.0))
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     distiller.fit(train_ds, validation_data=eval_ds, epochs=240)
     student.export("student", format="tf_saved_model")
@@ -86,20 +170,15 @@ class Distiller(keras.Model):
         self,
         teacher: keras.Model,
         student: keras.Model,
-        temperature: float = 4.0,
-        kd_weight: float = 1.0,
-        ce_weight: float = 0.0,
-        label_smoothing: float = 0.0,
-        smoothing: str = "uniform",
-        t2_scaling: bool = True,
+        distill: DistillSpec | None = None,
+        *,
+        metrics: list[keras.metrics.Metric] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, weight in (("kd_weight", kd_weight), ("ce_weight", ce_weight)):
-            if weight < 0:
-                raise ValueError(f"{name} must be >= 0, got {weight}")
-        if kd_weight == 0 and ce_weight == 0:
-            raise ValueError("kd_weight and ce_weight are both 0: nothing to train on")
+        self.distill = distill if distill is not None else DistillSpec()
+        if not isinstance(self.distill, DistillSpec):
+            raise ValueError(f"distill must be a DistillSpec, got {type(self.distill).__name__}")
         teacher_classes = num_classes_of(teacher, "teacher")
         student_classes = num_classes_of(student, "student")
         if teacher_classes != student_classes:
@@ -112,109 +191,66 @@ class Distiller(keras.Model):
         # Frozen *before* compile: Keras captures trainable state at compile time.
         self.teacher.trainable = False
         self.num_classes = student_classes
-        self.temperature = float(temperature)
-        self.kd_weight = float(kd_weight)
-        self.ce_weight = float(ce_weight)
-        self.label_smoothing = float(label_smoothing)
-        self.smoothing = smoothing
-        self.t2_scaling = bool(t2_scaling)
-        self.ce_loss_fn = SmoothedCrossEntropy(label_smoothing, smoothing)
-        self.kd_loss_fn = DistillationKL(temperature, t2_scaling)
-
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ce_loss_fn = SmoothedCrossEntropy(
+            self.distill.label_smoothing, self.distill.smoothing, reduction=REDUCTION
+        )
+        self.kd_loss_fn = get_kd_loss(
+            self.distill.kd_loss,
+            temperature=self.distill.temperature,
+            t2_scaling=self.distill.t2_scaling,
+        )
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.kd_tracker = keras.metrics.Mean(name="kd_loss")
-        self.top1_metric = keras.metrics.SparseCategoricalAccuracy(name="top1")
-        self.top5_metric = keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")
+        self.reported_metrics = list(default_metrics() if metrics is None else metrics)
         self.agreement_tracker = keras.metrics.Mean(name="agreement")
+        self._step_terms = None  # (teacher logits, ce, kd) of the step, for compute_metrics
         # Both sub-models are built, so the Distiller is too (save_weights needs it).
         self.built = True
 
-    @property
-    def metrics(self) -> list:
-        # Replaces the compiled metrics: everything reported is listed here so
-        # Keras resets it at the start of each epoch.
-        return [
-            self.loss_tracker,
-            self.ce_tracker,
-            self.kd_tracker,
-            self.top1_metric,
-            self.top5_metric,
-            self.agreement_tracker,
-        ]
-
     def call(self, inputs, training: bool = False):
+        inputs, _ = split_teacher_logits(inputs)
         return self.student(inputs, training=training)
 
-    def teacher_logits(self, images):
-        """The frozen teacher's logits, in inference mode, with no gradient."""
-        return ops.stop_gradient(self.teacher(images, training=False))
+    def teacher_logits(self, inputs):
+        """The frozen teacher's logits, in inference mode, as a constant of the step."""
+        return ops.stop_gradient(self.teacher(inputs, training=False))
 
-    def _loss_terms(self, labels, teacher_logits, student_logits):
-        """The per-replica-scaled total loss and the unscaled terms for reporting."""
-        # The label term is reported even in pure KD (weight 0): it shows how well
-        # the student fits the labels it never trains on.
-        ce = self.ce_loss_fn(labels, student_logits) if labels is not None else ops.zeros(())
-        kd = self.kd_loss_fn(teacher_logits, student_logits)
-        total = self.ce_weight * ce + self.kd_weight * kd
-        if self.student.losses:
-            total = total + scale_loss_for_distribution(ops.sum(self.student.losses))
-        return total, ce, kd
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        inputs, teacher_logits = split_teacher_logits(x)
+        if y_pred is None:
+            y_pred = self.student(inputs, training=training)
+        if teacher_logits is None:
+            teacher_logits = self.teacher_logits(inputs)
+        ce = ops.zeros(()) if y is None else self.ce_loss_fn(y, y_pred, sample_weight)
+        kd = self.kd_loss_fn(teacher_logits, y_pred, sample_weight)
+        total = self.distill.ce_weight * ce + self.distill.kd_weight * kd
+        if self.student.losses:  # L2 weight decay, summed once per replica
+            total = total + scale_for_replicas(ops.sum(self.student.losses))
+        self._step_terms = (teacher_logits, ce, kd)
+        return total
 
-    def _update_metrics(self, labels, teacher_logits, student_logits, total, ce, kd):
-        batch = ops.shape(student_logits)[0]
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        teacher_logits, ce, kd = self._step_terms
+        batch = ops.shape(y_pred)[0]
         # Loss objects are divided by the number of replicas (see lskd_tf.losses);
-        # undo that for the reported means, as Keras's own train_step does.
-        self.loss_tracker.update_state(unscale_loss_for_distribution(total), sample_weight=batch)
-        self.ce_tracker.update_state(unscale_loss_for_distribution(ce), sample_weight=batch)
-        self.kd_tracker.update_state(unscale_loss_for_distribution(kd), sample_weight=batch)
-        if labels is not None:
-            self.top1_metric.update_state(labels, student_logits)
-            self.top5_metric.update_state(labels, student_logits)
+        # undo that for the reported means, as Keras's train_step does for "loss".
+        self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=batch)
+        self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=batch)
+        if y is not None:
+            for metric in self.reported_metrics:
+                metric.update_state(y, y_pred, sample_weight=sample_weight)
         agree = ops.cast(
-            ops.equal(ops.argmax(teacher_logits, -1), ops.argmax(student_logits, -1)), "float32"
+            ops.equal(ops.argmax(teacher_logits, -1), ops.argmax(y_pred, -1)), "float32"
         )
-        self.agreement_tracker.update_state(agree)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        images, labels, teacher_logits = unpack_distillation_batch(data)
-        if teacher_logits is None:
-            teacher_logits = self.teacher_logits(images)  # outside the tape: not recorded
-        with tf.GradientTape() as tape:
-            student_logits = self.student(images, training=True)
-            total, ce, kd = self._loss_terms(labels, teacher_logits, student_logits)
-            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
-        trainable = self.student.trainable_variables
-        gradients = tape.gradient(scaled, trainable)
-        self.optimizer.apply(gradients, trainable)
-        return self._update_metrics(labels, teacher_logits, student_logits, total, ce, kd)
-
-    def test_step(self, data):
-        images, labels, teacher_logits = unpack_distillation_batch(data)
-        if teacher_logits is None:
-            teacher_logits = self.teacher_logits(images)
-        student_logits = self.student(images, training=False)
-        total, ce, kd = self._loss_terms(labels, teacher_logits, student_logits)
-        return self._update_metrics(labels, teacher_logits, student_logits, total, ce, kd)
-
-    def predict_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        if isinstance(images, dict):
-            images = images["image"]
-        return self.student(images, training=False)
+        self.agreement_tracker.update_state(agree, sample_weight=sample_weight)
+        return self.get_metrics_result()
 
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             teacher=keras.saving.serialize_keras_object(self.teacher),
             student=keras.saving.serialize_keras_object(self.student),
-            temperature=self.temperature,
-            kd_weight=self.kd_weight,
-            ce_weight=self.ce_weight,
-            label_smoothing=self.label_smoothing,
-            smoothing=self.smoothing,
-            t2_scaling=self.t2_scaling,
+            distill=self.distill.to_dict(),
         )
         return config
 
@@ -223,4 +259,5 @@ class Distiller(keras.Model):
         config = dict(config)
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
         config["student"] = keras.saving.deserialize_keras_object(config["student"])
+        config["distill"] = DistillSpec(**config["distill"])
         return cls(**config)

@@ -14,7 +14,8 @@ import dataclasses
 
 from absl import flags
 
-from lskd_tf import data, models
+from lskd_tf import tasks
+from lskd_tf.distiller import DistillSpec
 from lskd_tf.experiment import (
     MIXED_PRECISION,
     TEACHER_CHECKPOINTS,
@@ -24,7 +25,7 @@ from lskd_tf.experiment import (
     StudySpec,
     TeacherSpec,
 )
-from lskd_tf.losses import SMOOTHING_CONVENTIONS
+from lskd_tf.losses import SMOOTHING_CONVENTIONS, kd_losses
 from lskd_tf.schedules import SCHEDULES
 from lskd_tf.teacher_cache import CacheSpec
 from lskd_tf.training import OPTIMIZERS, TrainConfig
@@ -48,10 +49,14 @@ TENSORBOARD_DIR = flags.DEFINE_string(
     "tensorboard_dir", "tensorboard_logs", "TensorBoard root: logs go to <dir>/<study>/<run>."
 )
 
-# ----------------------------------------------------------------------------- data
-DATASET = flags.DEFINE_string(
-    "dataset", "embedded", f"Dataset, one of: {', '.join(data.available())}."
+# ----------------------------------------------------------------------------- task, data
+TASK = flags.DEFINE_string(
+    "task", tasks.DEFAULT_TASK, f"The problem, one of: {', '.join(tasks.available())}."
 )
+DATASET = flags.DEFINE_string(
+    "dataset", "embedded", "Dataset of the task (image_classification: embedded, cifar100, "
+    "imagenet2012, caltech_birds2011).",
+)  # fmt: skip
 DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: ~/tensorflow_datasets).")
 DOWNLOAD = flags.DEFINE_bool(
     "download", False, "Let TFDS download/prepare a missing dataset (never done otherwise)."
@@ -66,8 +71,9 @@ TEST_PER_CLASS = flags.DEFINE_integer(
 
 # ----------------------------------------------------------------------------- models, KD
 TEACHER_MODELS = flags.DEFINE_list(
-    "teacher_models", ["resnet14"], "Teacher architecture(s); see lskd_tf.models.available()."
-)
+    "teacher_models", ["resnet14"], "Teacher architecture(s) of the task; see the README's "
+    "model zoo (lskd_tf.models.available()).",
+)  # fmt: skip
 TEACHER_SMOOTHINGS = flags.DEFINE_list(
     "teacher_smoothings", ["0", "0.1"], "Teacher label smoothing strength(s), each in [0, 1)."
 )
@@ -94,6 +100,10 @@ STUDENT_SMOOTHING = flags.DEFINE_float(
     "student_smoothing", 0.0, "Label smoothing of the student's own CE term, in [0, 1)."
 )
 T2_SCALING = flags.DEFINE_bool("t2_scaling", True, "Multiply the KD term by T^2 (Hinton).")
+KD_LOSS = flags.DEFINE_string(
+    "kd_loss", "kl", f"The KD loss by name ({', '.join(kd_losses())}; "
+    "lskd_tf.losses.register_kd_loss adds one): kl = T^2 KL(softmax(t/T) || softmax(s/T)).",
+)  # fmt: skip
 USE_TEACHER = flags.DEFINE_enum(
     "use_teacher", "last", TEACHER_CHECKPOINTS, "Which teacher checkpoint students distill from."
 )
@@ -214,47 +224,59 @@ def _ints(values, name: str) -> list[int]:
         raise flags.ValidationError(message) from None
 
 
-def _validate_models(values, name):
-    known = set(models.available())
+def _task(name: str) -> tasks.Task:
+    try:
+        return tasks.get(name)
+    except ValueError as error:
+        raise flags.ValidationError(f"--task: {error}") from None
+
+
+def _validate_models(task: str, values, name: str) -> None:
     for value in values or []:
         try:
-            models.describe(value)
-        except ValueError:
-            raise flags.ValidationError(
-                f"--{name}: unknown model {value!r}; choose one of: {', '.join(sorted(known))}"
-            ) from None
-    return True
+            _task(task).check_model(value)
+        except ValueError as error:
+            raise flags.ValidationError(f"--{name}: {error}") from None
 
 
-@flags.validator("dataset")
-def _check_dataset(value):
-    if value not in data.available():
+@flags.multi_flags_validator(["task", "dataset"])
+def _check_dataset(values):
+    task = _task(values["task"])
+    if values["dataset"] not in task.datasets():
         raise flags.ValidationError(
-            f"unknown dataset {value!r}; choose one of: {', '.join(data.available())}"
+            f"unknown dataset {values['dataset']!r} for task {task.name!r}; choose one of: "
+            + ", ".join(task.datasets())
         )
     return True
 
 
-flags.register_validator("teacher_models", lambda v: _validate_models(v, "teacher_models"))
-flags.register_validator("student_models", lambda v: _validate_models(v, "student_models"))
-
-
-@flags.validator("pairs")
-def _check_pairs(values):
-    for value in values:
+@flags.multi_flags_validator(["task", "teacher_models", "student_models", "pairs"])
+def _check_models(values):
+    task = values["task"]
+    _validate_models(task, values["teacher_models"], "teacher_models")
+    _validate_models(task, values["student_models"], "student_models")
+    for value in values["pairs"]:
         parts = value.split(":")
         if len(parts) != 2:
             raise flags.ValidationError(f"--pairs entries are teacher:student, got {value!r}")
-        _validate_models([parts[0]], "pairs")
-        _validate_models([parts[1]], "pairs")
+        _validate_models(task, parts, "pairs")
+    return True
+
+
+@flags.validator("kd_loss")
+def _check_kd_loss(value):
+    if value not in kd_losses():
+        raise flags.ValidationError(
+            f"unknown KD loss {value!r}; choose one of: {', '.join(kd_losses())}"
+        )
     return True
 
 
 @flags.validator("temperatures")
 def _check_temperatures(values):
     for value in _floats(values, "temperatures"):
-        if not value > 0:
-            raise flags.ValidationError(f"temperatures must be > 0, got {value:g}")
+        if not 0 < value < float("inf"):
+            raise flags.ValidationError(f"temperatures must be > 0 and finite, got {value:g}")
     return True
 
 
@@ -298,43 +320,74 @@ flags.register_validator(
 
 # ----------------------------------------------------------------------------- flags -> specs
 
+TRAIN_FLAGS = {
+    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
+    "learning_rate": "lr", "momentum": "momentum", "nesterov": "nesterov",
+    "weight_decay": "weight_decay", "schedule": "schedule", "milestones": "milestones",
+    "decay_rate": "decay_rate", "warmup_epochs": "warmup_epochs",
+    "steps_per_epoch": "steps_per_epoch", "jit_compile": "jit_compile", "verbose": "verbose",
+}  # fmt: skip
+"""`TrainConfig` field -> flag (students, and teachers where no teacher_* flag is set).
+``seed`` comes from --seeds / --teacher_seed."""
+TEACHER_TRAIN_FLAGS = {
+    "epochs": "teacher_epochs", "batch_size": "teacher_batch_size",
+    "learning_rate": "teacher_lr", "weight_decay": "teacher_weight_decay",
+    "schedule": "teacher_schedule", "milestones": "teacher_milestones",
+    "warmup_epochs": "teacher_warmup_epochs",
+}  # fmt: skip
+"""Teacher overrides: `TrainConfig` field -> flag (unset: the student's value)."""
+DISTILL_FLAGS = {
+    "temperature": "temperatures", "kd_weight": "kd_weight", "ce_weight": "ce_weight",
+    "label_smoothing": "student_smoothing", "smoothing": "smoothing",
+    "t2_scaling": "t2_scaling", "kd_loss": "kd_loss",
+}  # fmt: skip
+"""`DistillSpec` field -> flag (a study's --temperatures are a list)."""
+NOT_IN_FLAGFILES = ("verbose",)
+"""Fields a run's flags.txt leaves out (display only)."""
+
+
+def _flag_value(field: str, flag: str):
+    value = FLAGS[flag].value
+    if field == "milestones" and value is not None:
+        return tuple(_ints(value, flag))
+    return value
+
+
+def _as_flag(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
 
 def data_spec() -> DataSpec:
     options = ()
     if DATASET.value == "embedded":
         options = (("train_per_class", TRAIN_PER_CLASS.value),
                    ("test_per_class", TEST_PER_CLASS.value))  # fmt: skip
-    return DataSpec(DATASET.value, DATA_DIR.value, DOWNLOAD.value, CACHE.value, options)
-
-
-def _or(value, default):
-    return default if value is None else value
-
-
-def student_train_config() -> TrainConfig:
-    return TrainConfig(
-        epochs=EPOCHS.value, batch_size=BATCH_SIZE.value, optimizer=OPTIMIZER.value,
-        learning_rate=LR.value, momentum=MOMENTUM.value, nesterov=NESTEROV.value,
-        weight_decay=WEIGHT_DECAY.value, schedule=SCHEDULE.value,
-        milestones=tuple(_ints(MILESTONES.value, "milestones")), decay_rate=DECAY_RATE.value,
-        warmup_epochs=WARMUP_EPOCHS.value, steps_per_epoch=STEPS_PER_EPOCH.value,
-        jit_compile=JIT_COMPILE.value, verbose=VERBOSE.value,
+    return DataSpec(
+        name=DATASET.value, data_dir=DATA_DIR.value, download=DOWNLOAD.value,
+        cache=CACHE.value, options=options,
     )  # fmt: skip
 
 
+def student_train_config() -> TrainConfig:
+    return TrainConfig(**{field: _flag_value(field, flag) for field, flag in TRAIN_FLAGS.items()})
+
+
 def teacher_train_config() -> TrainConfig:
-    student = student_train_config()
-    milestones = TEACHER_MILESTONES.value
+    overrides = {field: _flag_value(field, flag) for field, flag in TEACHER_TRAIN_FLAGS.items()}
     return dataclasses.replace(
-        student,
-        epochs=TEACHER_EPOCHS.value,
-        batch_size=_or(TEACHER_BATCH_SIZE.value, student.batch_size),
-        learning_rate=_or(TEACHER_LR.value, student.learning_rate),
-        weight_decay=_or(TEACHER_WEIGHT_DECAY.value, student.weight_decay),
-        schedule=_or(TEACHER_SCHEDULE.value, student.schedule),
-        warmup_epochs=_or(TEACHER_WARMUP_EPOCHS.value, student.warmup_epochs),
-        milestones=student.milestones if milestones is None else tuple(_ints(milestones, "x")),
+        student_train_config(), **{k: v for k, v in overrides.items() if v is not None}
     )
+
+
+def distill_spec() -> DistillSpec:
+    """The students' objective; its temperature is the first of --temperatures."""
+    values = {field: _flag_value(field, flag) for field, flag in DISTILL_FLAGS.items()}
+    values["temperature"] = _floats(values["temperature"], "temperatures")[0]
+    return DistillSpec(**values)
 
 
 def cache_spec() -> CacheSpec | None:
@@ -348,14 +401,14 @@ def cache_spec() -> CacheSpec | None:
 
 def study_spec() -> StudySpec:
     return StudySpec(
+        task=TASK.value,
         teacher_models=tuple(TEACHER_MODELS.value),
         teacher_smoothings=tuple(_floats(TEACHER_SMOOTHINGS.value, "teacher_smoothings")),
         smoothing=SMOOTHING.value, teacher_seed=TEACHER_SEED.value,
         student_models=tuple(STUDENT_MODELS.value),
         temperatures=tuple(_floats(TEMPERATURES.value, "temperatures")),
-        seeds=tuple(_ints(SEEDS.value, "seeds")), kd_weight=KD_WEIGHT.value,
-        ce_weight=CE_WEIGHT.value, student_label_smoothing=STUDENT_SMOOTHING.value,
-        t2_scaling=T2_SCALING.value, use_teacher=USE_TEACHER.value,
+        seeds=tuple(_ints(SEEDS.value, "seeds")), distill=distill_spec(),
+        use_teacher=USE_TEACHER.value,
         teacher_train=teacher_train_config(), student_train=student_train_config(),
         data=data_spec(), pairs=tuple(tuple(p.split(":")) for p in PAIRS.value),
         teacher_cache=cache_spec(),
@@ -377,58 +430,63 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
     The first value of each list flag (or the first of --pairs) is used: a
     single run has one teacher, one smoothing, one temperature, one seed.
     """
+    from lskd_tf.experiment import plan_study
+
     study = study_spec()
     teacher_model = study.all_teacher_models[0]
-    teacher = TeacherSpec(
-        teacher_model, study.teacher_smoothings[0], study.smoothing,
-        study.teacher_seed, dataclasses.replace(study.teacher_train, seed=study.teacher_seed),
-        study.data,
+    study = dataclasses.replace(
+        study, teacher_models=(teacher_model,), pairs=(),
+        teacher_smoothings=study.teacher_smoothings[:1],
+        student_models=tuple(study.students_of(teacher_model)[:1]),
+        temperatures=study.temperatures[:1], seeds=study.seeds[:1],
     )  # fmt: skip
+    teacher, student = plan_study(study)[:2]
     if MODE.value == "teacher":
         return teacher
-    seed = study.seeds[0]
-    return StudentSpec(
-        study.students_of(teacher_model)[0], None if TEACHER_CHECKPOINT.value else teacher,
-        TEACHER_CHECKPOINT.value, study.temperatures[0], study.kd_weight, study.ce_weight,
-        study.student_label_smoothing, study.smoothing, study.t2_scaling, seed,
-        dataclasses.replace(study.student_train, seed=seed), study.data, study.use_teacher,
-        study.teacher_cache,
-    )  # fmt: skip
+    if TEACHER_CHECKPOINT.value:
+        student = dataclasses.replace(
+            student, teacher=None, teacher_checkpoint=TEACHER_CHECKPOINT.value
+        )
+    return student
 
 
 def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
-    """A flagfile that re-runs exactly this one run (`python run.py --flagfile=...`)."""
-    train = spec.train
+    """A flagfile that re-runs exactly this one run (`python run.py --flagfile=...`).
+
+    Generated from the spec's dataclasses through `TRAIN_FLAGS`, `TEACHER_TRAIN_FLAGS`
+    and `DISTILL_FLAGS`: a new field needs one entry there, not another line here.
+    """
     lines = [
         f"--mode={spec.kind if spec.kind == 'teacher' else 'distill'}",
         f"--study={env.study}", f"--output_dir={env.output_dir}",
-        f"--tensorboard_dir={env.tensorboard_dir}",
+        f"--tensorboard_dir={env.tensorboard_dir}", f"--task={spec.task}",
         f"--dataset={spec.data.name}", f"--download={spec.data.download}",
         f"--cache={spec.data.cache}", f"--mixed_precision={env.mixed_precision}",
-        f"--smoothing={spec.smoothing}",
     ]  # fmt: skip
     if spec.data.data_dir:
         lines.append(f"--data_dir={spec.data.data_dir}")
     lines += [f"--{key}={value}" for key, value in spec.data.options]
     teacher = spec if isinstance(spec, TeacherSpec) else spec.teacher
     if teacher is not None:
-        t = teacher.train
         lines += [
             f"--teacher_models={teacher.model}",
             f"--teacher_smoothings={teacher.label_smoothing!r}",
-            f"--teacher_seed={teacher.seed}", f"--teacher_epochs={t.epochs}",
-            f"--teacher_batch_size={t.batch_size}", f"--teacher_lr={t.learning_rate!r}",
-            f"--teacher_weight_decay={t.weight_decay!r}", f"--teacher_schedule={t.schedule}",
-            f"--teacher_milestones={','.join(map(str, t.milestones))}",
-            f"--teacher_warmup_epochs={t.warmup_epochs!r}",
-        ]  # fmt: skip
-    if isinstance(spec, StudentSpec):
+            f"--teacher_seed={teacher.seed}",
+        ]
         lines += [
-            f"--student_models={spec.model}", f"--temperatures={spec.temperature!r}",
-            f"--seeds={spec.seed}", f"--kd_weight={spec.kd_weight!r}",
-            f"--ce_weight={spec.ce_weight!r}",
-            f"--student_smoothing={spec.label_smoothing!r}",
-            f"--t2_scaling={spec.t2_scaling}", f"--use_teacher={spec.use_teacher}",
+            f"--{flag}={_as_flag(getattr(teacher.train, field))}"
+            for field, flag in TEACHER_TRAIN_FLAGS.items()
+        ]
+    if isinstance(spec, TeacherSpec):
+        lines.append(f"--smoothing={spec.smoothing}")
+    else:
+        lines += [
+            f"--{DISTILL_FLAGS[field]}={_as_flag(value)}"
+            for field, value in spec.distill.to_dict().items()
+        ]
+        lines += [
+            f"--student_models={spec.model}", f"--seeds={spec.seed}",
+            f"--use_teacher={spec.use_teacher}",
         ]  # fmt: skip
         if spec.teacher_checkpoint:
             lines.append(f"--teacher_checkpoint={spec.teacher_checkpoint}")
@@ -438,16 +496,11 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
             lines += [f"--cache_views={cache.views}", f"--cache_topk={cache.topk}",
                       f"--cache_dtype={cache.dtype}"]  # fmt: skip
     # The run's own optimizer settings (the shared flags: a teacher's equal its teacher_*).
-    if isinstance(spec, StudentSpec):
-        lines.append(f"--epochs={train.epochs}")
-    lines += [
-        f"--batch_size={train.batch_size}", f"--optimizer={train.optimizer}",
-        f"--lr={train.learning_rate!r}", f"--momentum={train.momentum!r}",
-        f"--nesterov={train.nesterov}", f"--weight_decay={train.weight_decay!r}",
-        f"--schedule={train.schedule}", f"--milestones={','.join(map(str, train.milestones))}",
-        f"--decay_rate={train.decay_rate!r}", f"--warmup_epochs={train.warmup_epochs!r}",
-        f"--jit_compile={train.jit_compile}",
-    ]  # fmt: skip
-    if train.steps_per_epoch:
-        lines.append(f"--steps_per_epoch={train.steps_per_epoch}")
+    for field, flag in TRAIN_FLAGS.items():
+        value = getattr(spec.train, field)
+        if field in NOT_IN_FLAGFILES or value is None:
+            continue
+        if field == "epochs" and isinstance(spec, TeacherSpec):
+            continue  # --epochs is the students'; the teacher's are --teacher_epochs
+        lines.append(f"--{flag}={_as_flag(value)}")
     return "\n".join(lines) + "\n"

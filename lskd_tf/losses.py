@@ -1,10 +1,22 @@
-"""The two losses of a label-smoothing x distillation study.
+"""The losses of a label-smoothing x distillation study, and the registry of KD losses.
 
-Both are `keras.losses.Loss` subclasses: Keras then reduces them with
-`sum_over_batch_size`, which under `tf.distribute` divides by the *global*
-batch (it scales by `1 / num_replicas_in_sync`), so gradients summed across
-replicas have the right size. A hand-written `ops.mean` would not be scaled
+All are `keras.losses.Loss` subclasses: Keras then reduces them (by default
+``mean_with_sample_weight``: the mean over examples, or over the positions whose
+sample weight is non-zero, e.g. the non-padding tokens of a sequence) and, under
+`tf.distribute`, scales them by ``1 / num_replicas_in_sync``, so gradients summed
+across replicas have the right size. A hand-written `ops.mean` would not be scaled
 and would give gradients N times too large on N replicas.
+
+Logits are ``(batch, K)`` for classification or ``(batch, length, V)`` for sequences;
+labels have the logits' shape without the last axis.
+
+KD losses are chosen by name (`kd_loss`): ``"kl"`` is Hinton's temperature KL.
+Adding one is a class and a registration::
+
+    @register_kd_loss("mse_logits")
+    class LogitMSE(keras.losses.Loss):
+        def __init__(self, temperature=1.0, t2_scaling=True, **kwargs): ...
+        def call(self, teacher_logits, student_logits): ...   # one value per position
 
 Both compute in float32 whatever the input dtype, so float16/bfloat16 logits
 (mixed precision) and large temperatures (T = 64) stay finite.
@@ -16,6 +28,44 @@ import keras
 from keras import ops
 
 SMOOTHING_CONVENTIONS = ("uniform", "others")
+REDUCTION = "mean_with_sample_weight"
+"""Mean over the weighted positions: sum(w * loss) / sum(w); the plain mean without weights."""
+
+_KD_LOSSES: dict[str, type[keras.losses.Loss]] = {}
+
+
+def register_kd_loss(name: str):
+    """Class decorator: make a KD loss selectable by ``name`` (`DistillSpec.kd_loss`).
+
+    The class is a `keras.losses.Loss` whose constructor takes ``temperature`` and
+    ``t2_scaling`` (and Keras's ``reduction``/``name``/``dtype``), and whose ``call``
+    maps ``(teacher_logits, student_logits)`` to one value per example or position.
+    """
+
+    def register(cls: type[keras.losses.Loss]) -> type[keras.losses.Loss]:
+        if name in _KD_LOSSES and _KD_LOSSES[name] is not cls:
+            raise ValueError(f"a KD loss named {name!r} is already registered")
+        _KD_LOSSES[name] = cls
+        return cls
+
+    return register
+
+
+def kd_losses() -> list[str]:
+    """The names of the registered KD losses."""
+    return sorted(_KD_LOSSES)
+
+
+def validate_kd_loss(name: str) -> None:
+    """Raise a one-line ValueError unless ``name`` is a registered KD loss."""
+    if name not in _KD_LOSSES:
+        raise ValueError(f"unknown KD loss {name!r}; choose one of: {', '.join(kd_losses())}")
+
+
+def get_kd_loss(name: str, *, temperature: float, t2_scaling: bool = True) -> keras.losses.Loss:
+    """A new instance of the KD loss registered as ``name``."""
+    validate_kd_loss(name)
+    return _KD_LOSSES[name](temperature=temperature, t2_scaling=t2_scaling, reduction=REDUCTION)
 
 
 def validate_smoothing(alpha: float, convention: str, *, name: str = "alpha") -> None:
@@ -30,9 +80,9 @@ def validate_smoothing(alpha: float, convention: str, *, name: str = "alpha") ->
 
 
 def validate_temperature(temperature: float) -> None:
-    """Raise a one-line ValueError unless the temperature is a positive number."""
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """Raise a one-line ValueError unless the temperature is a positive finite number."""
+    if not 0.0 < float(temperature) < float("inf"):
+        raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
 
 
 def smooth_targets(targets, alpha: float, convention: str = "uniform"):
@@ -68,7 +118,8 @@ class SmoothedCrossEntropy(keras.losses.Loss):
         reduction, name, dtype: as for any `keras.losses.Loss`.
 
     ``y_true`` may be integer class ids of shape (batch,) or (batch, 1), or
-    one-hot / soft targets of shape (batch, K). ``y_pred`` are logits (batch, K).
+    one-hot / soft targets of shape (batch, K). ``y_pred`` are logits (batch, K);
+    for sequences, ids (batch, length) with logits (batch, length, V).
 
     Example:
 
@@ -80,7 +131,7 @@ class SmoothedCrossEntropy(keras.losses.Loss):
         self,
         alpha: float = 0.0,
         convention: str = "uniform",
-        reduction: str = "sum_over_batch_size",
+        reduction: str = REDUCTION,
         name: str = "smoothed_cross_entropy",
         dtype=None,
     ):
@@ -95,7 +146,7 @@ class SmoothedCrossEntropy(keras.losses.Loss):
         if len(y_true.shape) == len(logits.shape) and y_true.shape[-1] != 1:
             targets = ops.cast(y_true, "float32")  # one-hot or soft targets
         else:
-            labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+            labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
             targets = ops.one_hot(labels, num_classes, dtype="float32")
         targets = smooth_targets(targets, self.alpha, self.convention)
         return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
@@ -106,6 +157,7 @@ class SmoothedCrossEntropy(keras.losses.Loss):
         return config
 
 
+@register_kd_loss("kl")
 @keras.saving.register_keras_serializable(package="lskd_tf")
 class DistillationKL(keras.losses.Loss):
     """Hinton's distillation loss: T² · KL(softmax(t/T) ‖ softmax(s/T)).
@@ -116,7 +168,8 @@ class DistillationKL(keras.losses.Loss):
             comparable across temperatures. Chandrasegaran's code does this;
             at T = 1 (Shen) it is moot.
 
-    ``y_true`` are teacher logits, ``y_pred`` student logits, both (batch, K).
+    ``y_true`` are teacher logits, ``y_pred`` student logits, both (batch, K) or
+    (batch, length, V).
     The KL uses log-softmax on both sides, which is exact and stable even at
     T = 64 and for float16 inputs (computed in float32).
 
@@ -130,7 +183,7 @@ class DistillationKL(keras.losses.Loss):
         self,
         temperature: float = 4.0,
         t2_scaling: bool = True,
-        reduction: str = "sum_over_batch_size",
+        reduction: str = REDUCTION,
         name: str = "distillation_kl",
         dtype=None,
     ):

@@ -11,14 +11,17 @@ epoch (RepDistiller reports the last, mdistiller the best), so both are given.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-METRICS = ("top1", "top5")
+from lskd_tf import atomic
+from lskd_tf.run_dir import FINISHED, RUN_JSON, RunDir
+
+DEFAULT_METRICS = ("top1", "top5")
+"""The metrics of runs recorded before run.json listed its task's metrics."""
 
 
 def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -28,27 +31,28 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         matches = glob.glob(str(path)) or [str(path)]
         for match in matches:
             match = Path(match)
-            if (match / "run.json").exists():
+            if RunDir(match).exists():
                 found.append(match)
             else:
-                found.extend(sorted(p.parent for p in match.glob("*/run.json")))
+                found.extend(sorted(p.parent for p in match.glob(f"*/{RUN_JSON}")))
     return sorted(set(found))
 
 
 def collect_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per run found under ``paths``, with its spec and best/last metrics.
 
-    Accuracies are in percent, like the papers' tables.
+    The metrics are those the run's task reported (run.json ``metrics``), in percent
+    like the papers' tables.
     """
     rows = []
     for run_dir in _run_dirs(paths):
-        info = json.loads((run_dir / "run.json").read_text())
+        info = RunDir(run_dir).read()
         row = {"run": info.get("name", run_dir.name), "run_dir": str(run_dir)}
         row["status"] = info.get("status")
         for key in (
-            "kind", "model", "dataset", "label_smoothing", "smoothing", "seed",
+            "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
             "teacher_model", "teacher_label_smoothing", "teacher_run", "teacher_checkpoint",
-            "temperature", "kd_weight", "ce_weight", "wall_time_s", "epochs_done",
+            "temperature", "kd_weight", "ce_weight", "kd_loss", "wall_time_s", "epochs_done",
         ):  # fmt: skip
             row[key] = info.get(key)
         monitor = info.get("monitor", "val_top1")
@@ -56,7 +60,7 @@ def collect_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
         for which in ("best", "last"):
             metrics = info.get(which, {})
             row[f"{which}_epoch"] = metrics.get("epoch")
-            for metric in METRICS:
+            for metric in info.get("metrics", DEFAULT_METRICS):
                 value = metrics.get(prefix + metric)
                 row[f"{which}_{metric}"] = None if value is None else 100.0 * value
         rows.append(row)
@@ -79,7 +83,7 @@ def student_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     (over seeds), ``n`` the number of seeds, and ``last Δ(LS−noLS)`` /
     ``best Δ(LS−noLS)`` = mean with the largest smoothing minus mean without.
     """
-    students = runs[(runs["kind"] == "student") & (runs["status"] == "finished")]
+    students = runs[(runs["kind"] == "student") & (runs["status"] == FINISHED)]
     if students.empty:
         return pd.DataFrame()
     students = students.assign(
@@ -105,7 +109,7 @@ def student_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
 
 def teacher_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """Teachers: rows model, columns label smoothing, last and best epoch."""
-    teachers = runs[(runs["kind"] == "teacher") & (runs["status"] == "finished")]
+    teachers = runs[(runs["kind"] == "teacher") & (runs["status"] == FINISHED)]
     if teachers.empty:
         return pd.DataFrame()
     table = {}
@@ -125,7 +129,7 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"runs": out_dir / "runs.csv"}
-    runs.to_csv(written["runs"], index=False)
+    atomic.write_text(written["runs"], runs.to_csv(index=False))
     for name, table in (("teachers", teacher_table(runs)), ("students", student_table(runs))):
         if table.empty:
             continue
@@ -135,7 +139,7 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
             ("tex", table.to_latex()),
         ):
             path = out_dir / f"{name}.{suffix}"
-            path.write_text(text)
+            atomic.write_text(path, text)
             written[f"{name}.{suffix}"] = path
     return written
 

@@ -25,12 +25,11 @@ import keras
 from lskd_tf import distribute
 from lskd_tf.claims import release, touch, try_claim
 from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, run, write_hparams_config
-from lskd_tf.training import read_run_json
+from lskd_tf.run_dir import RunDir
 
 
 def is_finished(run_dir: Path) -> bool:
-    info = read_run_json(run_dir)
-    return bool(info) and info.get("status") == "finished"
+    return RunDir(run_dir).is_finished()
 
 
 class Heartbeat(keras.callbacks.Callback):

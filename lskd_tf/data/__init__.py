@@ -16,6 +16,8 @@ Every pipeline yields `(image float32 (B, H, W, C) normalized, label int32 (B,))
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from lskd_tf.data import embedded, pipeline, semantic
@@ -31,6 +33,7 @@ from lskd_tf.data.info import (
 )
 from lskd_tf.data.source import Source
 from lskd_tf.data.user import from_image_folder, from_tf_dataset
+from lskd_tf.seeding import epoch_seed
 
 __all__ = [
     "CIFAR100_MEAN",
@@ -48,6 +51,7 @@ __all__ = [
     "load",
     "make_dataset",
     "register",
+    "train_fn",
 ]
 
 _REGISTRY: dict[str, Source] = {}
@@ -143,6 +147,28 @@ def make_dataset(
         shuffle_buffer=opts["shuffle_buffer"],
         choose_view=choose_view,
     )
+
+
+def train_fn(
+    name: str, split: str, *, global_batch_size: int, seed: int, **kwargs
+) -> Callable[..., tf.data.Dataset]:
+    """The training data of every epoch of a run: ``(epoch, input_context=None) -> dataset``.
+
+    Epoch ``e`` is ``make_dataset(name, split, training=True, seed=epoch_seed(seed, e),
+    ...)``: reshuffled and re-augmented every epoch, yet the same for the same (seed,
+    epoch), so runs resume exactly. Under multi-worker training `lskd_tf.distribute`
+    passes each worker's ``input_context`` (its shard, batched per replica). Online
+    training and the teacher cache both use this one factory. ``kwargs`` go to
+    `make_dataset` (``data_dir``, ``cache``, ``download``, ``choose_view``, options).
+    """
+
+    def epoch_dataset(epoch: int, input_context=None) -> tf.data.Dataset:
+        return make_dataset(
+            name, split, global_batch_size=global_batch_size, training=True,
+            seed=epoch_seed(seed, epoch), input_context=input_context, **kwargs,
+        )  # fmt: skip
+
+    return epoch_dataset
 
 
 def load(

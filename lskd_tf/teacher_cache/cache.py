@@ -1,58 +1,7 @@
-"""Teacher-output cache: the teacher's logits computed once, reused by every student.
-
-A temperature sweep runs the same frozen teacher over the same images for every student,
-temperature and seed: that forward pass is pure repetition. The cache computes it once,
-stores it next to the teacher's checkpoint, and feeds `Distiller` batches of
-``(images, labels, teacher_logits)`` so the teacher is never run while distilling.
-
-Two kinds of cache (`CacheSpec.mode`):
-
-* ``"exact"``, for discrete augmentation (CIFAR's 4-pixel pad-crop × flip: 162 views of
-  each image, `lskd_tf.data.augment.PadCropFlipViews`). Logits are stored for every view.
-  While distilling, each example shows the view its seed draws, the very view online
-  distillation would show for the same seed, and reads that view's logits: cached and
-  online distillation run the same computation (up to the storage precision).
-* ``"sampled"``, for any augmentation (ImageNet's random-resized crops, CUB's rotations
-  and colour jitter), as FKD does: a fixed set of ``views`` views per image, each pinned by
-  a stateless-RNG seed. Every random op of `lskd_tf.data.augment` is stateless, so the
-  seed fully determines the crop box, flip, rotation and jitter: replaying the seed
-  replays the view exactly. The seed of view k of image i is
-  ``stateless_fold_in([view_seed, 0], i * views + k)``, recomputed, not stored. Each
-  epoch an example shows one of its views, drawn from the epoch's seed.
-
-On disk (one directory per teacher checkpoint, dataset and augmentation):
-
-    manifest.json    the cache's key: teacher weights' SHA-256, dataset, split, options,
-                     augmentation, storage; checked on every open
-    progress.json    how many images are done: building is incremental, so an
-                     interrupted build resumes where it stopped
-    labels.npy       [N] int32, checked against the data's labels while distilling
-    logits.npy       [N, V, C] float16 or float32 (``topk=0``), or, with ``topk=k``,
-    topk_values.npy, topk_indices.npy, rest_logit.npy   [N, V, k], [N, V, k], [N, V]
-
-Top-k compression keeps the k largest logits of each view and gives every other class
-one logit, ``logsumexp(rest) - log(C - k)``: at T = 1 the top-k probabilities and the
-rest's total mass are exact; at other temperatures the rest is flattened, which is an
-approximation (off by default).
-
-A cache that does not match (another teacher, dataset, augmentation or storage) is
-rejected by `StaleCacheError` with what differs; on open a few stored views are also
-recomputed with the teacher and compared, which catches a retrained teacher, a corrupt
-file or a changed augmentation. The cache is read through NumPy memory maps, so it may
-be larger than RAM.
-
-Example:
-
-```python
-cache = lskd_tf.teacher_cache.build(teacher, "runs/t/teacher_cache/exact", "cifar100")
-train_fn = cache.train_fn(batch_size=64, seed=0)          # epoch -> (x, y, logits)
-lskd_tf.distill_student(teacher, student, train_fn, eval_ds, run_dir="runs/s")
-```
-"""
+"""Building, opening and reading teacher-output caches (see `lskd_tf.teacher_cache`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -66,65 +15,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf import claims, data
-from lskd_tf.training import epoch_seed
+from lskd_tf import atomic, claims, data
+from lskd_tf.distiller import with_teacher_logits
+from lskd_tf.teacher_cache.spec import CacheSpec
 
 FORMAT_VERSION = 1
-MODES = ("exact", "sampled")
-DTYPES = ("float16", "float32")
+DEFAULT_SPEC = CacheSpec()
 
 
 class StaleCacheError(ValueError):
     """A teacher cache that does not belong to this teacher, data or augmentation."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheSpec:
-    """What to cache and how to store it.
-
-    Args:
-        mode: ``"exact"`` (every view of a discrete augmentation) or ``"sampled"``
-            (``views`` fixed views per image, any augmentation).
-        views: views per image in ``"sampled"`` mode.
-        topk: keep only the k largest logits per view (0: keep all).
-        dtype: storage precision, ``"float16"`` (half the disk) or ``"float32"``.
-        view_seed: the seed the sampled views are drawn from.
-    """
-
-    mode: str = "exact"
-    views: int = 10
-    topk: int = 0
-    dtype: str = "float16"
-    view_seed: int = 0
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown teacher cache mode {self.mode!r}; choose one of: "
-                             f"{', '.join(MODES)}")  # fmt: skip
-        if self.views < 1:
-            raise ValueError(f"cache views must be >= 1, got {self.views}")
-        if self.topk < 0:
-            raise ValueError(f"cache topk must be >= 0 (0 keeps all logits), got {self.topk}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown cache dtype {self.dtype!r}; choose one of: "
-                             f"{', '.join(DTYPES)}")  # fmt: skip
-
-    @property
-    def changes_training(self) -> bool:
-        """Whether students see other teacher outputs than online distillation would.
-
-        An exact cache replays the online views (float16 storage rounds logits by
-        < 0.1%); sampled views and top-k compression change what students learn from.
-        """
-        return self.mode == "sampled" or self.topk > 0
-
-    @property
-    def dirname(self) -> str:
-        """A readable directory name, e.g. ``exact-float16`` or ``sampled10-top5-float16``."""
-        name = "exact" if self.mode == "exact" else f"sampled{self.views}-seed{self.view_seed}"
-        if self.topk:
-            name += f"-top{self.topk}"
-        return f"{name}-{self.dtype}"
 
 
 def weights_sha256(model: keras.Model) -> str:
@@ -136,9 +36,7 @@ def weights_sha256(model: keras.Model) -> str:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+    atomic.write_json(path, content, sort_keys=True)
 
 
 def _data_options(options: dict) -> dict:
@@ -254,7 +152,7 @@ class TeacherCache:
         teacher: keras.Model,
         dataset: str,
         *,
-        spec: CacheSpec = CacheSpec(),
+        spec: CacheSpec = DEFAULT_SPEC,
         split: str | None = None,
         data_dir: str | None = None,
         options: dict | None = None,
@@ -313,30 +211,31 @@ class TeacherCache:
         return self.logits(index, view)
 
     def attach_logits(self, images, labels, index, view):
-        """Batch map: ``(images, labels, index, view) -> (images, labels, teacher_logits)``."""
+        """Batch map: ``(images, labels, index, view) -> ({inputs, teacher_logits}, labels)``."""
         logits = tf.numpy_function(self._lookup, [index, view, labels], tf.float32)
         logits = tf.ensure_shape(logits, [None, self.num_classes])
-        return images, labels, logits
+        return with_teacher_logits(images, logits), labels
 
     def train_fn(
         self, batch_size: int, seed: int, **dataset_options
     ) -> Callable[..., tf.data.Dataset]:
-        """``(epoch, input_context=None) -> dataset`` of ``(images, labels, teacher_logits)``.
+        """``(epoch, input_context=None) -> dataset`` of ``({inputs, teacher_logits}, labels)``.
 
-        The same shuffling and per-epoch seeds as `lskd_tf.experiment.DataSpec.train_fn`,
-        so an exact cache shows each example the view online distillation would.
+        The same factory as online training (`lskd_tf.data.train_fn`: shuffling and
+        per-epoch seeds), so an exact cache shows each example the view online
+        distillation would.
         ``dataset_options`` go to `lskd_tf.data.make_dataset` (e.g. ``cache=True``).
         """
         key = self.manifest["key"]["data"]
+        online = data.train_fn(
+            key["name"], key["split"], global_batch_size=batch_size, seed=seed,
+            data_dir=self.data_dir, choose_view=self.views.choose, **self.views.options,
+            **dataset_options,
+        )  # fmt: skip
 
         def epoch_dataset(epoch: int, input_context=None) -> tf.data.Dataset:
-            ds = data.make_dataset(
-                key["name"], key["split"], global_batch_size=batch_size, training=True,
-                seed=epoch_seed(seed, epoch), data_dir=self.data_dir,
-                input_context=input_context, choose_view=self.views.choose,
-                **self.views.options, **dataset_options,
-            )  # fmt: skip
-            return ds.map(self.attach_logits, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            batches = online(epoch, input_context=input_context)
+            return batches.map(self.attach_logits, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
                 tf.data.AUTOTUNE
             )
 
@@ -496,7 +395,7 @@ def build(
     directory: str | os.PathLike,
     dataset: str,
     *,
-    spec: CacheSpec = CacheSpec(),
+    spec: CacheSpec = DEFAULT_SPEC,
     split: str | None = None,
     data_dir: str | None = None,
     options: dict | None = None,

@@ -1,0 +1,124 @@
+"""Every use of private Keras / TensorFlow API in lskd_tf, each with its public fallback.
+
+Nothing else in lskd_tf imports ``keras.src`` or ``tensorflow.python`` or reads a
+private attribute of a Keras or TensorFlow object. Each function says which upstream
+behaviour it works around and what happens when the private API changes: the
+fallback keeps lskd_tf correct (possibly slower), and `tests/test_compat.py` checks
+that the private path is still the one taken with the pinned versions.
+"""
+
+from __future__ import annotations
+
+import random
+
+import keras
+import numpy as np
+
+
+def set_global_seeds(seed: int) -> bool:
+    """`keras.utils.set_random_seed(seed)` without flushing TensorFlow's kernel cache.
+
+    Works around: `tf.random.set_seed` (called by `keras.utils.set_random_seed`)
+    also calls ``TFE_ContextClearCaches``, which makes every traced function
+    re-instantiate at its next call: ~0.8 s per epoch for a ResNet-20 train step on a
+    2-core CPU (`benchmarks/fit_path.py`, RESULTS.md). The flush only matters to
+    *stateful* random kernels inside a step; Keras 3 layers draw from `SeedGenerator`
+    states (stateless ops), which `lskd_tf.seeding.reseed` resets, and no lskd_tf
+    model or `Distiller` step has a stateful random op. So the seeds are set exactly
+    as `tf.random.set_seed` and Keras set them, minus the flush.
+
+    Fallback: `keras.utils.set_random_seed` (same seeds, with the flush).
+    Returns whether the private path was taken.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+        from tensorflow.python.eager import context as tf_context
+
+        context = tf_context.context()
+        usable = hasattr(context, "_seed") and hasattr(context, "_rng")
+    except ImportError:
+        usable = False
+    if not usable:
+        keras.utils.set_random_seed(seed)
+        return False
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    context._seed = seed  # what tf.random.set_seed does, minus TFE_ContextClearCaches
+    context._rng = random.Random(seed)
+    return True
+
+
+def seed_generators(model: keras.Model) -> list:
+    """Every `keras.random.SeedGenerator` owned by a layer of ``model``, in a fixed order.
+
+    Works around: Keras has no public way to list a model's seed generators, and
+    their states (e.g. Dropout's) are not saved with the weights, so a resumed run
+    must reset them (`lskd_tf.seeding.reseed`). Uses the private
+    ``Layer._flatten_layers`` and ``Layer._seed_generators``.
+
+    Fallback: the public `keras.Model.layers`, recursively, and any attribute that
+    is a `SeedGenerator` (the same generators for every lskd_tf model).
+    """
+    if hasattr(model, "_flatten_layers"):
+        layers = model._flatten_layers(include_self=True, recursive=True)
+    else:  # pragma: no cover - only with a Keras that removed the private method
+        layers, stack = [], [model]
+        while stack:
+            layer = stack.pop(0)
+            layers.append(layer)
+            stack[:0] = list(getattr(layer, "layers", []))
+    found = []
+    for layer in layers:
+        generators = getattr(layer, "_seed_generators", None)
+        if generators is None:  # pragma: no cover - see the fallback above
+            generators = [
+                value
+                for value in vars(layer).values()
+                if isinstance(value, keras.random.SeedGenerator)
+            ]
+        found.extend(generators)
+    return found
+
+
+def symbolic_build(model: keras.Model, element_spec) -> None:
+    """Build a model, its compiled loss/metrics and optimizer from a batch's spec.
+
+    Works around: `keras.Model.fit` fails under `MultiWorkerMirroredStrategy`
+    (tensorflow issue 72388, keras issue 20585): its ``_maybe_symbolic_build``
+    averages a *distributed* batch to get shapes. The custom multi-worker loop
+    (`lskd_tf.distribute`) calls Keras's ``Trainer._symbolic_build`` directly with
+    the undistributed dataset's element spec, which is all it needs. The canary
+    `tests/test_multiworker.py::test_canary_keras_fit_still_fails_multi_worker`
+    fails once `fit` works there; then the custom loop and this function can go.
+
+    Fallback: nothing to build when the model and its optimizer are built already
+    (every lskd_tf model and `Distiller` is); otherwise a one-line error.
+    """
+    if hasattr(model, "_symbolic_build"):
+        model._symbolic_build(data_batch=element_spec)
+        return
+    if not (model.built and model.optimizer is not None and model.optimizer.built):
+        raise RuntimeError(  # pragma: no cover - only with a Keras without _symbolic_build
+            "this Keras has no Trainer._symbolic_build; build the model and its optimizer "
+            "before multi-worker training (optimizer.build(model.trainable_variables))"
+        )
+
+
+def num_workers(strategy) -> int:
+    """How many worker processes a `MultiWorkerMirroredStrategy` spans.
+
+    Works around: no public attribute says it; ``strategy.extended._num_workers`` does.
+    Fallback: the number of ``worker`` (and ``chief``) tasks of the cluster resolver.
+    """
+    count = getattr(getattr(strategy, "extended", None), "_num_workers", None)
+    if count is not None:
+        return int(count)
+    resolver = getattr(strategy, "cluster_resolver", None)  # pragma: no cover
+    if resolver is None:  # pragma: no cover
+        return 1
+    cluster = resolver.cluster_spec().as_dict()  # pragma: no cover
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))  # pragma: no cover

@@ -1,0 +1,219 @@
+"""The Keras callbacks that make a run recorded, checkpointed and resumable.
+
+`lskd_tf.training.run_training` trains one epoch per `fit` call (each epoch is
+reseeded first, `lskd_tf.seeding`) and gives every call these callbacks, in this order:
+
+1. `EpochRow`: appends the epoch's row (metrics, learning rate, time) to the history;
+2. `Checkpoints`: ``last.keras`` every epoch, ``best.keras`` when the monitored metric
+   improves;
+3. `ResumeState`: weights, optimizer and history (the epoch's commit point), restored
+   before the first epoch, in the style of `keras.callbacks.BackupAndRestore`;
+4. `RunRecorder`: ``history.csv``, ``run.json`` and the TensorBoard scalars.
+
+A kill between two of them loses nothing: on restart the run resumes from the last
+committed state and `RunRecorder` rewrites ``history.csv`` from it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from lskd_tf.run_dir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
+
+REPORTED = ("epoch", "loss", "val_loss", "val_agreement")
+"""Keys of a history row kept in run.json's ``best``/``last`` besides the task's metrics."""
+
+
+class EpochRow(keras.callbacks.Callback):
+    """Appends ``{"epoch": e, **logs, "learning_rate", "epoch_time_s"}`` to ``history``."""
+
+    def __init__(self, history: list[dict]):
+        super().__init__()
+        self.history = history
+        self.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        rate = self.model.optimizer.learning_rate
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        row["epoch_time_s"] = time.time() - self.started
+        self.history.append(row)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """``last.keras`` after every epoch, ``best.keras`` when ``monitor`` improves.
+
+    ``saved_model`` is what the checkpoints hold (the student, not the `Distiller`).
+    """
+
+    def __init__(self, run: RunDir, saved_model: keras.Model, history: list[dict], monitor: str):
+        super().__init__()
+        self.run = run
+        self.saved_model = saved_model
+        self.history = history
+        self.monitor = monitor
+        self.best = best_row(history, monitor)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.history[-1]
+        self.run.save_checkpoint(self.saved_model, "last")
+        if self.best is None or row.get(self.monitor, -1.0) > self.best.get(self.monitor, -1.0):
+            self.best = row
+            self.run.save_checkpoint(self.saved_model, "best")
+
+
+class ResumeState(keras.callbacks.Callback):
+    """Saves the training state after every epoch; `restore` loads it before training.
+
+    Args:
+        source: the run directory to resume from (every worker reads it).
+        target: where this process writes (the same on the chief; a temporary
+            directory on other workers, `lskd_tf.distribute.write_dir`).
+        train_model: the compiled model `fit` trains (the model, or a `Distiller`).
+    """
+
+    def __init__(self, source: RunDir, target: RunDir, train_model: keras.Model):
+        super().__init__()
+        self.source = source
+        self.target = target
+        self.train_model = train_model
+        self.history: list[dict] = []
+
+    def restore(self) -> list[dict]:
+        """Load the last committed epoch's weights and optimizer; its history, or []."""
+        state = self.source.read_resume_state()
+        if state is None:
+            return self.history
+        if not self.train_model.optimizer.built:
+            self.train_model.optimizer.build(self.train_model.trainable_variables)
+        self.train_model.load_weights(self.source.resume_weights(state))
+        self.history[:] = state["history"]
+        return self.history
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.target.save_resume_state(self.train_model, self.history)
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Keeps ``run.json``, ``history.csv`` and the TensorBoard scalars up to date.
+
+    Args:
+        run: where to write (`RunDir`).
+        info: the run's record; updated in place with status, best and last.
+        history: the shared list of epoch rows.
+        monitor: the history key that picks the best epoch (e.g. ``val_top1``).
+        metrics: the task's metric names, kept in ``best``/``last`` (train and val).
+        tensorboard_dir: where the ``train``/``validation`` scalars go.
+        hparams: the run's hyperparameters for TensorBoard's HParams dashboard.
+    """
+
+    def __init__(
+        self,
+        run: RunDir,
+        info: dict,
+        history: list[dict],
+        *,
+        monitor: str,
+        metrics: tuple[str, ...],
+        tensorboard_dir: Path,
+        hparams: dict | None = None,
+    ):
+        super().__init__()
+        self.run = run
+        self.info = info
+        self.history = history
+        self.monitor = monitor
+        self.kept = (*REPORTED, *metrics, *(f"val_{m}" for m in metrics))
+        self.writers = {
+            split: tf.summary.create_file_writer(str(Path(tensorboard_dir) / split))
+            for split in ("train", "validation")
+        }
+        info["status"] = RUNNING
+        if history:  # resuming: keep what the finished epochs measured
+            self._update_metrics()
+            run.write_history(history)  # a kill may have come before the last rewrite
+        run.write(info)
+        if hparams and not history:
+            from tensorboard.plugins.hparams import api as hp
+
+            with self.writers["validation"].as_default():
+                hp.hparams(hparams, trial_id=info["name"])
+
+    def pick(self, row: dict | None) -> dict:
+        return {key: row[key] for key in self.kept if row and key in row}
+
+    def _update_metrics(self) -> None:
+        self.info.update(
+            best=self.pick(best_row(self.history, self.monitor)),
+            last=self.pick(self.history[-1]),
+            epochs_done=len(self.history),
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.history[-1]
+        for split, prefix in (("train", ""), ("validation", "val_")):
+            with self.writers[split].as_default():
+                for key, value in row.items():
+                    if key == "epoch" or key.startswith("val_") != bool(prefix):
+                        continue
+                    tf.summary.scalar(f"epoch_{key.removeprefix(prefix)}", value, step=epoch)
+            self.writers[split].flush()
+        self.run.write_history(self.history)
+        self._update_metrics()
+        self.run.write(self.info)
+
+    def fail(self, error: BaseException) -> None:
+        """Record why the run stopped (``interrupted`` for Ctrl-C / a kill, else ``failed``)."""
+        self.info["status"] = INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED
+        self.info["error"] = f"{type(error).__name__}: {error}"
+        self.run.write(self.info)
+
+    def finish(self) -> None:
+        self._update_metrics()
+        self.info.update(
+            status=FINISHED,
+            wall_time_s=sum(row.get("epoch_time_s", 0.0) for row in self.history),
+        )
+        self.run.write(self.info)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A per-epoch progress bar with ETA, labelled ``<run> epoch e/E`` of the whole run."""
+
+    SHOWN = ("loss", "top1", "agreement", "val_top1")
+
+    def __init__(self, epochs: int, steps_per_epoch: int, name: str):
+        super().__init__()
+        self.epochs = epochs
+        self.steps = steps_per_epoch
+        self.name = name
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        print(f"{self.name} epoch {epoch + 1}/{self.epochs}", flush=True)
+        # Keras's logs are already running means: show them as they are.
+        self.bar = keras.utils.Progbar(self.steps, stateful_metrics=self.SHOWN)
+
+    def on_train_batch_end(self, batch, logs=None):
+        shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
+        self.bar.update(batch + 1, values=shown, finalize=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
+        self.bar.update(self.steps, values=shown, finalize=True)
+
+
+def best_row(history: list[dict], monitor: str) -> dict | None:
+    """The first epoch with the highest ``monitor`` (None for an empty history)."""
+    return max(history, key=lambda row: row.get(monitor, -1.0)) if history else None

@@ -1,0 +1,86 @@
+"""Planning a study: its runs in order, and their hyperparameters for TensorBoard."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from lskd_tf.experiment.specs import RunEnv, RunSpec, StudentSpec, StudySpec, TeacherSpec
+
+
+def plan_study(study: StudySpec) -> list[RunSpec]:
+    """Every run of a study, each teacher before the students that need it."""
+    runs: list[RunSpec] = []
+    for teacher_model in study.all_teacher_models:
+        for alpha in study.teacher_smoothings:
+            teacher = TeacherSpec(
+                task=study.task, model=teacher_model, label_smoothing=float(alpha),
+                smoothing=study.smoothing, seed=study.teacher_seed,
+                train=dataclasses.replace(study.teacher_train, seed=study.teacher_seed),
+                data=study.data,
+            )  # fmt: skip
+            runs.append(teacher)
+            for student_model in study.students_of(teacher_model):
+                for temperature in study.temperatures:
+                    for seed in study.seeds:
+                        runs.append(
+                            StudentSpec(
+                                task=study.task,
+                                model=student_model,
+                                teacher=teacher,
+                                distill=dataclasses.replace(
+                                    study.distill, temperature=float(temperature)
+                                ),
+                                seed=int(seed),
+                                train=dataclasses.replace(study.student_train, seed=int(seed)),
+                                data=study.data,
+                                use_teacher=study.use_teacher,
+                                teacher_cache=study.teacher_cache,
+                            )  # fmt: skip
+                        )
+    return runs
+
+
+def hparams_of(spec: RunSpec) -> dict:
+    """The run's hyperparameters for TensorBoard's HParams dashboard.
+
+    Students list every `DistillSpec` field; teachers, which have none, leave them out.
+    """
+    common = {"kind": spec.kind, "task": spec.task, "seed": spec.seed}
+    if isinstance(spec, TeacherSpec):
+        return {**common, "student": "", "teacher": spec.model,
+                "teacher_smoothing": spec.label_smoothing}  # fmt: skip
+    return {
+        **common, "student": spec.model,
+        "teacher": spec.teacher.model if spec.teacher else spec.teacher_name,
+        "teacher_smoothing": spec.teacher.label_smoothing if spec.teacher else -1.0,
+        **spec.distill.to_dict(),
+    }  # fmt: skip
+
+
+HPARAM_METRICS = ("top1", "top5", "loss", "kd_loss", "ce_loss", "agreement")
+
+
+def write_hparams_config(env: RunEnv, specs: Sequence[RunSpec]) -> None:
+    """Declare the study's hyperparameters and metrics for TensorBoard's HParams dashboard.
+
+    Written once at ``<tensorboard_dir>/<study>``; each run logs its own values
+    (`hparams_of`) under its run directory, so one dashboard compares the sweep.
+    """
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    values: dict[str, set] = {}
+    for spec in specs:
+        for key, value in hparams_of(spec).items():
+            values.setdefault(key, set()).add(value)
+    hparams = [hp.HParam(key, hp.Discrete(sorted(found, key=str))) for key, found in values.items()]
+    metrics = [
+        hp.Metric(f"epoch_{name}", group=group, display_name=f"{name} ({group})")
+        for name in HPARAM_METRICS
+        for group in ("validation", "train")
+    ]
+    logdir = Path(env.tensorboard_dir) / env.study
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams_config(hparams=hparams, metrics=metrics)

@@ -1,0 +1,174 @@
+"""Running one planned run, and the single-checkpoint modes (evaluate, export)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lskd_tf import tasks
+from lskd_tf.experiment.planning import hparams_of
+from lskd_tf.experiment.specs import DataSpec, RunEnv, RunSpec, StudentSpec, TeacherSpec
+from lskd_tf.run_dir import RunDir
+from lskd_tf.training import RunResult, distill_student, train_teacher
+
+
+def _check_same_run(run: RunDir, spec: RunSpec) -> None:
+    """Refuse to resume a run directory that holds a different experiment."""
+    previous = run.read()
+    recorded = previous.get("spec") if previous else None
+    if recorded and recorded != spec.record():
+        changed = sorted(
+            key for key in set(recorded) | set(spec.record())
+            if recorded.get(key) != spec.record().get(key)
+        )  # fmt: skip
+        raise ValueError(
+            f"{run.path} already holds a run with another configuration (differs in: "
+            f"{', '.join(changed)}); choose another --study or --output_dir"
+        )
+
+
+def _build(task: tasks.Task, spec: RunSpec, info, strategy) -> keras.Model:
+    keras.utils.set_random_seed(spec.seed)
+    with strategy.scope():
+        return task.build_model(
+            spec.model, info, train=spec.train,
+            synchronized_bn=strategy.num_replicas_in_sync > 1,
+        )  # fmt: skip
+
+
+def teacher_checkpoint_path(spec: StudentSpec, env: RunEnv) -> Path:
+    if spec.teacher_checkpoint:
+        return Path(spec.teacher_checkpoint)
+    return RunDir(env.run_dir(spec.teacher)).checkpoint(spec.use_teacher)
+
+
+def run(spec: RunSpec, env: RunEnv) -> RunResult:
+    """Train one teacher or student run (resuming it if it was interrupted)."""
+    keras.mixed_precision.set_dtype_policy(env.mixed_precision)
+    strategy = env.strategy or tf.distribute.get_strategy()
+    task = tasks.get(spec.task)
+    info = task.dataset_info(spec.data)
+    run_dir = RunDir(env.run_dir(spec))
+    _check_same_run(run_dir, spec)
+    metrics = task.metrics()
+    options = dict(
+        run_dir=run_dir,
+        config=spec.train,
+        tensorboard_dir=env.tensorboard_run_dir(spec),
+        hparams=hparams_of(spec),
+        profile_batches=env.profile_batches,
+        callbacks=env.callbacks,
+        metrics=metrics,
+        monitor=task.monitor,
+        run_info={
+            "spec": spec.record(),
+            **spec.record(),
+            "data": dataclasses.asdict(spec.data),
+            "dataset_info": info.to_dict(),
+        },
+    )
+    batch_size = spec.train.batch_size
+    train_fn = task.train_fn(spec.data, batch_size=batch_size, seed=spec.seed)
+    eval_ds = task.eval_dataset(spec.data, batch_size=batch_size)
+    if isinstance(spec, TeacherSpec):
+        model = _build(task, spec, info, strategy)
+        return train_teacher(
+            model, train_fn, eval_ds, label_smoothing=spec.label_smoothing,
+            smoothing=spec.smoothing, loss=task.teacher_loss(spec.label_smoothing, spec.smoothing),
+            **options,
+        )  # fmt: skip
+    path = teacher_checkpoint_path(spec, env)
+    with strategy.scope():
+        teacher = task.load_model(path, info)
+    student = _build(task, spec, info, strategy)
+    options["run_info"]["teacher_checkpoint_used"] = str(path)
+    if spec.teacher_cache is not None:
+        train_fn, described = task.cached_train_fn(
+            teacher, path, spec.teacher_cache, spec.data, batch_size=batch_size,
+            seed=spec.seed, verbose=bool(spec.train.verbose),
+        )  # fmt: skip
+        options["run_info"]["teacher_cache"] = described
+    return distill_student(teacher, student, train_fn, eval_ds, distill=spec.distill, **options)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, data: DataSpec, *, task: str = tasks.DEFAULT_TASK
+) -> keras.Model:
+    """Load a saved model for ``data``, with one-line errors (missing file, wrong classes)."""
+    found = tasks.get(task)
+    return found.load_model(Path(path), found.dataset_info(data))
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    data: DataSpec,
+    *,
+    batch_size: int = 256,
+    task: str = tasks.DEFAULT_TASK,
+) -> dict[str, float]:
+    """The task's metrics and cross-entropy of a `.keras` checkpoint on the eval split."""
+    found = tasks.get(task)
+    model = load_checkpoint(path, data, task=task)
+    model.compile(loss=found.teacher_loss(0.0, "uniform"), metrics=found.metrics())
+    return model.evaluate(
+        found.eval_dataset(data, batch_size=batch_size), verbose=0, return_dict=True
+    )
+
+
+def export_checkpoint(
+    path: str | os.PathLike,
+    export_dir: str | os.PathLike,
+    data: DataSpec,
+    *,
+    task: str = tasks.DEFAULT_TASK,
+) -> Path:
+    """Export a `.keras` student for serving, the task's way (`lskd_tf.tasks.Task.export`)."""
+    found = tasks.get(task)
+    info = found.dataset_info(data)
+    return found.export(found.load_model(Path(path), info), export_dir, info)
+
+
+def spec_to_json(spec: RunSpec) -> str:
+    """A JSON description of a spec (its record plus training settings)."""
+    return json.dumps(
+        {**spec.record(), "train": spec.train.to_dict(), "data": dataclasses.asdict(spec.data)},
+        indent=2,
+        default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o),
+    )
+
+
+def data_spec_of_run(run_dir: str | os.PathLike) -> DataSpec:
+    """The DataSpec a run was trained with (from its run.json)."""
+    return DataSpec.from_record(RunDir(run_dir).read()["data"])
+
+
+def analyze_runs(
+    run_dirs, out_dir: str | os.PathLike, *, tensorboard_dir=None, title: str = "lskd_tf analysis"
+) -> Path:
+    """The analysis report of finished runs, written by their task (`Task.analyze`).
+
+    Runs of several tasks are analysed task by task; a task without analyses is skipped.
+    """
+    by_task: dict[str, list[Path]] = {}
+    for run_dir in map(Path, run_dirs):
+        info = RunDir(run_dir).read()
+        if info and RunDir(run_dir).is_finished():
+            by_task.setdefault(info.get("task", tasks.DEFAULT_TASK), []).append(run_dir)
+    if not by_task:
+        raise ValueError("no finished runs to analyze; pass run or study directories")
+    reports = []
+    for task, found in by_task.items():
+        report = tasks.get(task).analyze(
+            found, Path(out_dir), tensorboard_dir=tensorboard_dir, title=title
+        )
+        if report is not None:
+            reports.append(report)
+    if not reports:
+        raise ValueError(f"no analyses exist for task(s) {', '.join(by_task)}")
+    return reports[0]

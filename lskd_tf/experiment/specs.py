@@ -1,0 +1,234 @@
+"""What to train, as data: `DataSpec`, `TeacherSpec`, `StudentSpec`, `StudySpec`, `RunEnv`.
+
+Specs are frozen dataclasses built with keywords. A spec's ``record()`` is what
+``run.json`` stores to describe the run (and what a re-run must match); it is generated
+from the dataclass fields (`DistillSpec` whole), not listed by hand. Run names say what
+varies: ``teacher-resnet56-ls0.1-seed0`` and
+``student-resnet20-T4-seed1-from-resnet56-ls0.1-seed0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lskd_tf import tasks
+from lskd_tf.distiller import DistillSpec
+from lskd_tf.losses import validate_smoothing
+from lskd_tf.run_dir import CHECKPOINTS
+from lskd_tf.teacher_cache.spec import CacheSpec
+from lskd_tf.training import TrainConfig
+
+MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
+TEACHER_CHECKPOINTS = CHECKPOINTS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    """Which dataset, where it is, and its options (e.g. the embedded set's size).
+
+    The task of the run that uses it checks the name (`lskd_tf.tasks.Task.check_dataset`).
+    """
+
+    name: str = "embedded"
+    data_dir: str | None = None
+    download: bool = False
+    cache: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_record(cls, recorded: dict) -> DataSpec:
+        """The DataSpec a run recorded in its run.json (``data``)."""
+        recorded = dict(recorded)
+        recorded["options"] = tuple(tuple(item) for item in recorded.get("options", ()))
+        return cls(**recorded)
+
+
+def _check_task(task: str, model: str, data: DataSpec) -> tasks.Task:
+    found = tasks.get(task)
+    found.check_model(model)  # unknown names: a clear error listing the choices
+    found.check_dataset(data)
+    return found
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TeacherSpec:
+    """One teacher run: a model trained with cross-entropy, optionally label-smoothed."""
+
+    task: str = tasks.DEFAULT_TASK
+    model: str
+    label_smoothing: float = 0.0
+    smoothing: str = "uniform"
+    seed: int = 0
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+
+    def __post_init__(self):
+        _check_task(self.task, self.model, self.data)
+        validate_smoothing(self.label_smoothing, self.smoothing, name="label_smoothing")
+
+    kind = "teacher"
+
+    @property
+    def name(self) -> str:
+        convention = "" if self.smoothing == "uniform" else f"-{self.smoothing}"
+        return f"teacher-{self.model}-ls{self.label_smoothing:g}{convention}-seed{self.seed}"
+
+    def record(self) -> dict:
+        """What run.json stores to describe this run (and what a rerun must match)."""
+        return {
+            "kind": "teacher", "task": self.task, "model": self.model,
+            "dataset": self.data.name, "label_smoothing": self.label_smoothing,
+            "smoothing": self.smoothing, "seed": self.seed,
+        }  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StudentSpec:
+    """One student run: distilled from a teacher run of the study or from a checkpoint."""
+
+    task: str = tasks.DEFAULT_TASK
+    model: str
+    teacher: TeacherSpec | None = None
+    teacher_checkpoint: str | None = None
+    distill: DistillSpec = dataclasses.field(default_factory=DistillSpec)
+    seed: int = 0
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    use_teacher: str = "last"
+    teacher_cache: CacheSpec | None = None
+    """Distill from the teacher's cached logits (`lskd_tf.teacher_cache`), built on
+    first use beside the teacher's checkpoint; None runs the teacher every step."""
+
+    def __post_init__(self):
+        task = _check_task(self.task, self.model, self.data)
+        if (self.teacher is None) == (self.teacher_checkpoint is None):
+            raise ValueError("a student needs exactly one of: a teacher spec, a teacher_checkpoint")
+        if self.use_teacher not in TEACHER_CHECKPOINTS:
+            raise ValueError(
+                f"use_teacher must be one of {', '.join(TEACHER_CHECKPOINTS)}, "
+                f"got {self.use_teacher!r}"
+            )
+        if self.teacher_cache is not None:
+            task.check_teacher_cache(self.teacher_cache, self.data)
+
+    kind = "student"
+
+    @property
+    def teacher_name(self) -> str:
+        if self.teacher is not None:
+            return self.teacher.name.removeprefix("teacher-")
+        return Path(self.teacher_checkpoint).stem
+
+    @property
+    def name(self) -> str:
+        distill, extra = self.distill, ""
+        if (distill.kd_weight, distill.ce_weight) != (1.0, 0.0):
+            extra += f"-kd{distill.kd_weight:g}-ce{distill.ce_weight:g}"
+        if distill.label_smoothing:
+            extra += f"-ls{distill.label_smoothing:g}"
+        if distill.kd_loss != DistillSpec.kd_loss:
+            extra += f"-{distill.kd_loss}"
+        cache = self.teacher_cache
+        if cache is not None and cache.mode == "sampled":
+            extra += f"-views{cache.views}" + (f"s{cache.view_seed}" if cache.view_seed else "")
+        if cache is not None and cache.topk:
+            extra += f"-top{cache.topk}"
+        return (
+            f"student-{self.model}-T{distill.temperature:g}{extra}-seed{self.seed}"
+            f"-from-{self.teacher_name}"
+        )
+
+    def record(self) -> dict:
+        teacher = self.teacher
+        record = {
+            "kind": "student", "task": self.task, "model": self.model,
+            "dataset": self.data.name,
+            "teacher_run": teacher.name if teacher else None,
+            "teacher_model": teacher.model if teacher else None,
+            "teacher_label_smoothing": teacher.label_smoothing if teacher else None,
+            "teacher_smoothing": teacher.smoothing if teacher else None,
+            "teacher_checkpoint": self.teacher_checkpoint,
+            **self.distill.to_dict(), "seed": self.seed,
+        }  # fmt: skip
+        # An exact, full-logit cache is the same computation as online distillation, so
+        # it does not make another run (a study may switch it on half way).
+        if self.teacher_cache is not None and self.teacher_cache.changes_training:
+            record["teacher_cache"] = dataclasses.asdict(self.teacher_cache)
+        return record
+
+
+RunSpec = TeacherSpec | StudentSpec
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StudySpec:
+    """A grid: teachers (model × smoothing) and their students (model × T × seed).
+
+    ``distill`` is the students' objective; its temperature is replaced by each of
+    ``temperatures``. Students are distilled from every teacher model, or only along
+    ``pairs``.
+    """
+
+    task: str = tasks.DEFAULT_TASK
+    teacher_models: Sequence[str] = ("resnet14",)
+    teacher_smoothings: Sequence[float] = (0.0, 0.1)
+    smoothing: str = "uniform"
+    teacher_seed: int = 0
+    student_models: Sequence[str] = ("resnet8",)
+    temperatures: Sequence[float] = (1.0, 4.0)
+    seeds: Sequence[int] = (0,)
+    distill: DistillSpec = dataclasses.field(default_factory=DistillSpec)
+    use_teacher: str = "last"
+    teacher_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    student_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    pairs: Sequence[tuple[str, str]] = ()
+    """(teacher, student) model pairs; when given, they replace the cross product
+    teacher_models x student_models (the papers distill chosen pairs)."""
+    teacher_cache: CacheSpec | None = None
+    """Cache each teacher's logits once for all its students (`lskd_tf.teacher_cache`)."""
+
+    def students_of(self, teacher_model: str) -> list[str]:
+        if self.pairs:
+            return [student for teacher, student in self.pairs if teacher == teacher_model]
+        return list(self.student_models)
+
+    @property
+    def all_teacher_models(self) -> list[str]:
+        if self.pairs:
+            return list(dict.fromkeys(teacher for teacher, _ in self.pairs))
+        return list(self.teacher_models)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEnv:
+    """Where runs go and how they execute (not what they are)."""
+
+    output_dir: str = "runs"
+    study: str = "quick"
+    tensorboard_dir: str = "tensorboard_logs"
+    strategy: Any = None
+    mixed_precision: str = "float32"
+    profile_batches: tuple[int, int] | None = None
+    callbacks: tuple = ()
+
+    def __post_init__(self):
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"unknown mixed_precision {self.mixed_precision!r}; "
+                f"choose one of: {', '.join(MIXED_PRECISION)}"
+            )
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir) / self.study
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        """The run's directory (`lskd_tf.run_dir.RunDir` knows its files)."""
+        return self.study_dir / spec.name
+
+    def tensorboard_run_dir(self, spec: RunSpec) -> Path:
+        return Path(self.tensorboard_dir) / self.study / spec.name

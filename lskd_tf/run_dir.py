@@ -1,0 +1,190 @@
+"""`RunDir`: the one place that knows what a run directory holds and what its files mean.
+
+::
+
+    <run>/
+      run.json            what the run is (spec, config), its status, best and last metrics
+      history.csv         one row per finished epoch
+      best.keras          the model at its best monitored validation metric
+      last.keras          the model after the last finished epoch
+      flags.txt           the flagfile that re-runs exactly this run (`run.py`)
+      resume/             training state (weights + optimizer + history), for restarts
+      tensorboard/        TensorBoard logs unless the run is given another directory
+
+Training, the sweep, the experiment runner, the results tables and `run.py` all reach
+these files through `RunDir`; nothing else spells a file name or a status string.
+Every write is atomic (`lskd_tf.atomic`), so a killed run never leaves a half-written
+file, and the resume state is written last: its ``state.json`` is the commit point of
+an epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from lskd_tf import atomic
+
+RUN_JSON = "run.json"
+HISTORY_CSV = "history.csv"
+FLAGS_TXT = "flags.txt"
+RESUME_DIR = "resume"
+RESUME_STATE = "state.json"
+CHECKPOINTS = ("last", "best")
+
+RUNNING = "running"
+FINISHED = "finished"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+STATUSES = (RUNNING, FINISHED, FAILED, INTERRUPTED)
+
+
+class RunDir:
+    """A run's directory and its files.
+
+    Example:
+
+    >>> run = RunDir("runs/quick/teacher-resnet14-ls0-seed0")
+    >>> run.is_finished(), run.checkpoint("best"), run.read().get("best")
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / RUN_JSON
+
+    @property
+    def history_csv(self) -> Path:
+        return self.path / HISTORY_CSV
+
+    @property
+    def flags_txt(self) -> Path:
+        return self.path / FLAGS_TXT
+
+    @property
+    def resume_dir(self) -> Path:
+        return self.path / RESUME_DIR
+
+    @property
+    def default_tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    def checkpoint(self, which: str = "last") -> Path:
+        """The ``last`` or ``best`` `.keras` checkpoint's path."""
+        if which not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
+        return self.path / f"{which}.keras"
+
+    # ------------------------------------------------------------------ run.json
+
+    def exists(self) -> bool:
+        return self.run_json.exists()
+
+    def read(self) -> dict | None:
+        """The run's record (run.json), or None when there is none yet."""
+        if not self.run_json.exists():
+            return None
+        try:
+            return json.loads(self.run_json.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{self.run_json} is not valid JSON ({error}); delete the run directory "
+                f"{self.path} to retrain that run"
+            ) from None
+
+    def write(self, info: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.run_json, info)
+
+    def status(self) -> str | None:
+        info = self.read()
+        return info.get("status") if info else None
+
+    def is_finished(self) -> bool:
+        return self.status() == FINISHED
+
+    def write_flags(self, text: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.flags_txt, text)
+
+    # ------------------------------------------------------------------ history
+
+    def write_history(self, rows: list[dict]) -> None:
+        """history.csv: one row per epoch, columns in first-seen order."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+
+        def write(path: Path) -> None:
+            with open(path, "w", newline="") as file:
+                writer = csv.DictWriter(file, columns, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic.replace_with(self.history_csv, write)
+
+    def read_history(self) -> list[dict]:
+        if not self.history_csv.exists():
+            return []
+        with open(self.history_csv, newline="") as file:
+            return [
+                {key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)
+            ]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, model, which: str = "last") -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return atomic.save_model(model, self.checkpoint(which))
+
+    # ------------------------------------------------------------------ resume state
+
+    def save_resume_state(self, train_model, history: list[dict]) -> None:
+        """Weights + optimizer state of the finished epoch, then the JSON that points to them.
+
+        The JSON is the commit point: a kill before it is written leaves the previous
+        epoch's complete state in place.
+        """
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        weights = self.resume_dir / f"epoch{len(history):04d}.weights.h5"
+        atomic.save_weights(train_model, weights)
+        state = {"epoch": len(history), "weights": weights.name, "history": history}
+        atomic.write_json(self.resume_dir / RESUME_STATE, state, indent=1)
+        for old in self.resume_dir.glob("epoch*.weights.h5"):
+            if old != weights:
+                old.unlink()
+
+    def read_resume_state(self) -> dict | None:
+        path = self.resume_dir / RESUME_STATE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def resume_weights(self, state: dict) -> Path:
+        return self.resume_dir / state["weights"]
+
+
+def _number(text: str):
+    """A CSV cell as the int or float it was written from (text otherwise)."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def as_run_dir(path: str | os.PathLike | RunDir) -> RunDir:
+    return path if isinstance(path, RunDir) else RunDir(path)

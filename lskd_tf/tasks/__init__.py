@@ -1,0 +1,175 @@
+"""Tasks: everything that differs between problems, behind one small interface.
+
+A task says, for its kind of problem: which datasets exist and how they become
+``tf.data`` pipelines of Keras batches ``(x, y[, sample_weight])``; which models exist
+and how they are built and loaded; which metrics are reported and which one picks the
+best checkpoint; the teacher's loss; and, optionally, how its teachers' outputs are
+cached, how its models are exported and which analyses it has. Training
+(`lskd_tf.training`), the `Distiller`, the sweep (`lskd_tf.sweep`) and the results
+tables (`lskd_tf.results`) never name a task; the experiment runner asks
+``tasks.get(spec.task)``.
+
+Tasks:
+
+* ``image_classification`` (`lskd_tf.tasks.image_classification`): the papers'
+  CIFAR-100 / ImageNet / CUB-200 experiments; the default of every spec.
+
+Adding a task is one module that subclasses `Task` and calls `register` (a built-in
+task also gets one line in ``_BUILT_IN`` so it is imported on first use)::
+
+    class Tagging(lskd_tf.tasks.Task):
+        name = "tagging"
+        ...
+    lskd_tf.tasks.register(Tagging())
+    StudySpec(task="tagging", ...)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+_BUILT_IN = {"image_classification": "lskd_tf.tasks.image_classification"}
+_REGISTRY: dict[str, Task] = {}
+DEFAULT_TASK = "image_classification"
+
+
+class Task:
+    """What a problem (a task) brings to a label smoothing x distillation study.
+
+    Subclasses set `name` and implement the methods that raise `NotImplementedError`;
+    the others have defaults that suit any classification-like problem (logits over
+    classes or tokens, integer labels). ``data`` arguments are
+    `lskd_tf.experiment.DataSpec` objects (a dataset name, ``data_dir``, ``download``,
+    ``cache`` and ``options``).
+    """
+
+    name: str = ""
+    monitor: str = "top1"
+    """The metric whose validation value picks ``best.keras``."""
+
+    # ------------------------------------------------------------------ data
+
+    def datasets(self) -> list[str]:
+        """The dataset names this task can load."""
+        raise NotImplementedError
+
+    def check_dataset(self, data) -> None:
+        """Raise a one-line ValueError when ``data`` does not name a dataset of this task."""
+        if data.name not in self.datasets():
+            raise ValueError(
+                f"unknown dataset {data.name!r} for task {self.name!r}; choose one of: "
+                + ", ".join(self.datasets())
+            )
+
+    def dataset_info(self, data) -> Any:
+        """A description of the dataset (anything with ``to_dict()``, e.g. `DatasetInfo`)."""
+        raise NotImplementedError
+
+    def train_fn(self, data, *, batch_size: int, seed: int) -> Callable:
+        """``(epoch, input_context=None) -> tf.data.Dataset`` of global training batches.
+
+        The same (seed, epoch) must give the same batches (exact resume); under
+        multi-worker training ``input_context`` asks for one worker's shard batched per
+        replica (`lskd_tf.distribute`).
+        """
+        raise NotImplementedError
+
+    def eval_dataset(self, data, *, batch_size: int):
+        """The evaluation split as a batched `tf.data.Dataset` in a fixed order."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ models
+
+    def models(self) -> list[str]:
+        """The model names this task can build."""
+        raise NotImplementedError
+
+    def check_model(self, name: str) -> None:
+        """Raise a one-line ValueError when ``name`` is not a model of this task."""
+        if name not in self.models():
+            raise ValueError(
+                f"unknown model {name!r} for task {self.name!r}; choose one of: "
+                + ", ".join(self.models())
+            )
+
+    def build_model(self, name: str, info: Any, *, train, synchronized_bn: bool) -> keras.Model:
+        """A new, built model ``name`` for the dataset ``info``, trained with ``train``."""
+        raise NotImplementedError
+
+    def load_model(self, path: str | os.PathLike, info: Any) -> keras.Model:
+        """A saved model (a `.keras` file), checked against the dataset ``info``."""
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"checkpoint {path} does not exist; pass a .keras file from a run dir")
+        return keras.models.load_model(path)
+
+    # ------------------------------------------------------------------ training
+
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """New instances of the metrics every run reports (``y``, logits, sample weight)."""
+        from lskd_tf.distiller import default_metrics
+
+        return default_metrics()
+
+    def teacher_loss(self, label_smoothing: float, smoothing: str) -> keras.losses.Loss:
+        """The loss a teacher trains on: cross-entropy on (smoothed) labels."""
+        from lskd_tf.losses import SmoothedCrossEntropy
+
+        return SmoothedCrossEntropy(label_smoothing, smoothing)
+
+    def check_teacher_cache(self, cache, data) -> None:
+        """Raise a one-line ValueError when teachers' outputs cannot be cached this way."""
+        raise ValueError(f"task {self.name!r} has no teacher-output cache; leave it off")
+
+    def cached_train_fn(
+        self, teacher: keras.Model, teacher_path: Path, cache, data, *, batch_size: int,
+        seed: int, verbose: bool,
+    ) -> tuple[Callable, dict]:  # fmt: skip
+        """``(train_fn, description)``: training batches whose ``x`` carries the teacher's
+        cached logits (`lskd_tf.distiller.with_teacher_logits`), built on first use."""
+        self.check_teacher_cache(cache, data)
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ after training
+
+    def export(self, model: keras.Model, export_dir: str | os.PathLike, info: Any) -> Path:
+        """Write ``model`` for serving; default: a SavedModel (``serve``) plus ``model.keras``."""
+        export_dir = Path(export_dir)
+        export_dir.parent.mkdir(parents=True, exist_ok=True)
+        model.export(str(export_dir), format="tf_saved_model", verbose=False)
+        model.save(export_dir / "model.keras")
+        return export_dir
+
+    def analyze(
+        self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
+    ) -> Path | None:
+        """Write the task's analysis report of finished runs; None when it has none."""
+        return None
+
+
+def register(task: Task) -> Task:
+    """Make ``task`` selectable by its name (`StudySpec.task`, ``--task``)."""
+    if not task.name:
+        raise ValueError("a task needs a name")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def available() -> list[str]:
+    """The names of every task, built-in or registered."""
+    return sorted(set(_BUILT_IN) | set(_REGISTRY))
+
+
+def get(name: str = DEFAULT_TASK) -> Task:
+    """The task registered as ``name`` (built-in tasks are imported on first use)."""
+    if name not in _REGISTRY and name in _BUILT_IN:
+        importlib.import_module(_BUILT_IN[name])
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(available())}")
+    return _REGISTRY[name]

@@ -1,0 +1,114 @@
+"""Image classification: the papers' CIFAR-100, ImageNet and CUB-200 experiments.
+
+Data come from `lskd_tf.data` (batches ``(images, labels)``), models from
+`lskd_tf.models` (logits over K classes, a "classifier" Dense layer), teachers' outputs
+can be cached (`lskd_tf.teacher_cache`: every view of CIFAR's pad-crop-flip, or
+sampled views), students are exported as SavedModels taking normalized or uint8 images
+(`lskd_tf.export`), and the analyses are `lskd_tf.analysis` (stability, calibration,
+systematic diffusion, penultimate-layer projections, mutual information).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from lskd_tf import data as datasets
+from lskd_tf import models, tasks
+
+
+class ImageClassification(tasks.Task):
+    """Classify images into K classes; reports top-1 and top-5 accuracy."""
+
+    name = "image_classification"
+    monitor = "top1"
+
+    # ------------------------------------------------------------------ data
+
+    def datasets(self) -> list[str]:
+        return datasets.available()
+
+    def dataset_info(self, data) -> datasets.DatasetInfo:
+        return datasets.get_info(data.name, data_dir=data.data_dir, **dict(data.options))
+
+    def dataset(self, data, split: str, *, batch_size: int, training: bool, seed: int = 0):
+        """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`)."""
+        return datasets.make_dataset(
+            data.name, split, global_batch_size=batch_size, training=training, seed=seed,
+            data_dir=data.data_dir, cache=data.cache, download=data.download,
+            **dict(data.options),
+        )  # fmt: skip
+
+    def train_fn(self, data, *, batch_size: int, seed: int) -> Callable:
+        return datasets.train_fn(
+            data.name, self.dataset_info(data).train_split, global_batch_size=batch_size,
+            seed=seed, data_dir=data.data_dir, cache=data.cache, download=data.download,
+            **dict(data.options),
+        )  # fmt: skip
+
+    def eval_dataset(self, data, *, batch_size: int):
+        split = self.dataset_info(data).eval_split
+        return self.dataset(data, split, batch_size=batch_size, training=False)
+
+    # ------------------------------------------------------------------ models
+
+    def models(self) -> list[str]:
+        return models.available()
+
+    def check_model(self, name: str) -> None:
+        models.describe(name)  # a one-line error with the closest names
+
+    def build_model(self, name: str, info, *, train, synchronized_bn: bool) -> keras.Model:
+        return models.get(
+            name, info.num_classes, info.input_shape, weight_decay=train.weight_decay,
+            synchronized_bn=synchronized_bn,
+        )  # fmt: skip
+
+    def load_model(self, path: str | os.PathLike, info) -> keras.Model:
+        model = super().load_model(path, info)
+        if model.output_shape[-1] != info.num_classes:
+            raise ValueError(
+                f"checkpoint {path} outputs {model.output_shape[-1]} classes but the dataset "
+                f"has {info.num_classes}"
+            )
+        return model
+
+    # ------------------------------------------------------------------ teacher cache
+
+    def check_teacher_cache(self, cache, data) -> None:
+        from lskd_tf import teacher_cache
+
+        teacher_cache.check_dataset(cache, data.name, dict(data.options))
+
+    def cached_train_fn(
+        self, teacher: keras.Model, teacher_path: Path, cache, data, *, batch_size: int,
+        seed: int, verbose: bool,
+    ) -> tuple[Callable, dict]:  # fmt: skip
+        from lskd_tf import teacher_cache
+
+        built = teacher_cache.build(
+            teacher, teacher_cache.cache_directory(teacher_path, cache), data.name,
+            spec=cache, data_dir=data.data_dir, options=dict(data.options), verbose=verbose,
+        )  # fmt: skip
+        train_fn = built.train_fn(batch_size, seed, cache=data.cache)
+        return train_fn, teacher_cache.describe(built)
+
+    # ------------------------------------------------------------------ after training
+
+    def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
+        from lskd_tf.export import export_student
+
+        return export_student(model, export_dir, mean=info.mean, std=info.std)
+
+    def analyze(
+        self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
+    ) -> Path | None:
+        from lskd_tf.analysis.driver import analyze_runs
+
+        return analyze_runs(self, run_dirs, out_dir, tensorboard_dir=tensorboard_dir, title=title)
+
+
+tasks.register(ImageClassification())
