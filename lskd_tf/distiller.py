@@ -203,7 +203,6 @@ class Distiller(keras.Model):
         self.kd_tracker = keras.metrics.Mean(name="kd_loss")
         self.reported_metrics = list(default_metrics() if metrics is None else metrics)
         self.agreement_tracker = keras.metrics.Mean(name="agreement")
-        self._step_terms = None  # (teacher logits, ce, kd) of the step, for compute_metrics
         # Both sub-models are built, so the Distiller is too (save_weights needs it).
         self.built = True
 
@@ -216,6 +215,12 @@ class Distiller(keras.Model):
         return ops.stop_gradient(self.teacher(inputs, training=False))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total loss of a step; also updates ``ce_loss``, ``kd_loss`` and ``agreement``.
+
+        Those three are measured here because they need the teacher's logits, which
+        exist only in this call (each replica of a `tf.distribute` strategy runs its
+        own, so nothing may be kept on ``self`` for `compute_metrics`).
+        """
         inputs, teacher_logits = split_teacher_logits(x)
         if y_pred is None:
             y_pred = self.student(inputs, training=training)
@@ -226,23 +231,21 @@ class Distiller(keras.Model):
         total = self.distill.ce_weight * ce + self.distill.kd_weight * kd
         if self.student.losses:  # L2 weight decay, summed once per replica
             total = total + scale_for_replicas(ops.sum(self.student.losses))
-        self._step_terms = (teacher_logits, ce, kd)
-        return total
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        teacher_logits, ce, kd = self._step_terms
         batch = ops.shape(y_pred)[0]
         # Loss objects are divided by the number of replicas (see lskd_tf.losses);
         # undo that for the reported means, as Keras's train_step does for "loss".
         self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=batch)
         self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=batch)
-        if y is not None:
-            for metric in self.reported_metrics:
-                metric.update_state(y, y_pred, sample_weight=sample_weight)
         agree = ops.cast(
             ops.equal(ops.argmax(teacher_logits, -1), ops.argmax(y_pred, -1)), "float32"
         )
         self.agreement_tracker.update_state(agree, sample_weight=sample_weight)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if y is not None:
+            for metric in self.reported_metrics:
+                metric.update_state(y, y_pred, sample_weight=sample_weight)
         return self.get_metrics_result()
 
     def get_config(self) -> dict:

@@ -241,12 +241,10 @@ def _validate_models(task: str, values, name: str) -> None:
 
 @flags.multi_flags_validator(["task", "dataset"])
 def _check_dataset(values):
-    task = _task(values["task"])
-    if values["dataset"] not in task.datasets():
-        raise flags.ValidationError(
-            f"unknown dataset {values['dataset']!r} for task {task.name!r}; choose one of: "
-            + ", ".join(task.datasets())
-        )
+    try:
+        _task(values["task"]).check_dataset(DataSpec(name=values["dataset"]))
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
     return True
 
 

@@ -71,7 +71,8 @@ def main():
         student = tiny_cnn("student", seed=2)
         student_run = lskd_tf.distill_student(
             teacher, student, train, evaluation, run_dir=os.path.join(args.out, "student"),
-            config=config, temperature=4.0, ce_weight=0.5, kd_weight=0.5,
+            config=config,
+            distill=lskd_tf.DistillSpec(temperature=4.0, ce_weight=0.5, kd_weight=0.5),
         )  # fmt: skip
     arrays = {f"teacher_{i}": w.numpy() for i, w in enumerate(teacher_run.model.weights)}
     arrays.update({f"student_{i}": w.numpy() for i, w in enumerate(student_run.model.weights)})

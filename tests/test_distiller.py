@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lskd_tf import Distiller
+from lskd_tf import Distiller, DistillSpec
+from lskd_tf.distiller import with_teacher_logits
 from lskd_tf.losses import DistillationKL, SmoothedCrossEntropy
 
 RNG = np.random.default_rng(0)
@@ -20,7 +21,7 @@ def snapshot(model):
 def test_teacher_is_frozen_and_student_learns(tiny_cnn):
     teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
     before_teacher, before_student = snapshot(teacher), snapshot(student)
-    distiller = Distiller(teacher, student, temperature=4.0, ce_weight=0.5)
+    distiller = Distiller(teacher, student, DistillSpec(temperature=4.0, ce_weight=0.5))
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     distiller.fit(X, Y, batch_size=16, epochs=2, verbose=0)
     for before, after in zip(before_teacher, snapshot(teacher)):
@@ -31,10 +32,9 @@ def test_teacher_is_frozen_and_student_learns(tiny_cnn):
 
 def test_reported_loss_terms_match_hand_computation(tiny_cnn):
     teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
-    distiller = Distiller(
-        teacher, student, temperature=3.0, kd_weight=0.7, ce_weight=0.3,
-        label_smoothing=0.2, smoothing="others",
-    )  # fmt: skip
+    spec = DistillSpec(temperature=3.0, kd_weight=0.7, ce_weight=0.3, label_smoothing=0.2,
+                       smoothing="others")  # fmt: skip
+    distiller = Distiller(teacher, student, spec)
     distiller.compile(optimizer="sgd")
     logs = distiller.evaluate(X, Y, batch_size=64, verbose=0, return_dict=True)
     t, s = teacher.predict(X, verbose=0), student.predict(X, verbose=0)
@@ -66,7 +66,9 @@ def test_one_sgd_step_equals_hand_gradient(tiny_cnn):
         ce = tf.reduce_sum(-tf.one_hot(y, 10) * tf.nn.log_softmax(s_logits), -1)
         loss = 0.5 * tf.reduce_mean(ce) + 0.5 * 4.0 * tf.reduce_mean(kl)
     grads = tape.gradient(loss, student.trainable_variables)
-    distiller = Distiller(teacher, student, temperature=2.0, kd_weight=0.5, ce_weight=0.5)
+    distiller = Distiller(
+        teacher, student, DistillSpec(temperature=2.0, kd_weight=0.5, ce_weight=0.5)
+    )
     distiller.compile(optimizer=keras.optimizers.SGD(0.5))
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     for w, g, v in zip(w0, grads, student.trainable_variables):
@@ -79,14 +81,15 @@ def test_cached_teacher_logits_replace_the_teacher(tiny_cnn):
 
     def train(data):
         student = tiny_cnn(name="student", seed=2)
-        distiller = Distiller(teacher, student, temperature=4.0)
+        distiller = Distiller(teacher, student, DistillSpec(temperature=4.0))
         distiller.compile(optimizer=keras.optimizers.SGD(0.1))
         distiller.fit(data.batch(16), epochs=1, verbose=0, shuffle=False)
         return snapshot(student)
 
     plain = train(tf.data.Dataset.from_tensor_slices((X, Y)))
-    with_cache = train(tf.data.Dataset.from_tensor_slices((X, Y, cached)))
-    with_zeros = train(tf.data.Dataset.from_tensor_slices((X, Y, np.zeros_like(cached))))
+    with_cache = train(tf.data.Dataset.from_tensor_slices((with_teacher_logits(X, cached), Y)))
+    zeros = with_teacher_logits(X, np.zeros_like(cached))
+    with_zeros = train(tf.data.Dataset.from_tensor_slices((zeros, Y)))
     for a, b in zip(plain, with_cache):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(plain, with_zeros))
@@ -101,7 +104,7 @@ def test_two_replicas_match_one_device(mirrored_strategy, tiny_cnn):
             # No dropout: its masks are drawn per replica, so they cannot match.
             teacher = tiny_cnn(name="teacher", seed=1, synchronized=True, dropout=0.0)
             student = tiny_cnn(name="student", seed=2, synchronized=True, dropout=0.0)
-            distiller = Distiller(teacher, student, temperature=4.0, ce_weight=0.5)
+            distiller = Distiller(teacher, student, DistillSpec(temperature=4.0, ce_weight=0.5))
             distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
         logs = distiller.fit(data, epochs=3, verbose=0, shuffle=False).history
         return snapshot(student), logs
@@ -119,7 +122,7 @@ def test_mixed_precision_training(policy, tiny_cnn):
     keras.mixed_precision.set_dtype_policy(policy)
     teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
     before_teacher = snapshot(teacher)
-    distiller = Distiller(teacher, student, temperature=64.0)
+    distiller = Distiller(teacher, student, DistillSpec(temperature=64.0))
     distiller.compile(optimizer=keras.optimizers.SGD(0.1))
     if policy == "mixed_float16":
         assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -138,10 +141,72 @@ def test_bad_arguments(tiny_cnn):
     with pytest.raises(ValueError, match="the teacher model is not built"):
         Distiller(unbuilt, tiny_cnn())
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        Distiller(teacher, tiny_cnn(), temperature=0)
-    with pytest.raises(ValueError, match="alpha must be in"):
-        Distiller(teacher, tiny_cnn(), label_smoothing=1.0)
+        Distiller(teacher, tiny_cnn(), DistillSpec(temperature=0))
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        Distiller(teacher, tiny_cnn(), DistillSpec(label_smoothing=1.0))
     with pytest.raises(ValueError, match="unknown smoothing convention"):
-        Distiller(teacher, tiny_cnn(), smoothing="shen")
+        Distiller(teacher, tiny_cnn(), DistillSpec(smoothing="shen"))
     with pytest.raises(ValueError, match="both 0"):
-        Distiller(teacher, tiny_cnn(), kd_weight=0, ce_weight=0)
+        Distiller(teacher, tiny_cnn(), DistillSpec(kd_weight=0, ce_weight=0))
+
+
+def test_sequence_logits_with_padding_mask_match_numpy():
+    """(B, L, V) logits, (B, L) token labels and a padding mask as sample_weight:
+    every term is the mean over non-padding tokens (NumPy hand computation)."""
+    rng = np.random.default_rng(3)
+    batch, length, vocab, temperature, alpha = 3, 5, 7, 2.0, 0.1
+
+    def tagger(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((length,), dtype="int32")
+        spread = keras.initializers.RandomNormal(stddev=2.0)  # logits far from uniform
+        embedded = keras.layers.Embedding(vocab, 8, embeddings_initializer=spread)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(vocab)(embedded))
+
+    teacher, student = tagger(1), tagger(2)
+    x = rng.integers(0, vocab, (batch, length)).astype("int32")
+    y = rng.integers(0, vocab, (batch, length)).astype("int32")
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], "float32")
+    spec = DistillSpec(temperature=temperature, kd_weight=0.6, ce_weight=0.4,
+                       label_smoothing=alpha, smoothing="uniform")  # fmt: skip
+    distiller = Distiller(teacher, student, spec)
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, sample_weight=mask, batch_size=batch, verbose=0,
+                              return_dict=True)  # fmt: skip
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    targets = (1 - alpha) * np.eye(vocab)[y] + alpha / vocab
+    ce_tokens = -(targets * log_softmax(s)).sum(-1)
+    log_pt, log_ps = log_softmax(t / temperature), log_softmax(s / temperature)
+    kd_tokens = temperature**2 * (np.exp(log_pt) * (log_pt - log_ps)).sum(-1)
+    ce = (ce_tokens * mask).sum() / mask.sum()
+    kd = (kd_tokens * mask).sum() / mask.sum()
+    np.testing.assert_allclose(logs["ce_loss"], ce, rtol=1e-5)
+    np.testing.assert_allclose(logs["kd_loss"], kd, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], 0.4 * ce + 0.6 * kd, rtol=1e-5)
+    accuracy = ((s.argmax(-1) == y) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(logs["top1"], accuracy, atol=1e-6)
+    agreement = ((s.argmax(-1) == t.argmax(-1)) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(logs["agreement"], agreement, atol=1e-6)
+    # Padding never counts: changing the logits' inputs at padded positions changes nothing.
+    x_padded = x.copy()
+    x_padded[mask == 0] = (x_padded[mask == 0] + 1) % vocab
+    again = distiller.evaluate(x_padded, y, sample_weight=mask, batch_size=batch, verbose=0,
+                               return_dict=True)  # fmt: skip
+    np.testing.assert_allclose(again["loss"], logs["loss"], rtol=1e-6)
+
+
+def test_student_weight_decay_is_part_of_the_loss(tiny_cnn):
+    """The student's regularization losses (L2 weight decay) are added; the teacher's are not."""
+    teacher, student = tiny_cnn(name="teacher", seed=1), tiny_cnn(name="student", seed=2)
+    for model in (teacher, student):
+        model.get_layer("classifier").kernel.regularizer = keras.regularizers.L2(0.5)
+    distiller = Distiller(teacher, student, DistillSpec(temperature=2.0))
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(X, Y, batch_size=64, verbose=0, return_dict=True)
+    decay = 0.5 * np.sum(student.get_layer("classifier").kernel.numpy() ** 2)
+    np.testing.assert_allclose(logs["loss"] - logs["kd_loss"], decay, rtol=1e-4)

@@ -178,9 +178,9 @@ def test_flagfile_study_matches_the_paper(path):
     assert tuple(dict.fromkeys(students_planned)) == expected.students
     assert tuple(study.temperatures) == expected.temperatures
     assert tuple(study.seeds) == expected.seeds
-    assert (study.kd_weight, study.ce_weight) == expected.loss
-    assert study.t2_scaling is True
-    assert study.student_label_smoothing == 0.0
+    assert (study.distill.kd_weight, study.distill.ce_weight) == expected.loss
+    assert study.distill.t2_scaling is True
+    assert study.distill.label_smoothing == 0.0
     assert recipe(study.teacher_train) == expected.teacher_recipe
     assert recipe(study.student_train) == expected.student_recipe
     assert study.student_train.decay_rate == study.teacher_train.decay_rate == 0.1

@@ -14,7 +14,9 @@ import lskd_tf
 from lskd_tf import data
 from lskd_tf import teacher_cache as tc
 from lskd_tf.data.augment import PadCropFlipViews, _split
-from lskd_tf.training import epoch_seed
+from lskd_tf.distiller import split_teacher_logits
+from lskd_tf.seeding import epoch_seed
+from lskd_tf.teacher_cache import cache as cache_module
 
 OPTIONS = {"train_per_class": 2, "test_per_class": 1}  # 200 training images, 100 classes
 NUM_TRAIN = 200
@@ -62,11 +64,19 @@ def test_pad_crop_flip_views_match_the_tf_ops():
     np.testing.assert_array_equal(every[(4 * 9 + 4) * 2], image)  # centre, unflipped
 
 
+def unpack(batch):
+    """``({inputs, teacher_logits}, labels)`` -> (images, labels, logits)."""
+    x, y = batch
+    images, logits = split_teacher_logits(x)
+    return images, y, logits
+
+
 def test_exact_cache_shows_the_online_views_with_their_logits(exact_cache, teacher):
     assert (exact_cache.num_examples, exact_cache.num_views) == (NUM_TRAIN, 162)
     cached = exact_cache.train_fn(batch_size=32, seed=5)
     for epoch in (0, 1):
-        for (x, y, logits), (x_online, y_online) in zip(cached(epoch), online_epoch(32, 5, epoch)):
+        for batch, (x_online, y_online) in zip(cached(epoch), online_epoch(32, 5, epoch)):
+            x, y, logits = unpack(batch)
             np.testing.assert_array_equal(x, x_online)
             np.testing.assert_array_equal(y, y_online)
             expected = teacher(x, training=False).numpy()
@@ -77,8 +87,10 @@ def distill(teacher, train_data, tmp_path, name):
     student = build_tiny_cnn(100, (32, 32, 3), name="student", seed=7)
     config = lskd_tf.TrainConfig(epochs=2, batch_size=32, learning_rate=0.1, seed=3,
                                  schedule="cosine", verbose=0)  # fmt: skip
-    result = lskd_tf.distill_student(teacher, student, train_data, run_dir=tmp_path / name,
-                                     config=config, temperature=4.0)  # fmt: skip
+    result = lskd_tf.distill_student(
+        teacher, student, train_data, run_dir=tmp_path / name, config=config,
+        distill=lskd_tf.DistillSpec(temperature=4.0),
+    )  # fmt: skip
     return result.history, student.get_weights()
 
 
@@ -117,7 +129,7 @@ def test_sampled_cache_replays_its_stored_views(teacher, tmp_path):
         ds = data.make_dataset("embedded", "train", global_batch_size=50, training=True,
                                seed=epoch, choose_view=cache.views.choose, **OPTIONS)  # fmt: skip
         for x, y, index, view in ds:
-            images, labels, logits = cache.attach_logits(x, y, index, view)
+            images, labels, logits = unpack(cache.attach_logits(x, y, index, view))
             expected = teacher(images, training=False).numpy()
             np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
             for i, v, image in zip(index.numpy(), view.numpy(), x.numpy()):
@@ -138,7 +150,8 @@ def test_sampled_imagenet_cache_with_topk(tmp_path):
     with tfds.testing.mock_data(num_examples=6):
         cache = tc.build(teacher, tmp_path / "imagenet", "imagenet2012", spec=spec, verbose=False)
         assert (cache.num_examples, cache.num_views) == (6, 2)
-        for x, _, logits in cache.train_fn(batch_size=3, seed=0)(0):
+        for batch in cache.train_fn(batch_size=3, seed=0)(0):
+            x, _, logits = unpack(batch)
             expected = teacher(x, training=False).numpy()
             top = np.argsort(-expected, -1)[:, :5]
             logits = logits.numpy()
@@ -217,7 +230,7 @@ def test_interrupted_build_resumes_to_the_same_cache(exact_cache, teacher, tmp_p
         tc.TeacherCache.open(directory, teacher, "embedded", spec=spec, options=OPTIONS)
 
     # A kill during the next chunk loses only that chunk.
-    real_flush, calls = tc._flush, []
+    real_flush, calls = cache_module._flush, []
 
     def killed_on_second_write(*args):
         calls.append(1)
@@ -225,12 +238,12 @@ def test_interrupted_build_resumes_to_the_same_cache(exact_cache, teacher, tmp_p
             raise KeyboardInterrupt("simulated kill")
         return real_flush(*args)
 
-    monkeypatch.setattr(tc, "_flush", killed_on_second_write)
+    monkeypatch.setattr(cache_module, "_flush", killed_on_second_write)
     with pytest.raises(KeyboardInterrupt):
         tc.build(teacher, directory, "embedded", **kwargs)
     assert json.loads((directory / "progress.json").read_text()) == {"images_done": 56}
     assert not (directory / "claim.json").exists()  # released
-    monkeypatch.setattr(tc, "_flush", real_flush)
+    monkeypatch.setattr(cache_module, "_flush", real_flush)
 
     resumed = tc.build(teacher, directory, "embedded", **kwargs)
     index = np.arange(NUM_TRAIN).repeat(162)
@@ -252,7 +265,12 @@ def test_cached_distillation_under_mirrored_strategy(exact_cache, mirrored_strat
         train = train or exact_cache.train_fn(batch_size=32, seed=3)
         config = lskd_tf.TrainConfig(epochs=1, batch_size=32, seed=3, verbose=0)
         histories[kind] = lskd_tf.distill_student(
-            teacher, student, train, run_dir=tmp_path / kind, config=config, temperature=2.0
+            teacher,
+            student,
+            train,
+            run_dir=tmp_path / kind,
+            config=config,
+            distill=lskd_tf.DistillSpec(temperature=2.0),
         ).history[0]
     for key in ("loss", "kd_loss", "agreement"):
         assert histories["cached"][key] == pytest.approx(histories["online"][key], rel=1e-5)

@@ -85,8 +85,9 @@ def test_interrupted_distillation_resumes_to_the_same_weights(tmp_path, teacher_
     def distill(run_dir, callbacks=()):
         student = tiny_cnn(name="student", seed=2)
         return lskd_tf.distill_student(
-            teacher, student, DATA, DATA, run_dir=run_dir, config=cfg, temperature=4.0,
-            ce_weight=0.1, kd_weight=0.9, callbacks=callbacks,
+            teacher, student, DATA, DATA, run_dir=run_dir, config=cfg,
+            distill=lskd_tf.DistillSpec(temperature=4.0, ce_weight=0.1, kd_weight=0.9),
+            callbacks=callbacks,
         )  # fmt: skip
 
     reference = distill(tmp_path / "uninterrupted")
@@ -139,7 +140,11 @@ def test_bad_run_arguments(tmp_path, teacher_run, tiny_cnn):
         lskd_tf.train_teacher(tiny_cnn(), DATA, run_dir=tmp_path, label_smoothing=1.5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         lskd_tf.distill_student(
-            teacher_run.model, tiny_cnn(), DATA, run_dir=tmp_path, temperature=-1
+            teacher_run.model,
+            tiny_cnn(),
+            DATA,
+            run_dir=tmp_path,
+            distill=lskd_tf.DistillSpec(temperature=-1),
         )
     assert not (tmp_path / "run.json").exists()
 

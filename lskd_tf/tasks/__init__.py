@@ -63,8 +63,8 @@ class Task:
         """Raise a one-line ValueError when ``data`` does not name a dataset of this task."""
         if data.name not in self.datasets():
             raise ValueError(
-                f"unknown dataset {data.name!r} for task {self.name!r}; choose one of: "
-                + ", ".join(self.datasets())
+                f"unknown dataset {data.name!r}; choose one of: {', '.join(self.datasets())} "
+                f"(task {self.name})"
             )
 
     def dataset_info(self, data) -> Any:
@@ -94,8 +94,8 @@ class Task:
         """Raise a one-line ValueError when ``name`` is not a model of this task."""
         if name not in self.models():
             raise ValueError(
-                f"unknown model {name!r} for task {self.name!r}; choose one of: "
-                + ", ".join(self.models())
+                f"unknown model {name!r}; choose one of: {', '.join(sorted(self.models()))} "
+                f"(task {self.name})"
             )
 
     def build_model(self, name: str, info: Any, *, train, synchronized_bn: bool) -> keras.Model:

@@ -58,9 +58,6 @@ class ImageClassification(tasks.Task):
     def models(self) -> list[str]:
         return models.available()
 
-    def check_model(self, name: str) -> None:
-        models.describe(name)  # a one-line error with the closest names
-
     def build_model(self, name: str, info, *, train, synchronized_bn: bool) -> keras.Model:
         return models.get(
             name, info.num_classes, info.input_shape, weight_decay=train.weight_decay,
