@@ -231,11 +231,13 @@ class Distiller(keras.Model):
         total = self.distill.ce_weight * ce + self.distill.kd_weight * kd
         if self.student.losses:  # L2 weight decay, summed once per replica
             total = total + scale_for_replicas(ops.sum(self.student.losses))
-        batch = ops.shape(y_pred)[0]
-        # Loss objects are divided by the number of replicas (see lskd_tf.losses);
-        # undo that for the reported means, as Keras's train_step does for "loss".
-        self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=batch)
-        self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=batch)
+        # Each step's mean counts with its number of examples (weighted positions, e.g.
+        # tokens, when there are sample weights), so the epoch's value is the mean over
+        # all of them. Loss objects are divided by the number of replicas (see
+        # lskd_tf.losses); undo that for reporting, as Keras's train_step does for "loss".
+        count = ops.shape(y_pred)[0] if sample_weight is None else ops.sum(sample_weight)
+        self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=count)
+        self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=count)
         agree = ops.cast(
             ops.equal(ops.argmax(teacher_logits, -1), ops.argmax(y_pred, -1)), "float32"
         )

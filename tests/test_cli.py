@@ -79,6 +79,25 @@ def test_default_study_outputs(quick_study, capsys):
             assert (study_dir / "exports" / name / "saved_model.pb").exists()
 
 
+# run.json's last val_top1 and val_loss of every run of the quick_study fixture, measured
+# with the code before the task seam (commit c5fa692): a refactor must not move them.
+PINNED = {
+    "student-resnet8-T1-seed0-from-resnet8-ls0-seed0": (0.009999999776482582, 0.12228447198867798),
+    "student-resnet8-T1-seed0-from-resnet8-ls0.1-seed0": (0.009999999776482582, 0.12215498834848404),  # noqa: E501
+    "student-resnet8-T4-seed0-from-resnet8-ls0-seed0": (0.009999999776482582, 0.12228447943925858),
+    "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed0": (0.009999999776482582, 0.1221543475985527),
+    "teacher-resnet8-ls0-seed0": (0.009999999776482582, 4.742105484008789),
+    "teacher-resnet8-ls0.1-seed0": (0.009999999776482582, 4.742527008056641),
+}  # fmt: skip
+
+
+def test_quick_study_numbers_are_pinned(quick_study):
+    study_dir, _, _ = quick_study
+    for name, (top1, loss) in PINNED.items():
+        last = json.loads((study_dir / name / "run.json").read_text())["last"]
+        assert (last["val_top1"], last["val_loss"]) == pytest.approx((top1, loss), rel=1e-6)
+
+
 def test_results_table_matches_run_json(quick_study):
     study_dir, _, _ = quick_study
     table = pd.read_csv(study_dir / "results" / "students.csv")
