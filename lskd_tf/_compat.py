@@ -37,7 +37,7 @@ def set_global_seeds(seed: int) -> bool:
         from tensorflow.python.eager import context as tf_context
 
         context = tf_context.context()
-        usable = hasattr(context, "_seed") and hasattr(context, "_rng")
+        usable = hasattr(context, "_seed")  # _rng appears with the first seed; set below
     except ImportError:
         usable = False
     if not usable:

@@ -91,6 +91,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lskd_tf import _compat
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -255,7 +257,7 @@ def check_same_on_all_workers(strategy: tf.distribute.Strategy, value: int, what
     Equal values <=> mean(v^2) == mean(v)^2 over the replicas, and every worker
     computes the same two means, so every worker decides the same way.
     """
-    if not is_multi_worker(strategy) or strategy.extended._num_workers < 2:
+    if not is_multi_worker(strategy) or _compat.num_workers(strategy) < 2:
         return
     moments = tf.constant([float(value), float(value) ** 2], tf.float64)
 
@@ -503,7 +505,7 @@ class _CustomLoop:
         which the element spec of the (undistributed) dataset has.
         """
         with self.strategy.scope():
-            self.model._symbolic_build(data_batch=element_spec)
+            _compat.symbolic_build(self.model, element_spec)
 
     def run_epoch(self, epoch_fn, epoch, validation_data, steps_per_epoch, callbacks):
         model = self.model

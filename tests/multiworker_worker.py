@@ -5,7 +5,11 @@ Trains a tiny teacher, then distills a tiny student from it, with
 ``multi_worker`` when ``TF_CONFIG`` is set and the default strategy otherwise,
 and saves the final weights and histories to ``<out>/result_<name>.npz``.
 
-    python tests/multiworker_worker.py OUT_DIR NAME [--epochs E] [--timeout S]
+    python tests/multiworker_worker.py OUT_DIR NAME [--epochs E] [--timeout S] [--keras_fit]
+
+With ``--keras_fit`` it only tries plain `keras.Model.fit` under the strategy and writes
+``<out>/fit_<name>.json`` saying whether it worked (the canary of
+`tests/test_multiworker.py::test_canary_keras_fit_still_fails_multi_worker`).
 """
 
 import argparse
@@ -48,6 +52,7 @@ def main():
     parser.add_argument("name")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--keras_fit", action="store_true")
     args = parser.parse_args()
 
     import lskd_tf
@@ -57,6 +62,9 @@ def main():
     strategy = distribute.get_strategy(
         "multi_worker" if multi else "default", collective_timeout_s=args.timeout
     )
+    if args.keras_fit:
+        try_keras_fit(strategy, os.path.join(args.out, f"fit_{args.name}.json"))
+        return
     config = lskd_tf.TrainConfig(
         epochs=args.epochs, batch_size=GLOBAL_BATCH, learning_rate=0.1, milestones=(1,),
         seed=5, verbose=0,
@@ -81,6 +89,24 @@ def main():
     arrays["chief"] = np.array(distribute.is_chief(strategy))
     np.savez(os.path.join(args.out, f"result_{args.name}.npz"), **arrays)
     print(f"worker {args.name} done", flush=True)
+
+
+def try_keras_fit(strategy, result_path):
+    """One epoch of plain `fit` under the strategy; record whether and how it failed."""
+    import keras
+    import tensorflow as tf
+
+    with strategy.scope():
+        model = tiny_cnn("plain", seed=1)
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    data = tf.data.Dataset.from_tensor_slices((X_TRAIN, Y_TRAIN)).batch(GLOBAL_BATCH)
+    try:
+        model.fit(data, epochs=1, verbose=0)
+        outcome = {"works": True}
+    except Exception as error:  # noqa: BLE001 - the canary records any failure
+        outcome = {"works": False, "error": f"{type(error).__name__}: {error}"[:500]}
+    with open(result_path, "w") as file:
+        json.dump(outcome, file)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,27 @@ def log_of(out, name):
     return (out / f"log_{name}.txt").read_text()[-3000:]
 
 
+def test_canary_keras_fit_still_fails_multi_worker(tmp_path):
+    """Canary: Keras `fit` under MultiWorkerMirroredStrategy still fails (keras 20585, TF 72388).
+
+    When this test fails, `fit` works there: delete the custom multi-worker loop
+    (`lskd_tf.distribute._CustomLoop`) and `lskd_tf._compat.symbolic_build`.
+    """
+    processes = start_cluster(tmp_path, "--keras_fit", "--timeout=60")
+    try:
+        for process, name in zip(processes, ("w0", "w1")):
+            assert process.wait(timeout=WAIT_S) == 0, log_of(tmp_path, name)
+    finally:
+        stop(processes)
+    for name in ("w0", "w1"):
+        outcome = json.loads((tmp_path / f"fit_{name}.json").read_text())
+        assert not outcome["works"], (
+            "keras.Model.fit now works under MultiWorkerMirroredStrategy: remove "
+            "lskd_tf.distribute's custom loop and lskd_tf._compat.symbolic_build"
+        )
+        assert "PerReplica" in outcome["error"] or "reduction dimension" in outcome["error"]
+
+
 def test_two_workers_equal_each_other_and_one_process(tmp_path):
     multi, single, tmp = tmp_path / "multi", tmp_path / "single", tmp_path / "tmp"
     for directory in (multi, single, tmp):
