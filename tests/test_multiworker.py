@@ -243,7 +243,8 @@ def test_two_workers_equal_each_other_and_one_process(tmp_path):
         got = pd.DataFrame(json.loads(str(w0["histories"]))[role]).drop(columns="epoch_time_s")
         want = pd.DataFrame(json.loads(str(one["histories"]))[role]).drop(columns="epoch_time_s")
         assert list(got.columns) == list(want.columns)  # history.csv has fit's form
-        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5)
+        # atol: reported KD terms near 0.03 differ in float32 summation order (3e-7).
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5, atol=1e-6)
         # the chief wrote the run's files; the other worker's temporary dirs are gone
         assert (multi / role / "history.csv").exists() and (multi / role / "last.keras").exists()
         info = json.loads((multi / role / "run.json").read_text())
