@@ -1,27 +1,54 @@
-"""Sweep results as pandas tables in the papers' form.
+"""Sweep results as pandas tables in the papers' form, with paired seed statistics.
 
 `collect_runs` reads any set of run directories (their ``run.json``) into one
 flat DataFrame, one row per run. `student_table` pivots the students into the
 papers' layout: rows student × T, columns teacher label smoothing, cells
 mean ± std over seeds of top-1 (percent), for the last and the best epoch,
-plus the LS − no-LS difference. Published numbers differ on last vs best
-epoch (RepDistiller reports the last, mdistiller the best), so both are given.
+plus the LS − no-LS difference *paired by seed* with its 95% confidence interval
+(`lskd_tf.statistics`: t-interval below 20 pairs, bootstrap from 20 on; ``*`` when
+the interval excludes 0), the interval used (``CI``) and seeds found on one side
+only (``unpaired seeds``). Published numbers differ on last vs best epoch
+(RepDistiller reports the last, mdistiller the best), so both are given.
+
+Only runs of one configuration are averaged as seeds: runs whose recorded setup
+(dataset and its options, smoothing convention, kd/ce weights, student smoothing,
+T² scaling, teacher model, teacher cache, training recipe...) differs are put in
+separate rows, with a leading ``config`` index level naming what differs. `verdict`
+turns the same runs into the recommendation the data supports (best (teacher a, T)
+cell per student against the runner-up, or "not resolved" with the seeds needed).
 """
 
 from __future__ import annotations
 
 import glob
+import json
+import math
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from lskd_tf import atomic
+from lskd_tf import atomic, statistics
 from lskd_tf.run_dir import FINISHED, RUN_JSON, RunDir
 
 DEFAULT_METRICS = ("top1", "top5")
 """The metrics of runs recorded before run.json listed its task's metrics."""
+
+# Fields of run.json that do not make a different experiment: the seeds (replicates),
+# the row/column keys of the tables, where the data and checkpoints live, display and
+# speed-only switches.
+_NOT_CONFIG = {
+    "seed", "model", "temperature", "teacher_label_smoothing", "teacher_run",
+    "teacher_checkpoint", "teacher_checkpoint_used", "train.seed", "train.verbose",
+    "train.jit_compile", "data.data_dir", "data.download", "data.cache",
+}  # fmt: skip
+_SPEC_KEYS = (
+    "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
+    "teacher_model", "teacher_label_smoothing", "teacher_smoothing", "teacher_run",
+    "teacher_checkpoint", "temperature", "kd_weight", "ce_weight", "t2_scaling", "kd_loss",
+)  # fmt: skip
 
 
 def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -38,32 +65,91 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return sorted(set(found))
 
 
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value
+
+
+def run_config(info: Mapping) -> str:
+    """The configuration of a run apart from its seed and its table row/column, as a
+    canonical JSON string: two runs with the same string may be averaged as seeds.
+
+    It is the run's spec (``info["spec"]``, else its top-level spec keys) with the
+    training recipe (``train.*``) and dataset options (``data.*``), minus the seeds, the
+    table keys (model, T, teacher smoothing) and storage/speed-only fields.
+
+    Example:
+        >>> a = {"kind": "student", "seed": 0, "kd_weight": 1.0, "smoothing": "uniform"}
+        >>> run_config(a) == run_config({**a, "seed": 3}), run_config(a) == run_config(
+        ...     {**a, "smoothing": "others"})
+        (True, False)
+    """
+    spec = info.get("spec")
+    if not isinstance(spec, Mapping):
+        spec = {key: info[key] for key in _SPEC_KEYS if key in info}
+    flat: dict = {}
+    _flatten("", dict(spec), flat)
+    for part in ("train", "data"):
+        if isinstance(info.get(part), Mapping):
+            _flatten(part, info[part], flat)
+    if spec.get("kind") == "teacher":
+        flat.pop("label_smoothing", None)  # the teachers' column
+    config = {key: value for key, value in flat.items() if key not in _NOT_CONFIG}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _teacher_seed(info: Mapping):
+    match = re.search(r"-seed(\d+)$", str(info.get("teacher_run") or ""))
+    return int(match.group(1)) if match else None
+
+
+def run_row(info: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
+    """One row of `collect_runs` from a run.json dict (e.g. an analysis entry's config).
+
+    Example:
+        >>> info = {"kind": "teacher", "model": "resnet8", "seed": 1, "status": "finished",
+        ...         "label_smoothing": 0.1, "last": {"val_top1": 0.5}}
+        >>> row = run_row(info)
+        >>> row["last_top1"], row["seed"], row["label_smoothing"]
+        (50.0, 1, 0.1)
+    """
+    name = info.get("name") or (Path(run_dir).name if run_dir is not None else None)
+    row = {"run": name, "run_dir": None if run_dir is None else str(run_dir)}
+    row["status"] = info.get("status")
+    for key in (
+        "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
+        "teacher_model", "teacher_label_smoothing", "teacher_run", "teacher_checkpoint",
+        "temperature", "kd_weight", "ce_weight", "kd_loss", "wall_time_s", "epochs_done",
+    ):  # fmt: skip
+        row[key] = info.get(key)
+    row["teacher_seed"] = _teacher_seed(info)
+    row["config"] = run_config(info)
+    monitor = info.get("monitor", "val_top1")
+    prefix = "val_" if monitor.startswith("val_") else ""
+    for which in ("best", "last"):
+        metrics = info.get(which, {})
+        row[f"{which}_epoch"] = metrics.get("epoch")
+        for metric in info.get("metrics", DEFAULT_METRICS):
+            value = metrics.get(prefix + metric)
+            row[f"{which}_{metric}"] = None if value is None else 100.0 * value
+    return row
+
+
 def collect_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per run found under ``paths``, with its spec and best/last metrics.
 
-    The metrics are those the run's task reported (run.json ``metrics``), in percent
-    like the papers' tables.
+    The metrics are those the run's task reported (run.json ``metrics``), in
+    percent like the papers' tables. ``config`` identifies the
+    configuration apart from seed and table keys (`run_config`), ``teacher_seed`` the
+    seed of a student's teacher run.
     """
     rows = []
     for run_dir in _run_dirs(paths):
         info = RunDir(run_dir).read()
-        row = {"run": info.get("name", run_dir.name), "run_dir": str(run_dir)}
-        row["status"] = info.get("status")
-        for key in (
-            "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
-            "teacher_model", "teacher_label_smoothing", "teacher_run", "teacher_checkpoint",
-            "temperature", "kd_weight", "ce_weight", "kd_loss", "wall_time_s", "epochs_done",
-        ):  # fmt: skip
-            row[key] = info.get(key)
-        monitor = info.get("monitor", "val_top1")
-        prefix = "val_" if monitor.startswith("val_") else ""
-        for which in ("best", "last"):
-            metrics = info.get(which, {})
-            row[f"{which}_epoch"] = metrics.get("epoch")
-            for metric in info.get("metrics", DEFAULT_METRICS):
-                value = metrics.get(prefix + metric)
-                row[f"{which}_{metric}"] = None if value is None else 100.0 * value
-        rows.append(row)
+        rows.append(run_row(info, run_dir))
     return pd.DataFrame(rows)
 
 
@@ -76,56 +162,211 @@ def _mean_std(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
+def _config_labels(configs: Iterable[str]) -> dict[str, str]:
+    """Short labels naming only the fields in which the configurations differ."""
+    configs = sorted(set(configs))
+    parsed = {c: json.loads(c) for c in configs}
+    keys = sorted({k for p in parsed.values() for k in p})
+    differing = [k for k in keys if len({json.dumps(p.get(k)) for p in parsed.values()}) > 1]
+    return {c: ", ".join(f"{k}={_short(parsed[c].get(k))}" for k in differing) for c in configs}
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _replicates(group: pd.DataFrame) -> pd.Series:
+    """Pairing unit of each run: its seed; for students whose teachers' seeds differ
+    within the group, "teacher seed/seed" (a student's seed alone does not identify it)."""
+    teacher_seeds = group["teacher_seed"] if "teacher_seed" in group else None
+    if teacher_seeds is not None and teacher_seeds.dropna().nunique() > 1:
+        return group["teacher_seed"].astype("Int64").astype(str) + "/" + group["seed"].astype(str)
+    return group["seed"]
+
+
+def _seed_values(cell: pd.DataFrame, column: str) -> pd.Series:
+    """``{replicate: value}`` of one table cell; two runs of one replicate are an error."""
+    keys = cell["_replicate"]
+    duplicated = keys.duplicated(keep=False)
+    if duplicated.any():
+        names = ", ".join(str(r) for r in cell.loc[duplicated, "run"])
+        raise ValueError(
+            f"runs {names} have the same configuration and seed; pass only one of them "
+            "(e.g. the run directories of a single study)."
+        )
+    return pd.Series(cell[column].to_numpy(), index=keys.to_numpy(), dtype="float64")
+
+
+def _comparison(
+    runs: pd.DataFrame, row_keys: list[str], row_names: list[str], column: str, metric: str
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows ``row_keys`` (+ config when it varies), columns ``column``: mean ± std per
+    cell and the paired difference of every nonzero column value against 0."""
+    if runs.empty:
+        return pd.DataFrame(), []
+    runs = runs.assign(config=runs["config"] if "config" in runs else "{}")
+    labels = _config_labels(runs["config"])
+    split_config = len(labels) > 1
+    table, records = {}, []
+    for key, group in runs.groupby(["config", *row_keys], sort=True, dropna=False):
+        config, row_values = key[0], key[1:]
+        group = group.assign(_replicate=_replicates(group))
+        cells = dict(tuple(group.groupby(column, sort=True)))
+        alphas = sorted(cells)
+        row: dict = {}
+        described, unpaired = [], {}
+        for which in ("last", "best"):
+            values = {a: _seed_values(cells[a], f"{which}_{metric}") for a in alphas}
+            for alpha in alphas:
+                row[f"{which} a={alpha:g}"] = _mean_std(values[alpha])
+            if 0.0 not in values:
+                continue
+            others = [a for a in alphas if a != 0.0]
+            for alpha in others:
+                diff = statistics.paired_difference(values[0.0], values[alpha])
+                name = "Δ(LS−noLS)" if len(others) == 1 else f"Δ(a={alpha:g}−a=0)"
+                row[f"{which} {name}"] = diff.format()
+                if which == "last":
+                    described.append(diff.describe_method())
+                records.append(
+                    {
+                        **({"config": labels[config]} if split_config else {}),
+                        **dict(zip(row_names, row_values, strict=True)),
+                        "epoch": which, "treatment": alpha, "baseline": 0.0,
+                        "n_pairs": diff.n, "mean": diff.mean, "sd": diff.sd,
+                        "ci_low": diff.low, "ci_high": diff.high, "ci_method": diff.method,
+                        "excludes_zero": diff.excludes_zero,
+                        "unpaired_seeds": " ".join(map(str, diff.unpaired)),
+                    }
+                )  # fmt: skip
+        seed_sets = {a: set(cells[a]["_replicate"]) for a in alphas}
+        common = set.intersection(*seed_sets.values())
+        for alpha in alphas:
+            extra = statistics._sorted(seed_sets[alpha] - common)
+            if extra and len(alphas) > 1:
+                unpaired[alpha] = extra
+        row["n"] = int(min(len(s) for s in seed_sets.values()))
+        if described:
+            row["CI"] = "; ".join(dict.fromkeys(described))
+        if unpaired or len(alphas) > 1:
+            row["unpaired seeds"] = "; ".join(
+                f"a={a:g}: {', '.join(map(str, seeds))}" for a, seeds in unpaired.items()
+            )
+        index = tuple(_short(v) if isinstance(v, float) else v for v in row_values)
+        table[((labels[config],) if split_config else ()) + index] = row
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    if "unpaired seeds" in frame and not frame["unpaired seeds"].astype(bool).any():
+        frame = frame.drop(columns="unpaired seeds")  # the column appears only when needed
+    ordered = [c for c in frame.columns if c not in ("n", "CI", "unpaired seeds")]
+    frame = frame[ordered + [c for c in ("n", "CI", "unpaired seeds") if c in frame.columns]]
+    names = (["config"] if split_config else []) + row_names
+    if len(names) > 1:
+        frame.index = pd.MultiIndex.from_tuples(frame.index, names=names)
+    else:
+        frame.index = [k[0] for k in frame.index]
+        frame.index.name = names[0]
+    return frame, records
+
+
+def _finished(runs: pd.DataFrame, kind: str) -> pd.DataFrame:
+    if runs.empty or "kind" not in runs:
+        return pd.DataFrame()
+    return runs[(runs["kind"] == kind) & (runs["status"] == FINISHED)]
+
+
+def _students(runs: pd.DataFrame) -> pd.DataFrame:
+    students = _finished(runs, "student")
+    if students.empty:
+        return students
+    return students.assign(
+        teacher_label_smoothing=students["teacher_label_smoothing"].astype(float).fillna(-1.0)
+    )
+
+
 def student_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """Students: rows (student, T), columns teacher smoothing; last and best epoch.
 
-    Columns are ``last a=<alpha>`` / ``best a=<alpha>`` as "mean ± std" strings
-    (over seeds), ``n`` the number of seeds, and ``last Δ(LS−noLS)`` /
-    ``best Δ(LS−noLS)`` = mean with the largest smoothing minus mean without.
+    Columns: ``last a=<alpha>`` / ``best a=<alpha>`` "mean ± std" over seeds (one seed:
+    its value); ``last Δ(LS−noLS)`` / ``best Δ(LS−noLS)`` the paired difference LS − no-LS
+    over seeds as "mean [95% CI]" with ``*`` when the CI excludes 0 (with several nonzero
+    smoothings, one ``Δ(a=<alpha>−a=0)`` column each); ``n`` the fewest seeds of a cell;
+    ``CI`` the interval used and the number of pairs (e.g. "t, 3 pairs"); ``unpaired
+    seeds`` (only if any) the seeds a cell has that another cell of the row lacks.
+    Runs of different configurations get separate rows under a leading ``config`` level.
+
+    Example (see tests/test_statistics.py)::
+
+        | student | T | last a=0     | last a=0.1   | last Δ(LS−noLS)      | ... | CI         |
+        | resnet8 | 1 | 70.00 ± 1.00 | 72.00 ± 1.00 | +2.00 [-0.48, +4.48] | ... | t, 3 pairs |
     """
-    students = runs[(runs["kind"] == "student") & (runs["status"] == FINISHED)]
+    students = _students(runs)
     if students.empty:
         return pd.DataFrame()
-    students = students.assign(
-        teacher_label_smoothing=students["teacher_label_smoothing"].fillna(-1)
+    table, _ = _comparison(
+        students, ["model", "temperature"], ["student", "T"], "teacher_label_smoothing", metric
     )
-    keys = ["model", "temperature"]
-    table = {}
-    for (model, temperature), group in students.groupby(keys, sort=True):
-        row = {}
-        for which in ("last", "best"):
-            means = {}
-            for alpha, by_alpha in group.groupby("teacher_label_smoothing", sort=True):
-                row[f"{which} a={alpha:g}"] = _mean_std(by_alpha[f"{which}_{metric}"])
-                means[alpha] = by_alpha[f"{which}_{metric}"].mean()
-            if 0.0 in means and len(means) > 1:
-                row[f"{which} Δ(LS−noLS)"] = f"{means[max(means)] - means[0.0]:+.2f}"
-        row["n"] = int(group.groupby("teacher_label_smoothing").size().min())
-        table[(model, f"{temperature:g}")] = row
-    frame = pd.DataFrame.from_dict(table, orient="index")
-    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["student", "T"])
-    return frame
+    return table
 
 
 def teacher_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """Teachers: rows model, columns label smoothing, last and best epoch."""
-    teachers = runs[(runs["kind"] == "teacher") & (runs["status"] == FINISHED)]
+    """Teachers: rows model, columns label smoothing, last and best epoch; the paired
+    difference LS − no-LS over teacher seeds, ``n``, ``CI`` and ``unpaired seeds`` as in
+    `student_table`."""
+    teachers = _finished(runs, "teacher")
     if teachers.empty:
         return pd.DataFrame()
-    table = {}
-    for model, group in teachers.groupby("model", sort=True):
-        row = {}
-        for which in ("last", "best"):
-            for alpha, by_alpha in group.groupby("label_smoothing", sort=True):
-                row[f"{which} a={alpha:g}"] = _mean_std(by_alpha[f"{which}_{metric}"])
-        table[model] = row
-    frame = pd.DataFrame.from_dict(table, orient="index")
-    frame.index.name = "teacher"
-    return frame
+    teachers = teachers.assign(label_smoothing=teachers["label_smoothing"].astype(float))
+    table, _ = _comparison(teachers, ["model"], ["teacher"], "label_smoothing", metric)
+    return table
+
+
+def differences(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+    """The paired differences behind the tables as numbers, one row per table cell:
+    ``table`` (teachers/students), the row keys, ``epoch`` (last/best), ``treatment`` and
+    ``baseline`` smoothing, ``n_pairs``, ``mean``, ``sd``, ``ci_low``, ``ci_high``,
+    ``ci_method``, ``excludes_zero``, ``unpaired_seeds``."""
+    frames = []
+    teachers = _finished(runs, "teacher")
+    if not teachers.empty:
+        teachers = teachers.assign(label_smoothing=teachers["label_smoothing"].astype(float))
+        _, records = _comparison(teachers, ["model"], ["teacher"], "label_smoothing", metric)
+        frames.append(pd.DataFrame(records).assign(table="teachers"))
+    students = _students(runs)
+    if not students.empty:
+        _, records = _comparison(
+            students, ["model", "temperature"], ["student", "T"], "teacher_label_smoothing", metric
+        )
+        frames.append(pd.DataFrame(records).assign(table="students"))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    first = [c for c in ("table", "config", "teacher", "student", "T") if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def _footnote(table: pd.DataFrame) -> str:
+    """What the Δ, CI and unpaired columns mean (printed under each table)."""
+    notes = [f"Δ: mean paired difference LS − no-LS over seeds [95% CI]. {statistics.CI_RULE}"]
+    if "unpaired seeds" in table.columns:
+        notes.append(
+            "unpaired seeds: seeds run for one teacher smoothing only; they are in the "
+            "mean ± std of their cell but not in Δ."
+        )
+    if "config" in (table.index.names or []):
+        notes.append(
+            "config: the settings in which rows differ; runs are never pooled across them."
+        )
+    return "\n".join(notes)
 
 
 def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write runs.csv and the teacher/student tables as CSV, Markdown and LaTeX."""
+    """Write runs.csv, the teacher/student tables as CSV, Markdown and LaTeX, and
+    differences.csv (the paired differences as numbers, see `differences`).
+
+    The Markdown file ends with the footnote explaining Δ and its interval; the LaTeX
+    table carries it as its caption; in the CSV the ``CI`` column names the interval.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"runs": out_dir / "runs.csv"}
@@ -133,29 +374,168 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
     for name, table in (("teachers", teacher_table(runs)), ("students", student_table(runs))):
         if table.empty:
             continue
+        note = _footnote(table)
         for suffix, text in (
             ("csv", table.to_csv()),
-            ("md", table.reset_index().to_markdown(index=False)),
-            ("tex", table.to_latex()),
+            ("md", table.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"),
+            ("tex", table.to_latex(caption=note.replace("\n", " "))),
         ):
             path = out_dir / f"{name}.{suffix}"
             atomic.write_text(path, text)
             written[f"{name}.{suffix}"] = path
+    diffs = differences(runs)
+    if not diffs.empty:
+        written["differences"] = out_dir / "differences.csv"
+        atomic.write_text(written["differences"], diffs.to_csv(index=False))
     return written
 
 
 def format_tables(runs: pd.DataFrame) -> str:
-    """The tables as printable Markdown (top-1 %, last and best epoch)."""
+    """The tables as printable Markdown (top-1 %, last and best epoch), each followed by
+    the footnote on Δ, its interval and unpaired seeds."""
     parts = []
     teachers, students = teacher_table(runs), student_table(runs)
     if not teachers.empty:
         parts.append(
-            "Teachers (top-1 %, mean ± std over seeds)\n\n"
+            "Teachers (top-1 %, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
             + teachers.reset_index().to_markdown(index=False)
+            + "\n\n"
+            + _footnote(teachers)
         )
     if not students.empty:
         parts.append(
-            "Students by teacher label smoothing a (top-1 %, mean ± std over seeds)\n\n"
+            "Students by teacher label smoothing a (top-1 %, mean ± std over seeds; "
+            "Δ = LS − no-LS paired by seed)\n\n"
             + students.reset_index().to_markdown(index=False)
+            + "\n\n"
+            + _footnote(students)
         )
     return "\n\n".join(parts) if parts else "no finished runs found"
+
+
+SEEDS_NEEDED_FORMULA = (
+    "seeds needed = the smallest n with P(|T'| > t_{0.975, n-1}) >= 0.8, "
+    "T' ~ noncentral t(n - 1, sqrt(n) |mean Δ| / SD Δ) (paired t-test, 80% power, "
+    "two-sided α = 0.05, observed mean and SD of the paired differences taken as true; "
+    "≈ 7.85 (SD/mean)² for large n)"
+)
+
+
+def _metric_name(metric: str) -> str:
+    return metric.replace("top", "top-")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _cell_name(cell) -> str:
+    alpha, temperature = cell
+    teacher = (
+        "teacher without LS"
+        if alpha == 0
+        else ("teacher from a checkpoint" if alpha < 0 else f"teacher LS a={alpha:g}")
+    )
+    return f"{teacher}, T={_short(float(temperature))}"
+
+
+def verdict(runs: pd.DataFrame, metric: str = "top1", which: str = "last") -> str:
+    """The recommendation the students support, as Markdown lines (one block per student).
+
+    For each student model (and configuration, never pooled): the (teacher a, T) cell
+    with the highest mean ``<which>_<metric>`` over seeds, against the runner-up cell,
+    paired by seed with the interval of `lskd_tf.statistics`. If the interval excludes 0
+    the recommendation is resolved; otherwise it says "not resolved at <n> seeds" and how
+    many paired seeds the observed mean difference and SD would need (`SEEDS_NEEDED_FORMULA`).
+    Then, for each T, teacher LS − no LS with its interval (the papers' question).
+    The last epoch is the default: picking the best epoch on the validation split biases
+    it upward.
+
+    Example (numbers of tests/test_statistics.py)::
+
+        **resnet8**: recommended teacher LS a=0.1, T=1 (72.00 % top-1, 3 seeds), ahead of
+        teacher without LS, T=1 (70.00 %) by +2.00 [+1.00, +3.00] (t, 3 pairs): resolved
+    """
+    students = _students(runs)
+    column = f"{which}_{metric}"
+    if students.empty or column not in students or students[column].isna().all():
+        return "No finished student runs with a recorded accuracy: nothing to recommend yet."
+    students = students[students[column].notna()]
+    labels = _config_labels(students["config"])
+    lines = []
+    for (config, model), group in students.groupby(["config", "model"], sort=True, dropna=False):
+        group = group.assign(_replicate=_replicates(group))
+        cells = {
+            (float(alpha), float(temperature)): _seed_values(cell, column)
+            for (alpha, temperature), cell in group.groupby(
+                ["teacher_label_smoothing", "temperature"], sort=True
+            )
+        }
+        name = f"**{model}**" + (f" ({labels[config]})" if len(labels) > 1 else "")
+        comparison = statistics.best_versus_runner_up(cells)
+        best = comparison.best
+        text = (
+            f"{name}: best cell {_cell_name(best)} "
+            f"({comparison.means[best]:.2f} % {_metric_name(metric)}, "
+            f"{_plural(comparison.seeds[best], 'seed')})"
+        )
+        diff = comparison.difference
+        if diff is None:
+            lines.append(f"- {text}; it is the only cell, so there is nothing to compare.")
+            continue
+        runner = comparison.runner_up
+        text += f", ahead of the runner-up {_cell_name(runner)} ({comparison.means[runner]:.2f} %)"
+        if diff.n == 0:
+            text += (
+                ". **Not resolved**: the two cells share no seed, so no paired comparison; "
+                "run the same seeds in both."
+            )
+        elif comparison.resolved:
+            text = (
+                f"{name}: **recommended: {_cell_name(best)}** "
+                f"({comparison.means[best]:.2f} % {_metric_name(metric)}, "
+                f"{_plural(comparison.seeds[best], 'seed')}), ahead of the runner-up "
+                f"{_cell_name(runner)} ({comparison.means[runner]:.2f} %) by {diff.format()} "
+                f"({diff.describe_method()}): resolved, the 95% CI excludes 0."
+            )
+        elif diff.n == 1:
+            text += (
+                f" by {diff.format()} (1 pair, no CI). **Not resolved at 1 seed**: one seed "
+                "gives no estimate of the seed-to-seed variance; run at least 2 more seeds."
+            )
+        else:
+            needed = comparison.seeds_needed()
+            text += (
+                f" by {diff.format()} ({diff.describe_method()}). "
+                f"**Not resolved at {_plural(diff.n, 'seed')}**: the 95% CI contains 0"
+            )
+            if math.isinf(needed):
+                text += "; the observed mean difference is 0, so no number of seeds would do."
+            else:
+                text += (
+                    f"; at the observed mean Δ {diff.mean:+.2f} and SD {diff.sd:.2f}, "
+                    f"{needed} paired seeds ({max(needed - diff.n, 0)} more) would give 80% "
+                    "power at α = 0.05."
+                )
+        lines.append(f"- {text}")
+        by_temperature = []
+        for temperature in sorted({t for _, t in cells}):
+            if (0.0, temperature) not in cells:
+                continue
+            for alpha in sorted(a for a, t in cells if t == temperature and a > 0):
+                diff = statistics.paired_difference(
+                    cells[(0.0, temperature)], cells[(alpha, temperature)]
+                )
+                if diff.n:
+                    by_temperature.append(
+                        f"T={_short(temperature)}, a={alpha:g}: {diff.format()} "
+                        f"({diff.describe_method()})"
+                    )
+        if by_temperature:
+            lines.append("  - teacher LS − no LS: " + "; ".join(by_temperature))
+    lines += [
+        "",
+        f"Accuracy: {which}-epoch {_metric_name(metric)} %. {statistics.CI_RULE} "
+        f"{SEEDS_NEEDED_FORMULA[0].upper()}{SEEDS_NEEDED_FORMULA[1:]}.",
+    ]
+    return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Tests of lskd_tf.analysis: every measure against a hand computation on small arrays."""
 
+import dataclasses
 import json
 import math
 import os
@@ -474,6 +475,23 @@ def test_figures_are_valid_png_files(tmp_path):
     _assert_png(plot_reliability_diagram(probs, rng.integers(0, 4, 50), tmp_path / "rel.png"))
     with pytest.raises(ValueError, match="must end in .png"):
         plot_reliability_diagram(probs, rng.integers(0, 4, 50), tmp_path / "rel.jpg")
+
+
+def test_projection_figure_uses_both_axes(tmp_path):
+    """Clusters spread 20x more along PC 1 than PC 2 still fill the panels' height (an
+    equal axis scaling drew them as a thin strip in the middle of an empty image)."""
+    rng = np.random.default_rng(0)
+    kernel, bias = _random_templates(rng)
+    labels = np.repeat([0, 1, 2], 50)
+    projection = penultimate_projection(kernel, bias, (0, 1, 2), rng.normal(size=(150, 6)), labels)
+    stretched = projection.train_points * np.array([20.0, 1.0])
+    projection = dataclasses.replace(projection, train_points=stretched)
+    path = plot_projection(projection, tmp_path / "p.png", class_names=["a", "b", "c"])
+    rgb = mpimg.imread(path)[..., :3]
+    coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 0.25  # class colours, not grey/black/white
+    rows = np.flatnonzero(coloured.any(axis=1))
+    legend_free = rows[rows < 0.85 * rgb.shape[0]]  # the legend sits at the bottom
+    assert legend_free.max() - legend_free.min() > 0.6 * rgb.shape[0]
 
 
 # ---------------------------------------------------------------- collection (TensorFlow)

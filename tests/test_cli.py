@@ -111,6 +111,15 @@ def test_results_table_matches_run_json(quick_study):
             assert float(row[f"best a={alpha}"]) == pytest.approx(
                 100 * info["best"]["val_top1"], abs=0.005
             )
+        # one seed: the paired LS − no-LS difference is a single value, without an interval
+        assert float(row["last Δ(LS−noLS)"]) == pytest.approx(
+            float(row["last a=0.1"]) - float(row["last a=0"]), abs=0.011
+        )
+        assert row["CI"] == "no CI, 1 pair"
+    assert "±" not in (study_dir / "results" / "students.csv").read_text()  # n = 1: one value
+    differences = pd.read_csv(study_dir / "results" / "differences.csv")
+    assert set(differences["n_pairs"]) == {1} and set(differences["ci_method"]) == {"none"}
+    assert "t-interval for < 20 paired seeds" in (study_dir / "results" / "students.md").read_text()
 
 
 def test_flagfile_round_trip(quick_study):

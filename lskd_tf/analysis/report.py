@@ -326,6 +326,51 @@ def _grid(rows: dict, columns: list, cell, row_title: str, column_title: str) ->
     return lines
 
 
+def verdict_section(entries: list[dict], which: str = "last") -> str:
+    """The verdict of `lskd_tf.results.verdict` for the students among report entries.
+
+    Each entry's `config` is its run.json contents; an entry whose config records no
+    accuracy (``last``/``best``) uses the analysis' `top1_accuracy` (measured on the same
+    last checkpoint) as its last-epoch accuracy. Entries without ``status`` count as
+    finished (only finished runs are analyzed).
+
+    Example:
+        >>> entries = [{"name": f"s{a}", "metrics": {"top1_accuracy": 0.5 + a},
+        ...             "config": {"kind": "student", "model": "m", "seed": 0,
+        ...                        "teacher_label_smoothing": a, "temperature": 1.0}}
+        ...            for a in (0.0, 0.1)]
+        >>> print(verdict_section(entries).splitlines()[0][:71])
+        - **m**: best cell teacher LS a=0.1, T=1 (60.00 % top-1, 1 seed), ahead
+    """
+    import pandas as pd
+
+    from lskd_tf import results
+
+    rows = []
+    for entry in _check_entries(entries):
+        config = dict(entry.get("config") or {})
+        config.setdefault("name", entry["name"])
+        config.setdefault("status", "finished")
+        if config.get("kind") is None:
+            config["kind"] = "student" if _is_student(entry) else "teacher"
+        row = results.run_row(config)
+        top1 = entry["metrics"].get("top1_accuracy")
+        if row.get("last_top1") is None and top1 is not None:
+            row["last_top1"] = 100.0 * float(top1)
+        rows.append(row)
+    return results.verdict(pd.DataFrame(rows), which=which)
+
+
+def _is_student(entry: dict) -> bool:
+    config = entry.get("config") or {}
+    return (
+        config.get("kind") == "student"
+        or config.get("temperature") is not None
+        or config.get("teacher_label_smoothing") is not None
+        or entry["metrics"].get("agreement") is not None
+    )
+
+
 def write_report(
     entries: list[dict],
     path: str | os.PathLike,
@@ -344,9 +389,11 @@ def write_report(
         title: the report's heading.
         tensorboard_logdir: if given, the Markdown is also logged there as a text summary.
 
-    Layout: one table of numbers with a row per run; then projections and reliability
-    diagrams, teachers side by side by label smoothing (0 vs 0.1), students in a grid of
-    temperature (rows) x teacher label smoothing (columns).
+    Layout: first a verdict (`verdict_section`: per student, the (teacher LS, T) cell the
+    data recommends against the runner-up, paired by seed with a 95% CI, or "not resolved"
+    with the seeds needed); then one table of numbers with a row per run; then projections
+    and reliability diagrams, teachers side by side by label smoothing (0 vs 0.1), students
+    in a grid of temperature (rows) x teacher label smoothing (columns).
     """
     entries = _check_entries(entries)
     path = os.fspath(path)
@@ -367,6 +414,10 @@ def write_report(
     lines = [
         f"# {title}",
         "",
+        "## Verdict",
+        "",
+        verdict_section(entries),
+        "",
         "## Numbers",
         "",
         "| " + " | ".join(header) + " |",
@@ -382,13 +433,7 @@ def write_report(
 
     teachers, students = [], []
     for entry in entries:
-        config = entry.get("config") or {}
-        is_student = (
-            config.get("temperature") is not None
-            or config.get("teacher_label_smoothing") is not None
-            or entry["metrics"].get("agreement") is not None
-        )
-        (students if is_student else teachers).append(entry)
+        (students if _is_student(entry) else teachers).append(entry)
 
     for figure, heading in (
         ("projection", "Penultimate-layer projections"),
