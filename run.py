@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, logging  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from lskd_tf import flags as lf  # noqa: E402  (defines every flag)
 
@@ -152,14 +152,32 @@ def main(argv) -> int:
                     tensorboard_dir=Path(env.tensorboard_dir) / env.study,
                 )  # fmt: skip
                 print(f"analysis report: {report}")
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         if os.environ.get("LSKD_DEBUG"):
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0
 
 
+def one_line(error: BaseException) -> str:
+    """The first line of an error, with the path and the reason for file-system errors."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot use{where}: {error.strerror} (check the path and its permissions)"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with invalid flags as one `error:` line and exit status 2."""
+    try:
+        return lf.FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {one_line(error)} (python run.py --helpfull lists every flag)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)

@@ -1,7 +1,10 @@
 """lskd_tf: label smoothing x knowledge distillation studies in Keras 3 / TensorFlow.
 
-The top-level names are imported lazily so that `import lskd_tf.analysis`
-(NumPy only) does not pay for importing TensorFlow.
+`import lskd_tf` registers every Keras class lskd_tf saves in `.keras` files (custom
+layers, losses, the learning-rate schedule, the `Distiller`), so that
+`keras.models.load_model("last.keras")` works after it; that imports TensorFlow.
+The other top-level names and subpackages (`lskd_tf.models`, `lskd_tf.data`,
+`lskd_tf.analysis`, ...) are imported on first use.
 """
 
 from __future__ import annotations
@@ -39,3 +42,12 @@ def __getattr__(name: str):
     if name in _SUBMODULES:  # `import lskd_tf` then `lskd_tf.models.get(...)`
         return importlib.import_module(f"lskd_tf.{name}")
     raise AttributeError(f"module 'lskd_tf' has no attribute {name!r}")
+
+
+def _register_keras_objects() -> None:
+    """Import the modules whose classes `.keras` checkpoints name (they register them)."""
+    for module in ("lskd_tf.models", "lskd_tf.losses", "lskd_tf.schedules", "lskd_tf.distiller"):
+        importlib.import_module(module)
+
+
+_register_keras_objects()

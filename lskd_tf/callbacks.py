@@ -77,13 +77,18 @@ class ResumeState(keras.callbacks.Callback):
         target: where this process writes (the same on the chief; a temporary
             directory on other workers, `lskd_tf.distribute.write_dir`).
         train_model: the compiled model `fit` trains (the model, or a `Distiller`).
+        saved_model: the model whose weights are the state (the teacher, or the
+            student: a `Distiller`'s frozen teacher is not copied into every epoch).
     """
 
-    def __init__(self, source: RunDir, target: RunDir, train_model: keras.Model):
+    def __init__(
+        self, source: RunDir, target: RunDir, train_model: keras.Model, saved_model: keras.Model
+    ):
         super().__init__()
         self.source = source
         self.target = target
         self.train_model = train_model
+        self.saved_model = saved_model
         self.history: list[dict] = []
 
     def restore(self) -> list[dict]:
@@ -91,14 +96,14 @@ class ResumeState(keras.callbacks.Callback):
         state = self.source.read_resume_state()
         if state is None:
             return self.history
-        if not self.train_model.optimizer.built:
-            self.train_model.optimizer.build(self.train_model.trainable_variables)
-        self.train_model.load_weights(self.source.resume_weights(state))
+        optimizer = self.train_model.optimizer
+        self.source.load_resume_state(state, self.saved_model, optimizer, self.train_model)
         self.history[:] = state["history"]
         return self.history
 
     def on_epoch_end(self, epoch, logs=None):
-        self.target.save_resume_state(self.train_model, self.history)
+        optimizer = self.train_model.optimizer
+        self.target.save_resume_state(self.saved_model, optimizer, self.history)
 
 
 class RunRecorder(keras.callbacks.Callback):

@@ -273,6 +273,15 @@ def check_same_on_all_workers(strategy: tf.distribute.Strategy, value: int, what
         )
 
 
+def barrier(strategy: tf.distribute.Strategy, what: str) -> None:
+    """Every worker waits here until all of them arrive (an all-reduce); one process: no-op.
+
+    Placed after the chief's last write of a run, so that no worker reads that run's
+    files (e.g. a teacher checkpoint) before they are complete.
+    """
+    check_same_on_all_workers(strategy, 0, what)
+
+
 class WorkerFailureError(RuntimeError):
     """A multi-worker run stopped because a peer died or stopped answering."""
 

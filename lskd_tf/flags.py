@@ -11,6 +11,8 @@ student from each at T = 1 and T = 4 (pure KD), in about 3.5 minutes on a
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 
 from absl import flags
 
@@ -192,6 +194,13 @@ WAIT_FOR_OTHERS = flags.DEFINE_bool(
     "wait_for_others", True,
     "study mode: when other processes hold runs of the study, wait for them before the summary.",
 )  # fmt: skip
+ON_CONFLICT = flags.DEFINE_enum(
+    "on_conflict", "error", ("error", "overwrite"),
+    "A run directory that holds a run with other settings (a changed flag): error = stop "
+    "before any training and say what differs; overwrite = move the old run to "
+    "<output_dir>/<study>/.replaced/ and train it again. Finished runs with the same "
+    "settings are always reused.",
+)  # fmt: skip
 VERBOSE = flags.DEFINE_integer("verbose", 1, "0: one line per run; 1: progress bars.")
 ANALYZE = flags.DEFINE_bool(
     "analyze", True, "study mode: write the analysis report of all runs at the end."
@@ -251,6 +260,9 @@ def _check_dataset(values):
 @flags.multi_flags_validator(["task", "teacher_models", "student_models", "pairs"])
 def _check_models(values):
     task = values["task"]
+    for name in ("teacher_models", "student_models"):
+        if not values["pairs"] and not values[name]:
+            raise flags.ValidationError(f"--{name} is empty: name at least one model")
     _validate_models(task, values["teacher_models"], "teacher_models")
     _validate_models(task, values["student_models"], "student_models")
     for value in values["pairs"]:
@@ -272,6 +284,8 @@ def _check_kd_loss(value):
 
 @flags.validator("temperatures")
 def _check_temperatures(values):
+    if not values:
+        raise flags.ValidationError("--temperatures is empty: name at least one T > 0")
     for value in _floats(values, "temperatures"):
         if not 0 < value < float("inf"):
             raise flags.ValidationError(f"temperatures must be > 0 and finite, got {value:g}")
@@ -280,6 +294,8 @@ def _check_temperatures(values):
 
 @flags.validator("teacher_smoothings")
 def _check_smoothings(values):
+    if not values:
+        raise flags.ValidationError("--teacher_smoothings is empty: name at least one, e.g. 0,0.1")
     for value in _floats(values, "teacher_smoothings"):
         if not 0 <= value < 1:
             raise flags.ValidationError(f"teacher smoothing must be in [0, 1), got {value:g}")
@@ -297,18 +313,62 @@ for _name in ("epochs", "teacher_epochs", "batch_size", "teacher_batch_size"):
     flags.register_validator(
         _name, lambda v: v is None or v >= 1, message=f"--{_name} must be >= 1"
     )
-for _name in ("lr", "teacher_lr"):
-    flags.register_validator(_name, lambda v: v is None or v > 0, message=f"--{_name} must be > 0")
-flags.register_validator("kd_weight", lambda v: v >= 0, message="--kd_weight must be >= 0")
-flags.register_validator("ce_weight", lambda v: v >= 0, message="--ce_weight must be >= 0")
+
+
+def _in_range(low: float, high: float = math.inf, *, low_open: bool = False):
+    """A validator: None, or a finite number in [low, high) ((low, high) if low_open)."""
+
+    def check(value) -> bool:
+        if value is None:
+            return True
+        above = value > low if low_open else value >= low
+        return math.isfinite(value) and above and value < high
+
+    return check
+
+
+for _name, _check, _says in (
+    ("lr", _in_range(0.0, low_open=True), "finite and > 0"),
+    ("teacher_lr", _in_range(0.0, low_open=True), "finite and > 0"),
+    ("momentum", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("decay_rate", _in_range(0.0, low_open=True), "finite and > 0"),
+    ("weight_decay", _in_range(0.0), "finite and >= 0"),
+    ("teacher_weight_decay", _in_range(0.0), "finite and >= 0"),
+    ("warmup_epochs", _in_range(0.0), "finite and >= 0"),
+    ("teacher_warmup_epochs", _in_range(0.0), "finite and >= 0"),
+    ("kd_weight", _in_range(0.0), "finite and >= 0"),
+    ("ce_weight", _in_range(0.0), "finite and >= 0"),
+    ("teacher_seed", _in_range(0, 2**31), "in [0, 2^31)"),
+    ("max_runs", _in_range(1), ">= 1"),
+    ("train_per_class", _in_range(1, 100_001), "in [1, 100000]"),
+    ("test_per_class", _in_range(1, 100_001), "in [1, 100000]"),
+):
+    flags.register_validator(_name, _check, message=f"--{_name} must be {_says}")
+
+
+def _non_negative_ints(values, name: str) -> bool:
+    if any(value < 0 for value in _ints(values or [], name)):
+        raise flags.ValidationError(f"--{name} must be integers >= 0, got {','.join(values)}")
+    return True
+
+
+@flags.validator("study")
+def _check_study(value):
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", value or ""):
+        raise flags.ValidationError(
+            f"--study must be a plain name (letters, digits, _ . -; at most 100; not a "
+            f"path), got {value!r}: runs go to <output_dir>/<study>/"
+        )
+    return True
+
+
 flags.register_validator("cache_views", lambda v: v >= 1, message="--cache_views must be >= 1")
 flags.register_validator(
     "cache_topk", lambda v: v >= 0, message="--cache_topk must be >= 0 (0 keeps all logits)"
 )
 flags.register_validator("seeds", lambda v: bool(_ints(v, "seeds")), message="--seeds is empty")
-flags.register_validator(
-    "milestones", lambda v: _ints(v, "milestones") is not None, message="bad --milestones"
-)
+for _name in ("seeds", "milestones", "teacher_milestones"):
+    flags.register_validator(_name, lambda v, name=_name: _non_negative_ints(v, name))
 flags.register_validator(
     "profile_batches",
     lambda v: v is None or len(_ints(v, "profile_batches")) == 2,
@@ -418,6 +478,7 @@ def run_env(strategy=None) -> RunEnv:
     return RunEnv(
         output_dir=OUTPUT_DIR.value, study=STUDY.value, tensorboard_dir=TENSORBOARD_DIR.value,
         strategy=strategy, mixed_precision=MIXED_PRECISION_FLAG.value,
+        on_conflict=ON_CONFLICT.value,
         profile_batches=tuple(_ints(profile, "profile_batches")) if profile else None,
     )  # fmt: skip
 

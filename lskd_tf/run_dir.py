@@ -25,6 +25,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from lskd_tf import atomic
 
 RUN_JSON = "run.json"
@@ -101,12 +103,16 @@ class RunDir:
         if not self.run_json.exists():
             return None
         try:
-            return json.loads(self.run_json.read_text())
-        except json.JSONDecodeError as error:
+            info = json.loads(self.run_json.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            info = error
+        if not isinstance(info, dict):
+            reason = f"not valid JSON: {info}" if isinstance(info, Exception) else "not a record"
             raise ValueError(
-                f"{self.run_json} is not valid JSON ({error}); delete the run directory "
-                f"{self.path} to retrain that run"
-            ) from None
+                f"{self.run_json} is {reason}; delete the run directory {self.path} to retrain "
+                "that run (or restore the file)"
+            )
+        return info
 
     def write(self, info: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -153,27 +159,53 @@ class RunDir:
 
     # ------------------------------------------------------------------ resume state
 
-    def save_resume_state(self, train_model, history: list[dict]) -> None:
-        """Weights + optimizer state of the finished epoch, then the JSON that points to them.
+    def save_resume_state(self, model, optimizer, history: list[dict]) -> None:
+        """The finished epoch's training state, then the JSON that points to it.
 
-        The JSON is the commit point: a kill before it is written leaves the previous
-        epoch's complete state in place.
+        The state is the trained model's weights (BatchNorm statistics included), the
+        optimizer's variables (iterations, momenta, loss scale) and the history. A
+        student's frozen teacher is not saved again: it is read from its checkpoint. The
+        JSON is the commit point: a kill before it is written leaves the previous epoch's
+        complete state in place.
         """
+        import keras
+
         self.resume_dir.mkdir(parents=True, exist_ok=True)
-        weights = self.resume_dir / f"epoch{len(history):04d}.weights.h5"
-        atomic.save_weights(train_model, weights)
-        state = {"epoch": len(history), "weights": weights.name, "history": history}
+        stem = f"epoch{len(history):04d}"
+        weights = self.resume_dir / f"{stem}.weights.h5"
+        slots = self.resume_dir / f"{stem}.optimizer.npz"
+        atomic.save_weights(model, weights)
+        values = [keras.ops.convert_to_numpy(v) for v in optimizer.variables]
+        atomic.replace_with(slots, lambda path: np.savez(path, *values))
+        state = {"epoch": len(history), "weights": weights.name, "optimizer": slots.name,
+                 "history": history}  # fmt: skip
         atomic.write_json(self.resume_dir / RESUME_STATE, state, indent=1)
-        for old in self.resume_dir.glob("epoch*.weights.h5"):
-            if old != weights:
+        for old in self.resume_dir.glob("epoch*"):
+            if old not in (weights, slots):
                 old.unlink()
 
     def read_resume_state(self) -> dict | None:
         path = self.resume_dir / RESUME_STATE
         return json.loads(path.read_text()) if path.exists() else None
 
-    def resume_weights(self, state: dict) -> Path:
-        return self.resume_dir / state["weights"]
+    def load_resume_state(self, state: dict, model, optimizer, train_model) -> None:
+        """Put a saved state back into ``model`` and ``optimizer`` (built on ``train_model``)."""
+        if not optimizer.built:
+            optimizer.build(train_model.trainable_variables)
+        if "optimizer" not in state:  # written by lskd_tf < 0.2: the whole training model
+            train_model.load_weights(self.resume_dir / state["weights"])
+            return
+        model.load_weights(self.resume_dir / state["weights"])
+        with np.load(self.resume_dir / state["optimizer"]) as saved:
+            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(values) != len(optimizer.variables):
+            raise ValueError(
+                f"the resume state in {self.resume_dir} has {len(values)} optimizer variables "
+                f"but this optimizer has {len(optimizer.variables)} (another optimizer or "
+                "model); delete the run directory to retrain"
+            )
+        for variable, value in zip(optimizer.variables, values):
+            variable.assign(value)
 
 
 def _number(text: str):

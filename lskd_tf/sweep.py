@@ -2,9 +2,9 @@
 
 Several processes (or machines on a shared file system) can run the same study
 at once: before training a run, a process *claims* its directory (`lskd_tf.claims`:
-an ``O_EXCL`` file with a heartbeat, taken over when stale). A student waits for
-its teacher: if
-the teacher is being trained elsewhere, the student is left for a later pass.
+a lock that dies with its process, plus a heartbeat file for other hosts). A student
+waits for its teacher: if the teacher is being trained elsewhere, the student is left
+for a later pass.
 
 Under `MultiWorkerMirroredStrategy` the workers of one job run the study's
 runs together, in order, without claims (one cluster = one process).
@@ -15,37 +15,18 @@ next start and interrupted ones resume from their last finished epoch.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import keras
-
 from lskd_tf import distribute
-from lskd_tf.claims import release, touch, try_claim
-from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, run, write_hparams_config
+from lskd_tf.claims import release, try_claim
+from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, identity, run, write_hparams_config
 from lskd_tf.run_dir import RunDir
 
 
 def is_finished(run_dir: Path) -> bool:
     return RunDir(run_dir).is_finished()
-
-
-class Heartbeat(keras.callbacks.Callback):
-    """Refreshes the run's claim at most every ``every_s`` seconds while training."""
-
-    def __init__(self, run_dir: Path, every_s: float = 30.0):
-        super().__init__()
-        self.run_dir = run_dir
-        self.every_s = every_s
-        self.last = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.time()
-        if now - self.last > self.every_s:
-            self.last = now
-            touch(self.run_dir)
 
 
 def run_study(
@@ -72,9 +53,17 @@ def run_study(
             so the caller can summarize the complete study.
         poll_s, stale_after_s: polling period and claim staleness threshold.
     """
+    cluster = env.strategy is not None and distribute.is_multi_worker(env.strategy)
+    if cluster and env.on_conflict != "error":
+        raise ValueError(
+            "on_conflict=overwrite is not supported in a multi-worker job (the workers would "
+            "race to move runs); resolve conflicts with a one-process run first"
+        )
+    for spec in specs:  # before any training: a changed setting never reuses an old run
+        identity.check(spec, env, on_conflict=env.on_conflict)
     if distribute.is_chief(env.strategy):
         write_hparams_config(env, specs)
-    if env.strategy is not None and distribute.is_multi_worker(env.strategy):
+    if cluster:
         return _run_in_cluster(specs, env, on_run_start, on_run_end)
     done_here = 0
     while True:
@@ -94,9 +83,7 @@ def run_study(
             try:
                 if on_run_start:
                     on_run_start(spec, run_dir)
-                heartbeat = Heartbeat(run_dir)
-                env_with_heartbeat = _with_callbacks(env, heartbeat)
-                run(spec, env_with_heartbeat)
+                run(spec, env)  # the claim's own thread keeps its heartbeat
                 if on_run_end:
                     on_run_end(spec, run_dir)
             finally:
@@ -127,7 +114,3 @@ def _run_in_cluster(specs, env, on_run_start, on_run_end) -> list[Path]:
         if on_run_end and chief:
             on_run_end(spec, run_dir)
     return [env.run_dir(s) for s in specs]
-
-
-def _with_callbacks(env: RunEnv, *callbacks) -> RunEnv:
-    return dataclasses.replace(env, callbacks=tuple(env.callbacks) + tuple(callbacks))

@@ -239,7 +239,7 @@ def run_training(
     steps_per_epoch = steps_in(epoch_fn(0), config)
 
     keras.utils.set_random_seed(config.seed)
-    resume = ResumeState(run, out, train_model)
+    resume = ResumeState(run, out, train_model, saved_model)
     with strategy.scope():
         compile_fn(make_optimizer(config, steps_per_epoch))
         history = resume.restore()
@@ -295,6 +295,8 @@ def run_training(
     finally:
         recorder.close()
     recorder.finish()
+    # Multi-worker: nobody moves on (e.g. to load this teacher) before the chief wrote it.
+    distribute.barrier(strategy, f"the end of {info['name']}")
     distribute.discard_write_dir(out.path, run.path)
     print(summary_line(info), flush=True)  # one line per finished run, even with verbose=0
     return RunResult(run.path, saved_model, history, info["best"], info["last"])

@@ -187,12 +187,16 @@ def test_unknown_task_names_fail_in_one_line():
         experiment.plan_study(toy_study(teacher_models=("resnet20",)))
 
 
-def test_import_lskd_tf_reaches_every_subpackage():
+def test_import_lskd_tf_reaches_every_subpackage(tmp_path):
     import subprocess
     import sys
 
+    checkpoint = tmp_path / "resnet8.keras"
+    code = f"import lskd_tf, keras\nlskd_tf.models.get('resnet8', 10).save({str(checkpoint)!r})\n"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     code = (
-        "import lskd_tf\n"
+        "import lskd_tf, keras\n"  # a fresh process: import lskd_tf alone registers the layers
+        f"keras.models.load_model({str(checkpoint)!r})\n"
         "print(lskd_tf.models.get('resnet8', 10).count_params())\n"
         "print(lskd_tf.data.available()[0])\n"
         "print(lskd_tf.analysis.expected_calibration_error.__name__)\n"

@@ -82,5 +82,6 @@ def write_hparams_config(env: RunEnv, specs: Sequence[RunSpec]) -> None:
         for group in ("validation", "train")
     ]
     logdir = Path(env.tensorboard_dir) / env.study
+    logdir.mkdir(parents=True, exist_ok=True)  # a clear OSError when it cannot be
     with tf.summary.create_file_writer(str(logdir)).as_default():
         hp.hparams_config(hparams=hparams, metrics=metrics)

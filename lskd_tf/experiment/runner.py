@@ -11,26 +11,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf import tasks
+from lskd_tf import distribute, tasks
+from lskd_tf.checksums import weights_sha256
+from lskd_tf.experiment import identity
 from lskd_tf.experiment.planning import hparams_of
 from lskd_tf.experiment.specs import DataSpec, RunEnv, RunSpec, StudentSpec, TeacherSpec
 from lskd_tf.run_dir import RunDir
 from lskd_tf.training import RunResult, distill_student, train_teacher
-
-
-def _check_same_run(run: RunDir, spec: RunSpec) -> None:
-    """Refuse to resume a run directory that holds a different experiment."""
-    previous = run.read()
-    recorded = previous.get("spec") if previous else None
-    if recorded and recorded != spec.record():
-        changed = sorted(
-            key for key in set(recorded) | set(spec.record())
-            if recorded.get(key) != spec.record().get(key)
-        )  # fmt: skip
-        raise ValueError(
-            f"{run.path} already holds a run with another configuration (differs in: "
-            f"{', '.join(changed)}); choose another --study or --output_dir"
-        )
 
 
 def _build(task: tasks.Task, spec: RunSpec, info, strategy) -> keras.Model:
@@ -55,7 +42,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
     task = tasks.get(spec.task)
     info = task.dataset_info(spec.data)
     run_dir = RunDir(env.run_dir(spec))
-    _check_same_run(run_dir, spec)
+    found = identity.check(spec, env, on_conflict=env.on_conflict)
     metrics = task.metrics()
     options = dict(
         run_dir=run_dir,
@@ -66,12 +53,15 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
         callbacks=env.callbacks,
         metrics=metrics,
         monitor=task.monitor,
-        run_info={
-            "spec": spec.record(),
-            **spec.record(),
-            "data": dataclasses.asdict(spec.data),
-            "dataset_info": info.to_dict(),
-        },
+        run_info=identity.with_identity(
+            {
+                "spec": spec.record(),
+                **spec.record(),
+                "data": dataclasses.asdict(spec.data),
+                "dataset_info": info.to_dict(),
+            },
+            found,
+        ),
     )
     batch_size = spec.train.batch_size
     train_fn = task.train_fn(spec.data, batch_size=batch_size, seed=spec.seed)
@@ -87,7 +77,14 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
     with strategy.scope():
         teacher = task.load_model(path, info)
     student = _build(task, spec, info, strategy)
-    options["run_info"]["teacher_checkpoint_used"] = str(path)
+    teacher_hash = weights_sha256(teacher)
+    # Every worker of a multi-worker job must distill from the very same teacher.
+    distribute.check_same_on_all_workers(
+        strategy, int(teacher_hash[:12], 16), f"the teacher's weights (read from {path})"
+    )
+    options["run_info"].update(
+        teacher_checkpoint_used=str(path), teacher_weights_sha256=teacher_hash
+    )
     if spec.teacher_cache is not None:
         train_fn, described = task.cached_train_fn(
             teacher, path, spec.teacher_cache, spec.data, batch_size=batch_size,

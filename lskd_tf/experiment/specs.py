@@ -46,7 +46,9 @@ class DataSpec:
         return cls(**recorded)
 
 
-def _check_task(task: str, model: str, data: DataSpec) -> tasks.Task:
+def _check_task(task: str, model: str, data: DataSpec, seed: int) -> tasks.Task:
+    if not 0 <= int(seed) < 2**31:
+        raise ValueError(f"seed must be in [0, 2^31), got {seed}")
     found = tasks.get(task)
     found.check_model(model)  # unknown names: a clear error listing the choices
     found.check_dataset(data)
@@ -66,7 +68,7 @@ class TeacherSpec:
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
 
     def __post_init__(self):
-        _check_task(self.task, self.model, self.data)
+        _check_task(self.task, self.model, self.data, self.seed)
         validate_smoothing(self.label_smoothing, self.smoothing, name="label_smoothing")
 
     kind = "teacher"
@@ -103,7 +105,7 @@ class StudentSpec:
     first use beside the teacher's checkpoint; None runs the teacher every step."""
 
     def __post_init__(self):
-        task = _check_task(self.task, self.model, self.data)
+        task = _check_task(self.task, self.model, self.data, self.seed)
         if (self.teacher is None) == (self.teacher_checkpoint is None):
             raise ValueError("a student needs exactly one of: a teacher spec, a teacher_checkpoint")
         if self.use_teacher not in TEACHER_CHECKPOINTS:
@@ -214,8 +216,14 @@ class RunEnv:
     mixed_precision: str = "float32"
     profile_batches: tuple[int, int] | None = None
     callbacks: tuple = ()
+    on_conflict: str = "error"
+    """What to do with a run directory holding a run with other settings: ``"error"``
+    (stop and say what differs) or ``"overwrite"`` (move it aside, train again); see
+    `lskd_tf.experiment.identity`."""
 
     def __post_init__(self):
+        if self.on_conflict not in ("error", "overwrite"):
+            raise ValueError(f"on_conflict must be error or overwrite, got {self.on_conflict!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"unknown mixed_precision {self.mixed_precision!r}; "

@@ -105,9 +105,16 @@ class Task:
     def load_model(self, path: str | os.PathLike, info: Any) -> keras.Model:
         """A saved model (a `.keras` file), checked against the dataset ``info``."""
         path = Path(path)
-        if not path.exists():
+        if not path.is_file():
             raise ValueError(f"checkpoint {path} does not exist; pass a .keras file from a run dir")
-        return keras.models.load_model(path)
+        try:
+            return keras.models.load_model(path)
+        except Exception as error:  # noqa: BLE001 - zip, h5 and Keras errors alike
+            reason = " ".join(str(error).split())[:200]
+            raise ValueError(
+                f"cannot read checkpoint {path} ({type(error).__name__}: {reason}); pass a "
+                "complete .keras file (best.keras or last.keras of a finished run)"
+            ) from None
 
     # ------------------------------------------------------------------ training
 

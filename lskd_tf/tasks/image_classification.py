@@ -79,6 +79,12 @@ class ImageClassification(tasks.Task):
         from lskd_tf import teacher_cache
 
         teacher_cache.check_dataset(cache, data.name, dict(data.options))
+        classes = self.dataset_info(data).num_classes
+        if cache.topk >= classes:
+            raise ValueError(
+                f"cache topk must be < the {classes} classes of {data.name}, got {cache.topk} "
+                "(0 keeps all logits)"
+            )
 
     def cached_train_fn(
         self, teacher: keras.Model, teacher_path: Path, cache, data, *, batch_size: int,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from lskd_tf import atomic, claims, data
+from lskd_tf.checksums import weights_sha256
 from lskd_tf.distiller import with_teacher_logits
 from lskd_tf.teacher_cache.spec import CacheSpec
 
@@ -25,14 +25,6 @@ DEFAULT_SPEC = CacheSpec()
 
 class StaleCacheError(ValueError):
     """A teacher cache that does not belong to this teacher, data or augmentation."""
-
-
-def weights_sha256(model: keras.Model) -> str:
-    """SHA-256 of all of a model's weights (BatchNorm statistics included)."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, content: dict) -> None:
@@ -420,9 +412,10 @@ def build(
         max_images: stop after this many new images, leaving a resumable cache (None:
             finish). Returns None when stopped early.
         poll_s, stale_after_s: several processes may ask for the same cache (a sweep,
-            multi-worker jobs): one claims the directory (`lskd_tf.claims`) and builds,
-            the others wait; a claim whose heartbeat is older than ``stale_after_s`` is
-            taken over and the build resumes.
+            multi-worker jobs): one claims the directory (`lskd_tf.claims`: its heartbeat
+            thread keeps the claim alive however long the build takes) and builds, the
+            others wait; a claim whose process died, or another host's whose heartbeat is
+            older than ``stale_after_s``, is taken over and the build resumes.
 
     Returns the opened `TeacherCache`. A directory holding a cache for something else
     raises `StaleCacheError` and is left untouched.
@@ -514,11 +507,8 @@ def _fill(teacher, state: _Building, start: int, stop: int, batch_size, flush_ev
     )
     forward = tf.function(lambda images: teacher(images, training=False))
     pending_logits, pending_labels = [], []
-    written, started, beat = start, time.time(), time.time()
+    written, started = start, time.time()  # the claim's thread keeps its heartbeat
     for images, labels in batches:
-        if time.time() - beat > 30:
-            claims.touch(state.directory)  # heartbeat: the build is alive
-            beat = time.time()
         pending_logits.append(keras.ops.convert_to_numpy(forward(images)).astype(np.float32))
         pending_labels.append(labels.numpy())
         rows = sum(len(chunk) for chunk in pending_labels)

@@ -1,0 +1,140 @@
+"""A run's identity: everything that changes its result, and what to do when it changed.
+
+A run directory is reused (skipped when finished, resumed when interrupted) only when
+the run it holds has exactly the identity of the run asked for. The identity is:
+
+* the spec's record (task, model, dataset, label smoothing, every `DistillSpec` field,
+  the seed, the teacher run or checkpoint, the teacher cache when it changes training);
+* every `TrainConfig` field but the display-only ``verbose``;
+* the dataset and its options (not where it is stored: ``data_dir``, ``download``,
+  ``cache`` do not change the examples);
+* the mixed-precision policy;
+* for a student, its teacher's identity (a study's teacher run: retraining the teacher
+  with other settings makes new students) or the SHA-256 of the teacher checkpoint file.
+
+Its SHA-256 (`fingerprint`) is recorded in run.json beside it. A mismatch raises
+`RunConflictError` naming the run, each setting that differs (old → new) and the ways
+out: another study name, or ``on_conflict="overwrite"``, which moves the old run aside
+to ``<study>/.replaced/`` (nothing is deleted) and trains it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from lskd_tf.checksums import file_sha256
+from lskd_tf.experiment.specs import RunEnv, RunSpec, TeacherSpec
+from lskd_tf.run_dir import RunDir
+
+ON_CONFLICT = ("error", "overwrite")
+REPLACED_DIR = ".replaced"
+
+
+class RunConflictError(ValueError):
+    """A run directory holds a run with other settings than the one asked for."""
+
+
+def identity(spec: RunSpec, env: RunEnv) -> dict:
+    """Everything that changes the run's result (see the module docstring)."""
+    train = {k: v for k, v in spec.train.to_dict().items() if k != "verbose"}
+    found = {
+        **spec.record(),
+        "train": train,
+        "data": {"name": spec.data.name, "options": [list(o) for o in spec.data.options]},
+        "mixed_precision": env.mixed_precision,
+    }
+    if isinstance(spec, TeacherSpec):
+        return _canonical(found)
+    found["use_teacher"] = spec.use_teacher
+    if spec.teacher is not None:
+        found["teacher"] = identity(spec.teacher, env)
+    else:
+        path = Path(spec.teacher_checkpoint)
+        if not path.exists():
+            raise ValueError(
+                f"teacher checkpoint {path} does not exist; pass a .keras file from a run dir"
+            )
+        found["teacher"] = {"checkpoint_sha256": file_sha256(path)}
+    return _canonical(found)
+
+
+def _canonical(value: dict) -> dict:
+    """As it reads back from run.json (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def fingerprint(found: dict) -> str:
+    """The identity's SHA-256 (of its canonical JSON)."""
+    return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def differences(old: dict | None, new: dict) -> list[str]:
+    """``setting: old → new`` for each setting that differs (all of them when old is None)."""
+    if old is None:
+        return ["(the run was recorded without its identity by an older lskd_tf)"]
+    before, after = _flat(old), _flat(new)
+    return [
+        f"{key}: {before.get(key, '(unset)')} → {after.get(key, '(unset)')}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+
+def check(spec: RunSpec, env: RunEnv, *, on_conflict: str = "error") -> dict:
+    """The run's identity, after making sure its directory holds this run or nothing.
+
+    Raises `RunConflictError` when the directory holds a run with another identity
+    (``on_conflict="error"``), or moves that run to ``<study>/.replaced/<run>-<time>``
+    (``"overwrite"``) so it is trained again.
+    """
+    if on_conflict not in ON_CONFLICT:
+        choices = ", ".join(ON_CONFLICT)
+        raise ValueError(f"on_conflict must be one of {choices}, got {on_conflict!r}")
+    wanted = identity(spec, env)
+    run = RunDir(env.run_dir(spec))
+    recorded = run.read()
+    if recorded is None or recorded.get("identity") == wanted:
+        return wanted
+    if on_conflict == "overwrite":
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target = env.study_dir / REPLACED_DIR / f"{run.name}-{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run.path), str(target))
+        print(f"moved the old run {run.name} (other settings) to {target}", flush=True)
+        return wanted
+    changed = differences(recorded.get("identity"), wanted)
+    shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    raise RunConflictError(
+        f"run {run.name} in {run.path.parent} was trained with other settings ({shown}); "
+        "to keep it, run under another name (--study=NEW); to retrain it, pass "
+        f"--on_conflict=overwrite (the old run moves to {env.study_dir / REPLACED_DIR})"
+    )
+
+
+def with_identity(run_info: dict, found: dict) -> dict:
+    """``run_info`` plus the identity and its fingerprint, as run.json records them."""
+    return {**run_info, "identity": found, "fingerprint": fingerprint(found)}
+
+
+__all__ = [
+    "ON_CONFLICT",
+    "RunConflictError",
+    "check",
+    "differences",
+    "fingerprint",
+    "identity",
+    "with_identity",
+]

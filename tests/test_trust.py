@@ -1,0 +1,245 @@
+"""Trustworthy re-runs: a changed setting never reuses a run, bad input never loses data.
+
+Everything goes through run.py's own entry points in this process: `parse_flags` (flag
+errors: one `error:` line, exit 2) and `main`.
+"""
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from conftest import StopAtEpoch
+
+from lskd_tf import experiment, sweep
+from lskd_tf import flags as lf
+from lskd_tf.run_dir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("run_trust", ROOT / "run.py")
+run_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_cli)
+
+TINY = ["--train_per_class=2", "--test_per_class=1", "--epochs=1", "--teacher_epochs=1",
+        "--teacher_models=resnet8", "--temperatures=4", "--teacher_smoothings=0",
+        "--verbose=0", "--analyze=false", "--export=false"]  # fmt: skip
+
+
+def cli(*argv) -> int:
+    """run.py with these arguments, in this process: its exit status."""
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        try:
+            run_cli.parse_flags(["run.py", *argv])
+        except SystemExit as exit_:
+            return exit_.code
+        return run_cli.main(["run.py"])
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root with the SHA-256 of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished tiny study: one teacher, one student."""
+    root = tmp_path_factory.mktemp("trust")
+    args = [f"--output_dir={root}/runs", f"--tensorboard_dir={root}/tb", *TINY]
+    assert cli(*args) == 0
+    return root, args
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    "changed, says",
+    [
+        ("--teacher_epochs=2", "train.epochs: 1 → 2"),
+        ("--epochs=2", "train.epochs: 1 → 2"),
+        ("--lr=0.05", "train.learning_rate: 0.1 → 0.05"),
+        ("--momentum=0.5", "train.momentum: 0.9 → 0.5"),
+        ("--nesterov", "train.nesterov: False → True"),
+        ("--weight_decay=0.001", "train.weight_decay: 0.0005 → 0.001"),
+        ("--schedule=step", "train.schedule: cosine → step"),
+        ("--warmup_epochs=0.5", "train.warmup_epochs: 0.0 → 0.5"),
+        ("--batch_size=64", "train.batch_size: 128 → 64"),
+        ("--steps_per_epoch=1", "train.steps_per_epoch: None → 1"),
+        ("--jit_compile", "train.jit_compile: False → True"),
+        ("--train_per_class=3", "data.options"),
+        ("--mixed_precision=mixed_bfloat16", "mixed_precision: float32 → mixed_bfloat16"),
+        ("--t2_scaling=false", "t2_scaling: True → False"),
+        ("--use_teacher=best", "use_teacher: last → best"),
+    ],
+)
+def test_a_changed_setting_is_refused_before_training(study, capsys, changed, says):
+    root, args = study
+    before = snapshot(root / "runs")
+    assert cli(*args, changed) == 2
+    line = one_error_line(capsys)
+    assert "was trained with other settings" in line and says in line
+    assert "--study=NEW" in line and "--on_conflict=overwrite" in line
+    assert snapshot(root / "runs") == before  # nothing trained, nothing lost
+
+
+def test_a_retrained_teacher_does_not_keep_its_old_students(study, tmp_path, capsys):
+    root, args = study
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs", runs)
+    args = [a for a in args if not a.startswith("--output_dir")] + [f"--output_dir={runs}"]
+    assert cli(*args, "--teacher_epochs=2", "--on_conflict=overwrite") == 0
+    replaced = sorted(p.name.rsplit("-", 2)[0] for p in (runs / "quick" / ".replaced").iterdir())
+    assert replaced == [
+        "student-resnet8-T4-seed0-from-resnet8-ls0-seed0", "teacher-resnet8-ls0-seed0"
+    ]  # fmt: skip
+    for run in ("teacher-resnet8-ls0-seed0", "student-resnet8-T4-seed0-from-resnet8-ls0-seed0"):
+        info = RunDir(runs / "quick" / run).read()
+        assert info["status"] == "finished"
+    teacher = RunDir(runs / "quick" / "teacher-resnet8-ls0-seed0").read()
+    student = RunDir(runs / "quick" / "student-resnet8-T4-seed0-from-resnet8-ls0-seed0").read()
+    assert teacher["train"]["epochs"] == 2 and student["identity"]["teacher"] == teacher["identity"]
+    assert cli(*args, "--teacher_epochs=2") == 0  # the same settings again: all reused
+
+
+def test_an_interrupted_run_refuses_to_resume_with_other_settings(tmp_path, capsys):
+    args = [f"--output_dir={tmp_path}", f"--tensorboard_dir={tmp_path}/tb", *TINY, "--epochs=3"]
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *args])
+        specs = experiment.plan_study(lf.study_spec())
+        env = lf.run_env()
+    killed = experiment.RunEnv(**{**env.__dict__, "callbacks": (StopAtEpoch(1),)})
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_study(specs, killed)
+    student = RunDir(env.run_dir(specs[1]))
+    assert student.status() == "interrupted"
+    before = snapshot(tmp_path)
+    assert cli(*args[:-1], "--epochs=4", "--lr=0.01", "--teacher_lr=0.1") == 2
+    line = one_error_line(capsys)
+    assert "train.epochs: 3 → 4" in line and "train.learning_rate: 0.1 → 0.01" in line
+    assert snapshot(tmp_path) == before
+    assert cli(*args) == 0  # the same settings resume it
+    assert student.is_finished() and len(student.read_history()) == 3
+
+
+def test_distilling_from_another_checkpoint_is_another_run(study, tmp_path, capsys):
+    root, _ = study
+    teacher = root / "runs" / "quick" / "teacher-resnet8-ls0-seed0" / "last.keras"
+    copy = tmp_path / "teacher.keras"
+    shutil.copy(teacher, copy)
+    args = [f"--output_dir={tmp_path}/runs", f"--tensorboard_dir={tmp_path}/tb", *TINY,
+            "--mode=distill", f"--teacher_checkpoint={copy}"]  # fmt: skip
+    assert cli(*args) == 0
+    shutil.copy(root / "runs" / "quick" / "teacher-resnet8-ls0-seed0" / "best.keras", copy)
+    other = root / "runs" / "quick" / "student-resnet8-T4-seed0-from-resnet8-ls0-seed0"
+    shutil.copy(other / "last.keras", copy)  # same path, other weights
+    assert cli(*args) == 2
+    assert "teacher.checkpoint_sha256" in one_error_line(capsys)
+
+
+def test_a_diverging_run_is_recorded_as_failed(tmp_path, capsys):
+    args = [f"--output_dir={tmp_path}", f"--tensorboard_dir={tmp_path}/tb", *TINY,
+            "--lr=1e30", "--mode=teacher", "--teacher_epochs=4"]  # fmt: skip
+    assert cli(*args) == 2
+    line = one_error_line(capsys)
+    assert "the loss of epoch" in line and "marked failed" in line
+    info = RunDir(tmp_path / "quick" / "teacher-resnet8-ls0-seed0").read()
+    assert info["status"] == "failed" and "NonFiniteLossError" in info["error"]
+
+
+BAD_FLAGS = [
+    "--lr=inf", "--lr=nan", "--lr=-1", "--teacher_lr=0", "--momentum=nan", "--momentum=1",
+    "--decay_rate=nan", "--decay_rate=0", "--warmup_epochs=nan", "--warmup_epochs=-1",
+    "--teacher_warmup_epochs=inf", "--weight_decay=-1", "--weight_decay=inf",
+    "--temperatures=inf", "--temperatures=0", "--temperatures=a", "--kd_weight=inf",
+    "--kd_weight=-1", "--ce_weight=nan", "--milestones=-5", "--milestones=x",
+    "--teacher_milestones=2,-1", "--seeds=-1", "--seeds=", "--teacher_seed=-1",
+    "--max_runs=0", "--epochs=0", "--teacher_epochs=1e22", "--batch_size=0",
+    "--train_per_class=0", "--train_per_class=1e9", "--test_per_class=0",
+    "--teacher_smoothings=1", "--student_smoothing=1", "--smoothing=shen", "--dataset=mnist",
+    "--teacher_models=resnet9", "--student_models=", "--pairs=resnet8", "--task=speech",
+    "--kd_loss=l2", "--mode=train", "--strategy=gpu", "--mixed_precision=fp8",
+    "--optimizer=lamb", "--schedule=poly", "--cache_views=0", "--cache_topk=-1",
+    "--teacher_cache=all", "--profile_batches=3", "--study=../../x", "--study=a/b",
+    "--study=", "--on_conflict=merge", "--unknown_flag=1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_FLAGS)
+def test_bad_flags_fail_in_one_line_and_lose_nothing(study, capsys, bad):
+    root, args = study
+    before = snapshot(root)
+    assert cli(*args, bad) == 2
+    line = one_error_line(capsys)
+    name = bad.split("=")[0].lstrip("-")
+    assert name in line or "unknown" in line.lower()
+    assert snapshot(root) == before
+
+
+def test_bad_values_the_flags_cannot_see_fail_before_any_work(study, tmp_path, capsys):
+    root, args = study
+    cases = [
+        (["--kd_weight=0", "--ce_weight=0"], "nothing to train on"),
+        (["--teacher_cache=exact", "--cache_topk=100"], "topk"),
+        (["--mode=evaluate"], "--checkpoint"),
+        (
+            ["--mode=export", f"--checkpoint={tmp_path}/none.keras", f"--export_dir={tmp_path}/e"],
+            "does not exist",
+        ),
+        (["--mode=results", f"--run_dirs={tmp_path}/nothing"], "no runs found"),
+    ]
+    for extra, says in cases:
+        before = snapshot(root)
+        assert cli(*args, *extra) == 2, extra
+        assert says in one_error_line(capsys), extra
+        assert snapshot(root) == before
+
+
+def test_bad_files_and_directories_fail_in_one_line(study, tmp_path, capsys):
+    root, args = study
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    truncated = tmp_path / "truncated.keras"
+    teacher = root / "runs" / "quick" / "teacher-resnet8-ls0-seed0" / "last.keras"
+    truncated.write_bytes(teacher.read_bytes()[:1000])
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    cases = [
+        ([f"--output_dir={not_a_dir}"], "file"),
+        ([f"--tensorboard_dir={not_a_dir}"], "file"),
+        ([f"--output_dir={tmp_path / ('x' * 300)}"], "name too long"),
+        (["--mode=distill", f"--teacher_checkpoint={truncated}"], "truncated.keras"),
+        (["--mode=distill", f"--teacher_checkpoint={not_a_dir}"], "file"),
+    ]
+    if os.geteuid() != 0:  # root may write anywhere
+        cases.append(([f"--output_dir={read_only}"], "ermission"))
+    for extra, says in cases:
+        assert cli(*args, *extra) == 2, extra
+        line = one_error_line(capsys)
+        assert says in line, (extra, line)
+    garbage = tmp_path / "garbage"
+    shutil.copytree(root / "runs", garbage)
+    run_json = garbage / "quick" / "teacher-resnet8-ls0-seed0" / "run.json"
+    for content in ("not json", "[1, 2]"):
+        run_json.write_text(content)
+        for mode in ("study", "results"):
+            assert cli(*args, f"--output_dir={garbage}", f"--mode={mode}") == 2
+            line = one_error_line(capsys)
+            assert str(run_json) in line and "delete the run directory" in line
+        assert run_json.read_text() == content  # never overwritten

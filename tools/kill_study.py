@@ -1,0 +1,120 @@
+"""Kill -9 anywhere: a tiny study SIGKILLed at random moments finishes bit-identical.
+
+    python tools/kill_study.py --kills 10 --seed 0 --out /tmp/kills
+
+1. Runs the tiny study once, uninterrupted (the reference).
+2. Runs it again in a fresh directory, sends SIGKILL at a random moment (uniform
+   between ``--min_s`` and ``--max_s`` after start), restarts it, and so on ``--kills``
+   times; then lets it finish.
+3. Compares the two: every run's ``last.keras`` and ``best.keras`` weights bit for bit,
+   every run.json's best/last metrics, the results tables; and checks that nothing is
+   left claimed, running or orphaned (no ``claim.json``, no ``.tmp*`` file, every run
+   ``finished``).
+
+Prints one line per kill and a summary; exits 1 when anything differs. `tests/test_kill.py`
+runs it with a few kills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = [
+    "--train_per_class=3", "--test_per_class=1", "--epochs=2", "--teacher_epochs=2",
+    "--teacher_models=resnet8", "--verbose=0", "--analyze=false", "--export=false",
+]  # fmt: skip
+
+
+def study_command(out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "run.py"), f"--output_dir={out}/runs",
+            f"--tensorboard_dir={out}/tb", *STUDY]  # fmt: skip
+
+
+def run_to_end(out: Path) -> None:
+    subprocess.run(study_command(out), check=True, capture_output=True, cwd=ROOT)
+
+
+def killed_at(out: Path, after_s: float) -> bool:
+    """Start the study, SIGKILL it after ``after_s`` s; False if it had finished already."""
+    process = subprocess.Popen(study_command(out), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+    try:
+        process.wait(timeout=after_s)
+        return False
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def weights(path: Path) -> list:
+    import keras
+
+    import lskd_tf  # noqa: F401  (registers lskd_tf's layers)
+
+    return [w.tobytes() for w in keras.models.load_model(path).get_weights()]
+
+
+def compare(reference: Path, killed: Path) -> list[str]:
+    """What differs between the two studies, and what was left behind."""
+    problems = []
+    ref_runs, runs = reference / "runs" / "quick", killed / "runs" / "quick"
+    names = sorted(p.name for p in ref_runs.iterdir() if (p / "run.json").exists())
+    for name in names:
+        ref_info = json.loads((ref_runs / name / "run.json").read_text())
+        info = json.loads((runs / name / "run.json").read_text())
+        if info.get("status") != "finished":
+            problems.append(f"{name}: status {info.get('status')}")
+        for key in ("best", "last", "fingerprint"):
+            if info.get(key) != ref_info.get(key):
+                problems.append(f"{name}: run.json {key} differs")
+        for checkpoint in ("last.keras", "best.keras"):
+            if weights(runs / name / checkpoint) != weights(ref_runs / name / checkpoint):
+                problems.append(f"{name}: {checkpoint} weights differ")
+    for table in ("students.csv", "teachers.csv"):
+        if (runs / "results" / table).read_text() != (ref_runs / "results" / table).read_text():
+            problems.append(f"results/{table} differs")
+    for leftover in list(runs.rglob("claim.json")) + list(runs.rglob(".tmp*")):
+        problems.append(f"left behind: {leftover.relative_to(runs)}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min_s", type=float, default=6.0)
+    parser.add_argument("--max_s", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    started = time.time()
+    run_to_end(args.out / "reference")
+    killed_dir = args.out / "killed"
+    kills = 0
+    for attempt in range(args.kills):
+        after_s = rng.uniform(args.min_s, args.max_s)
+        if killed_at(killed_dir, after_s):
+            kills += 1
+            print(f"kill {attempt + 1}: SIGKILL after {after_s:.1f} s", flush=True)
+        else:
+            print(f"kill {attempt + 1}: the study had finished before {after_s:.1f} s")
+    run_to_end(killed_dir)
+    problems = compare(args.out / "reference", killed_dir)
+    summary = {"kills": kills, "problems": problems, "seconds": round(time.time() - started)}
+    print(json.dumps(summary, indent=1))
+    print("bit-identical, nothing left behind" if not problems else "DIFFERENCES")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main()["problems"] else 0)
