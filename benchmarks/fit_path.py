@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 import lskd_tf  # noqa: E402
 import lskd_tf.data  # noqa: E402
 from lskd_tf import models  # noqa: E402
-from lskd_tf.training import epoch_seed  # noqa: E402
+from lskd_tf.seeding import epoch_seed  # noqa: E402
 
 try:
     import torch
@@ -93,7 +93,7 @@ def compiled_distiller() -> keras.Model:
     """A Distiller compiled as `lskd_tf.distill_student` compiles it."""
     teacher = models.get(TEACHER, NUM_CLASSES, weight_decay=5e-4)
     student = models.get(STUDENT, NUM_CLASSES, weight_decay=5e-4)
-    distiller = lskd_tf.Distiller(teacher, student, temperature=TEMPERATURE)
+    distiller = lskd_tf.Distiller(teacher, student, lskd_tf.DistillSpec(temperature=TEMPERATURE))
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     return distiller
 
@@ -140,7 +140,7 @@ def fit_path_ms(kind: str, train_fn: Callable, epochs: int, steps: int) -> tuple
             teacher = models.get(TEACHER, NUM_CLASSES, weight_decay=5e-4)
             result = lskd_tf.distill_student(
                 teacher, student, train_fn, run_dir=run_dir, config=config,
-                temperature=TEMPERATURE, callbacks=[timer],
+                distill=lskd_tf.DistillSpec(temperature=TEMPERATURE), callbacks=[timer],
             )  # fmt: skip
     rows, timed = result.history[1:], timer.epochs[1:]
     breakdown = {

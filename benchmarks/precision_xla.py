@@ -10,8 +10,9 @@ Two workloads, batch 64 of 32x32 images held in memory:
 Each runs in four configurations: the `float32` policy, the `mixed_bfloat16` and
 `mixed_float16` policies (set with `keras.mixed_precision.set_dtype_policy` before the
 models are built; under mixed_float16 `compile` wraps the optimizer in a
-`LossScaleOptimizer` and the Distiller scales its loss), and float32 compiled with
-`jit_compile=True` (XLA); the others use `jit_compile=False`. Each configuration gets a
+`LossScaleOptimizer`, and Keras's own `train_step`, which runs the Distiller, scales its
+loss), and float32 compiled with `jit_compile=True` (XLA); the others use
+`jit_compile=False`. Each configuration gets a
 warm-up `fit` of one step (tracing, XLA compilation) and a probe `fit` of one step; one
 slower than `--max_ms` is reported from the probe alone (float16 convolutions on a CPU can
 be two orders of magnitude slower than float32). The remaining configurations' fits then
@@ -74,7 +75,7 @@ def build(workload: str, policy: str, jit_compile: bool) -> keras.Model:
             )
             return student
         teacher = models.get("resnet56", 100)
-        distiller = lskd_tf.Distiller(teacher, student, temperature=4.0)
+        distiller = lskd_tf.Distiller(teacher, student, lskd_tf.DistillSpec(temperature=4.0))
         distiller.compile(optimizer=optimizer, jit_compile=jit_compile)
         return distiller
     finally:

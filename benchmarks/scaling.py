@@ -64,7 +64,7 @@ def build_models(strategy: tf.distribute.Strategy) -> dict[str, keras.Model]:
         )
         teacher = models.get("resnet56", 100)
         student = models.get("resnet20", 100, weight_decay=5e-4)
-        distiller = lskd_tf.Distiller(teacher, student, temperature=4.0)
+        distiller = lskd_tf.Distiller(teacher, student, lskd_tf.DistillSpec(temperature=4.0))
         distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     return {"resnet20 alone": alone, "Distiller resnet56->resnet20": distiller}
 

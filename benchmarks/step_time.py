@@ -11,7 +11,8 @@ classes) that is already a tensor: no `fit`, no input pipeline. Per pair it time
        `lskd_tf.SmoothedCrossEntropy(0)` + the student's L2 losses),
     b. the teacher's forward pass, ``teacher(x, training=False)`` (`tf.function`),
     c. `lskd_tf.Distiller`, compiled: its ``train_function``, the function `fit` runs,
-    d. the same, fed ``(x, y, teacher_logits)``: cached logits, no teacher forward,
+    d. the same, fed ``(with_teacher_logits(x, teacher_logits), y)``: cached logits,
+       no teacher forward,
     e. `keras.distillation.Distiller` (Keras >= 3.12) configured for the same loss:
        `LogitsDistillation(T, keras.losses.KLDivergence())` (softmax at T, times T²),
        ``student_loss_weight=0``,
@@ -43,9 +44,11 @@ from keras import ops  # noqa: E402
 
 import lskd_tf  # noqa: E402
 from lskd_tf import models  # noqa: E402
+from lskd_tf.distiller import with_teacher_logits  # noqa: E402
 
 NUM_CLASSES = 100
 TEMPERATURE = 4.0
+SPEC = lskd_tf.DistillSpec(temperature=TEMPERATURE)  # pure KD
 
 
 # --------------------------------------------------------------------------- keras.io example
@@ -194,7 +197,12 @@ def check_losses(ours: lskd_tf.Distiller, others: dict[str, keras.Model], x, y) 
     """Print how the other distillers' losses relate to lskd_tf's on one batch, same weights."""
     teacher_logits = ours.teacher(x, training=False)
     student_logits = ours.student(x, training=False)
-    total, _, kd = ours._loss_terms(y, teacher_logits, student_logits)
+    # The loss Keras's train_step minimizes (KD + L2 here: ce_weight is 0), and its KD term.
+    total = ours.compute_loss(
+        with_teacher_logits(x, teacher_logits), y, student_logits, training=False
+    )
+    kd = ours.kd_loss_fn(teacher_logits, student_logits)
+    ours.reset_metrics()  # compute_loss also updated ce_loss / kd_loss / agreement
     l2 = float(ops.sum(ours.student.losses))
     print(f"  loss on one batch: lskd_tf {float(total):.6f} = KD {float(kd):.6f} + L2 {l2:.6f}")
     for label, distiller in others.items():
@@ -250,10 +258,10 @@ def run_pair(teacher_name: str, student_name: str, batch: int, steps: int, repea
     teacher = models.get(teacher_name, NUM_CLASSES, weight_decay=5e-4)
     calibrate_batchnorm(teacher, x)
     teacher_logits = teacher(x, training=False)
-    ours = lskd_tf.Distiller(teacher, new_student(), temperature=TEMPERATURE)
+    ours = lskd_tf.Distiller(teacher, new_student(), SPEC)
     ours.compile(optimizer=sgd())
     calibrate_batchnorm(ours.student, x)
-    cached = lskd_tf.Distiller(teacher, new_student(), temperature=TEMPERATURE)
+    cached = lskd_tf.Distiller(teacher, new_student(), SPEC)
     cached.compile(optimizer=sgd())
     others = {
         "e. keras.distillation.Distiller": keras_distiller(teacher, new_student()),
@@ -272,7 +280,9 @@ def run_pair(teacher_name: str, student_name: str, batch: int, steps: int, repea
             "a. student step alone": student_step(new_student(), x, y),
             "b. teacher forward alone": teacher_forward(teacher, x),
             "c. lskd_tf Distiller": train_function(ours, (x, y)),
-            "d. lskd_tf Distiller, cached logits": train_function(cached, (x, y, teacher_logits)),
+            "d. lskd_tf Distiller, cached logits": train_function(
+                cached, (with_teacher_logits(x, teacher_logits), y)
+            ),
             **{name: train_function(d, (x, y)) for name, d in others.items()},
         },
         steps,

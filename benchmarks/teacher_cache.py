@@ -32,7 +32,7 @@ from timing import StepTimer, machine_line, median_ms  # noqa: E402
 
 import lskd_tf  # noqa: E402
 from lskd_tf import data, models, teacher_cache  # noqa: E402
-from lskd_tf.training import epoch_seed  # noqa: E402
+from lskd_tf.seeding import epoch_seed  # noqa: E402
 
 
 class EpochStepTimer(StepTimer):
@@ -102,7 +102,8 @@ def main() -> None:
             return
         train_fn = online if kind == "online" else cache.train_fn(args.batch, seed=0)
         lskd_tf.distill_student(teacher, student(), train_fn, run_dir=run_dir, config=config,
-                                temperature=4.0, callbacks=callbacks)  # fmt: skip
+                                distill=lskd_tf.DistillSpec(temperature=4.0),
+                                callbacks=callbacks)  # fmt: skip
 
     kinds = ("alone", "online", "cached")
     ms = {kind: median_step_ms(lambda callbacks, k=kind: run(k, callbacks)) for kind in kinds}

@@ -43,6 +43,7 @@ _NOT_CONFIG = {
     "seed", "model", "temperature", "teacher_label_smoothing", "teacher_run",
     "teacher_checkpoint", "teacher_checkpoint_used", "train.seed", "train.verbose",
     "train.jit_compile", "data.data_dir", "data.download", "data.cache",
+    "teacher.label_smoothing", "teacher.seed", "teacher.train.seed",
 }  # fmt: skip
 _SPEC_KEYS = (
     "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
@@ -77,9 +78,11 @@ def run_config(info: Mapping) -> str:
     """The configuration of a run apart from its seed and its table row/column, as a
     canonical JSON string: two runs with the same string may be averaged as seeds.
 
-    It is the run's spec (``info["spec"]``, else its top-level spec keys) with the
-    training recipe (``train.*``) and dataset options (``data.*``), minus the seeds, the
-    table keys (model, T, teacher smoothing) and storage/speed-only fields.
+    It is the run's identity (`lskd_tf.experiment.identity`: spec, training recipe,
+    dataset options, precision, a student's teacher) when run.json records one, else its
+    spec (``info["spec"]``, else its top-level spec keys) with the training recipe
+    (``train.*``) and dataset options (``data.*``); minus the seeds, the table keys
+    (model, T, teacher smoothing) and storage/speed-only fields.
 
     Example:
         >>> a = {"kind": "student", "seed": 0, "kd_weight": 1.0, "smoothing": "uniform"}
@@ -87,14 +90,18 @@ def run_config(info: Mapping) -> str:
         ...     {**a, "smoothing": "others"})
         (True, False)
     """
-    spec = info.get("spec")
-    if not isinstance(spec, Mapping):
-        spec = {key: info[key] for key in _SPEC_KEYS if key in info}
     flat: dict = {}
-    _flatten("", dict(spec), flat)
-    for part in ("train", "data"):
-        if isinstance(info.get(part), Mapping):
-            _flatten(part, info[part], flat)
+    if isinstance(info.get("identity"), Mapping):  # lskd_tf.experiment.identity: all of it
+        _flatten("", dict(info["identity"]), flat)
+        spec = info["identity"]
+    else:  # runs recorded before identities
+        spec = info.get("spec")
+        if not isinstance(spec, Mapping):
+            spec = {key: info[key] for key in _SPEC_KEYS if key in info}
+        _flatten("", dict(spec), flat)
+        for part in ("train", "data"):
+            if isinstance(info.get(part), Mapping):
+                _flatten(part, info[part], flat)
     if spec.get("kind") == "teacher":
         flat.pop("label_smoothing", None)  # the teachers' column
     config = {key: value for key, value in flat.items() if key not in _NOT_CONFIG}
