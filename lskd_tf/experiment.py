@@ -376,7 +376,9 @@ def _build(spec: RunSpec, info: data.DatasetInfo, strategy: tf.distribute.Strate
     with strategy.scope():
         return models.get(
             spec.model, info.num_classes, info.input_shape,
-            weight_decay=spec.train.weight_decay,
+            # AdamW decays in the optimizer (decoupled), not through L2 regularizers.
+            weight_decay=0.0 if spec.train.optimizer == "adamw" else spec.train.weight_decay,
+            weight_decay_scope=spec.train.weight_decay_scope,
             synchronized_bn=strategy.num_replicas_in_sync > 1,
         )  # fmt: skip
 
