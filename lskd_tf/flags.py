@@ -110,8 +110,13 @@ LR = flags.DEFINE_float("lr", 0.1, "Learning rate (after warmup) for the global 
 MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 NESTEROV = flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
 WEIGHT_DECAY = flags.DEFINE_float(
-    "weight_decay", 5e-4, "L2 weight decay on conv/dense kernels (PyTorch SGD convention)."
+    "weight_decay", 5e-4, "Weight decay (PyTorch SGD convention: gradient + wd * w)."
 )
+WEIGHT_DECAY_SCOPE = flags.DEFINE_enum(
+    "weight_decay_scope", "kernels", models.WEIGHT_DECAY_SCOPES,
+    "Parameters --weight_decay applies to: kernels = conv/dense kernels only (no BN, biases); "
+    "all = every parameter, as the papers' PyTorch SGD (the paper flagfiles set it).",
+)  # fmt: skip
 SCHEDULE = flags.DEFINE_enum("schedule", "cosine", SCHEDULES, "Learning-rate decay.")
 MILESTONES = flags.DEFINE_list(
     "milestones", [], "Step schedule: epochs at which the LR is multiplied by --decay_rate."
@@ -132,6 +137,10 @@ TEACHER_WARMUP_EPOCHS = flags.DEFINE_float(
 TEACHER_WEIGHT_DECAY = flags.DEFINE_float(
     "teacher_weight_decay", None, "Teacher weight decay (default: --weight_decay)."
 )
+TEACHER_WEIGHT_DECAY_SCOPE = flags.DEFINE_enum(
+    "teacher_weight_decay_scope", None, models.WEIGHT_DECAY_SCOPES,
+    "Teacher weight decay scope (default: --weight_decay_scope).",
+)  # fmt: skip
 TEACHER_SCHEDULE = flags.DEFINE_enum(
     "teacher_schedule", None, SCHEDULES, "Teacher LR decay (default: --schedule)."
 )
@@ -315,7 +324,8 @@ def student_train_config() -> TrainConfig:
     return TrainConfig(
         epochs=EPOCHS.value, batch_size=BATCH_SIZE.value, optimizer=OPTIMIZER.value,
         learning_rate=LR.value, momentum=MOMENTUM.value, nesterov=NESTEROV.value,
-        weight_decay=WEIGHT_DECAY.value, schedule=SCHEDULE.value,
+        weight_decay=WEIGHT_DECAY.value, weight_decay_scope=WEIGHT_DECAY_SCOPE.value,
+        schedule=SCHEDULE.value,
         milestones=tuple(_ints(MILESTONES.value, "milestones")), decay_rate=DECAY_RATE.value,
         warmup_epochs=WARMUP_EPOCHS.value, steps_per_epoch=STEPS_PER_EPOCH.value,
         jit_compile=JIT_COMPILE.value, verbose=VERBOSE.value,
@@ -331,6 +341,7 @@ def teacher_train_config() -> TrainConfig:
         batch_size=_or(TEACHER_BATCH_SIZE.value, student.batch_size),
         learning_rate=_or(TEACHER_LR.value, student.learning_rate),
         weight_decay=_or(TEACHER_WEIGHT_DECAY.value, student.weight_decay),
+        weight_decay_scope=_or(TEACHER_WEIGHT_DECAY_SCOPE.value, student.weight_decay_scope),
         schedule=_or(TEACHER_SCHEDULE.value, student.schedule),
         warmup_epochs=_or(TEACHER_WARMUP_EPOCHS.value, student.warmup_epochs),
         milestones=student.milestones if milestones is None else tuple(_ints(milestones, "x")),
@@ -419,6 +430,7 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
             f"--teacher_seed={teacher.seed}", f"--teacher_epochs={t.epochs}",
             f"--teacher_batch_size={t.batch_size}", f"--teacher_lr={t.learning_rate!r}",
             f"--teacher_weight_decay={t.weight_decay!r}", f"--teacher_schedule={t.schedule}",
+            f"--teacher_weight_decay_scope={t.weight_decay_scope}",
             f"--teacher_milestones={','.join(map(str, t.milestones))}",
             f"--teacher_warmup_epochs={t.warmup_epochs!r}",
         ]  # fmt: skip
@@ -444,6 +456,7 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
         f"--batch_size={train.batch_size}", f"--optimizer={train.optimizer}",
         f"--lr={train.learning_rate!r}", f"--momentum={train.momentum!r}",
         f"--nesterov={train.nesterov}", f"--weight_decay={train.weight_decay!r}",
+        f"--weight_decay_scope={train.weight_decay_scope}",
         f"--schedule={train.schedule}", f"--milestones={','.join(map(str, train.milestones))}",
         f"--decay_rate={train.decay_rate!r}", f"--warmup_epochs={train.warmup_epochs!r}",
         f"--jit_compile={train.jit_compile}",
