@@ -665,6 +665,37 @@ def test_weight_decay_all_survives_keras_round_trip_and_policies(tmp_path, mirro
     assert {str(loss.dtype) for loss in mixed.losses} == {"<dtype: 'float32'>"}
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_weight_decay_all_under_mirrored_strategy_and_mixed_precision(
+    policy, mirrored_strategy, tiny_cnn
+):
+    """One Distiller step on 2 replicas: with plain SGD, decaying every parameter moves
+    each one by exactly lr * wd * w more than no decay (once, not once per replica)."""
+    from lskd_tf import Distiller
+
+    keras.mixed_precision.set_dtype_policy(policy)
+    data = tf.data.Dataset.from_tensor_slices((_images(16, 8), np.arange(16) % 10)).batch(16)
+    wd = 0.05
+
+    def one_step(weight_decay):
+        with mirrored_strategy.scope():
+            teacher = tiny_cnn(name="teacher", seed=1, synchronized=True, dropout=0.0)
+            student = tiny_cnn(name="student", seed=2, synchronized=True, dropout=0.0)
+            models.apply_weight_decay(student, weight_decay, "all")
+            distiller = Distiller(teacher, student, temperature=4.0, kd_weight=0.9, ce_weight=0.1)
+            distiller.compile(optimizer=keras.optimizers.SGD(LR))
+        before = [v.numpy() for v in student.trainable_weights]
+        distiller.fit(data, epochs=1, verbose=0)
+        return before, [v.numpy() for v in student.trainable_weights], student
+
+    w0, plain, _ = one_step(0.0)
+    _, decayed, student = one_step(wd)
+    names = [v.path for v in student.trainable_weights]
+    assert [n.rsplit("/", 1)[1] for n in names] == ["kernel", "gamma", "beta", "kernel", "bias"]
+    for name, start, a, b in zip(names, w0, plain, decayed, strict=True):
+        np.testing.assert_allclose(a - b, LR * wd * start, rtol=0, atol=2e-6, err_msg=name)
+
+
 def test_weight_decay_scope_bad_input():
     with pytest.raises(ValueError, match="weight_decay_scope 'bn'; choose one of: kernels, all"):
         models.get("resnet8", 10, weight_decay=WD, weight_decay_scope="bn")
