@@ -16,7 +16,7 @@ import re
 
 from absl import flags
 
-from lskd_tf import tasks
+from lskd_tf import models, tasks
 from lskd_tf.distiller import DistillSpec
 from lskd_tf.experiment import (
     MIXED_PRECISION,
@@ -122,8 +122,13 @@ LR = flags.DEFINE_float("lr", 0.1, "Learning rate (after warmup) for the global 
 MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 NESTEROV = flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
 WEIGHT_DECAY = flags.DEFINE_float(
-    "weight_decay", 5e-4, "L2 weight decay on conv/dense kernels (PyTorch SGD convention)."
+    "weight_decay", 5e-4, "Weight decay (PyTorch SGD convention: gradient + wd * w)."
 )
+WEIGHT_DECAY_SCOPE = flags.DEFINE_enum(
+    "weight_decay_scope", "kernels", models.WEIGHT_DECAY_SCOPES,
+    "Parameters --weight_decay applies to: kernels = conv/dense kernels only (no BN, biases); "
+    "all = every parameter, as the papers' PyTorch SGD (the paper flagfiles set it).",
+)  # fmt: skip
 SCHEDULE = flags.DEFINE_enum("schedule", "cosine", SCHEDULES, "Learning-rate decay.")
 MILESTONES = flags.DEFINE_list(
     "milestones", [], "Step schedule: epochs at which the LR is multiplied by --decay_rate."
@@ -144,6 +149,10 @@ TEACHER_WARMUP_EPOCHS = flags.DEFINE_float(
 TEACHER_WEIGHT_DECAY = flags.DEFINE_float(
     "teacher_weight_decay", None, "Teacher weight decay (default: --weight_decay)."
 )
+TEACHER_WEIGHT_DECAY_SCOPE = flags.DEFINE_enum(
+    "teacher_weight_decay_scope", None, models.WEIGHT_DECAY_SCOPES,
+    "Teacher weight decay scope (default: --weight_decay_scope).",
+)  # fmt: skip
 TEACHER_SCHEDULE = flags.DEFINE_enum(
     "teacher_schedule", None, SCHEDULES, "Teacher LR decay (default: --schedule)."
 )
@@ -381,7 +390,8 @@ flags.register_validator(
 TRAIN_FLAGS = {
     "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
     "learning_rate": "lr", "momentum": "momentum", "nesterov": "nesterov",
-    "weight_decay": "weight_decay", "schedule": "schedule", "milestones": "milestones",
+    "weight_decay": "weight_decay", "weight_decay_scope": "weight_decay_scope",
+    "schedule": "schedule", "milestones": "milestones",
     "decay_rate": "decay_rate", "warmup_epochs": "warmup_epochs",
     "steps_per_epoch": "steps_per_epoch", "jit_compile": "jit_compile", "verbose": "verbose",
 }  # fmt: skip
@@ -390,6 +400,7 @@ TRAIN_FLAGS = {
 TEACHER_TRAIN_FLAGS = {
     "epochs": "teacher_epochs", "batch_size": "teacher_batch_size",
     "learning_rate": "teacher_lr", "weight_decay": "teacher_weight_decay",
+    "weight_decay_scope": "teacher_weight_decay_scope",
     "schedule": "teacher_schedule", "milestones": "teacher_milestones",
     "warmup_epochs": "teacher_warmup_epochs",
 }  # fmt: skip

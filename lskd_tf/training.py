@@ -32,6 +32,7 @@ from lskd_tf import distribute
 from lskd_tf.callbacks import Checkpoints, EpochRow, ProgressBar, ResumeState, RunRecorder
 from lskd_tf.distiller import Distiller, DistillSpec, default_metrics
 from lskd_tf.losses import SmoothedCrossEntropy, validate_smoothing
+from lskd_tf.models.weight_decay import adamw_exclusion_pattern, validate_weight_decay_scope
 from lskd_tf.run_dir import RunDir, as_run_dir
 from lskd_tf.schedules import SCHEDULES, WarmupDecay
 from lskd_tf.seeding import epoch_seed, reseed
@@ -47,9 +48,12 @@ class TrainConfig:
 
     The defaults are RepDistiller's CIFAR-100 recipe (240 epochs, batch 64,
     SGD momentum 0.9, lr 0.05 x0.1 at 150/180/210, weight decay 5e-4).
-    ``weight_decay`` is applied by the model as L2 on conv/dense kernels
-    (`lskd_tf.models.get(..., weight_decay=...)`), like PyTorch's SGD; it is
-    recorded here so a run's config is complete.
+    ``weight_decay`` is applied by the model as L2 on the parameters in
+    ``weight_decay_scope`` (`lskd_tf.models.get(..., weight_decay=...,
+    weight_decay_scope=...)`), like PyTorch's SGD; it is recorded here so a run's
+    config is complete. ``weight_decay_scope``: "kernels" (conv/dense kernels, the
+    default, as `models.get`) or "all" (every parameter: the papers' recipes, set by
+    the flagfiles under flags/). For "adamw" both are AdamW's decoupled decay instead.
     """
 
     epochs: int = 240
@@ -59,6 +63,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
+    weight_decay_scope: str = "kernels"
     schedule: str = "step"
     milestones: tuple[int, ...] = (150, 180, 210)
     decay_rate: float = 0.1
@@ -98,6 +103,7 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if any(m < 0 for m in self.milestones):
             raise ValueError(f"milestones must be >= 0, got {list(self.milestones)}")
+        validate_weight_decay_scope(self.weight_decay_scope)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
 
@@ -122,7 +128,9 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(schedule)
-    return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    adamw = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    adamw.exclude_from_weight_decay(var_names=adamw_exclusion_pattern(config.weight_decay_scope))
+    return adamw
 
 
 @dataclasses.dataclass

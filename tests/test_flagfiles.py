@@ -106,6 +106,9 @@ class Expected:
     teacher_recipe: tuple
     student_recipe: tuple
     smoothings: tuple[float, ...] = (0.0, 0.1)
+    # Weight decay on every parameter, as the papers' SGD(model.parameters(), ...);
+    # ReActNet decays its conv weights only (teachers: all).
+    student_wd_scope: str = "all"
 
 
 EXPECTED: dict[str, Expected] = {}
@@ -138,7 +141,7 @@ for _s in ("resnet18", "resnet50"):
     )  # fmt: skip
 EXPECTED["flags/imagenet/shen_binary_resnet18.flags"] = Expected(
     "imagenet_shen", "imagenet2012", ("resnet50",), ("reactnet_resnet18",), (1.0,),
-    (0, 1, 2), "others", PURE_KD, IMAGENET_TEACHER_ADAM, REACTNET,
+    (0, 1, 2), "others", PURE_KD, IMAGENET_TEACHER_ADAM, REACTNET, student_wd_scope="kernels",
 )  # fmt: skip
 for _s in ("resnet18", "mobilenet_v2"):
     EXPECTED[f"flags/cub200/resnet50_{_s}.flags"] = Expected(
@@ -184,6 +187,8 @@ def test_flagfile_study_matches_the_paper(path):
     assert recipe(study.teacher_train) == expected.teacher_recipe
     assert recipe(study.student_train) == expected.student_recipe
     assert study.student_train.decay_rate == study.teacher_train.decay_rate == 0.1
+    assert study.teacher_train.weight_decay_scope == "all"
+    assert study.student_train.weight_decay_scope == expected.student_wd_scope
 
     runs = plan_study(study)
     teachers = [r for r in runs if isinstance(r, TeacherSpec)]
@@ -211,6 +216,9 @@ def test_quick_flagfile_is_the_default_study():
     # ...and the file is not vacuous: it really sets the quick study's settings.
     assert quick.student_train.epochs == 3 and quick.teacher_train.epochs == 4
     assert tuple(quick.temperatures) == (1.0, 4.0)
+    # The quick study keeps decaying kernels only (its printed table must not change).
+    assert quick.student_train.weight_decay_scope == "kernels"
+    assert quick.teacher_train.weight_decay_scope == "kernels"
 
 
 def test_a_later_flag_overrides_the_flagfile():
@@ -218,6 +226,33 @@ def test_a_later_flag_overrides_the_flagfile():
         study = lf.study_spec()
     assert study.student_train.learning_rate == 0.01  # e.g. MobileNetV2 on CIFAR-100
     assert study.teacher_train.learning_rate == 0.05  # teachers keep --teacher_lr
+
+
+@pytest.mark.parametrize(
+    "argv, teacher_scope, student_scope",
+    [
+        ((), "kernels", "kernels"),
+        (("--weight_decay_scope=all",), "all", "all"),  # the teacher follows the student
+        (("--flagfile=flags/imagenet/shen_binary_resnet18.flags",), "all", "kernels"),
+        (("--weight_decay_scope=all", "--teacher_weight_decay_scope=kernels"), "kernels", "all"),
+    ],
+)
+def test_weight_decay_scope_flags_round_trip(argv, teacher_scope, student_scope, tmp_path):
+    """The scopes reach TrainConfig, its to_dict (run.json) and the run's flags.txt."""
+    with parsed(*argv):
+        spec, env = lf.single_run_spec(), lf.run_env()
+    assert (spec.teacher.train.weight_decay_scope, spec.train.weight_decay_scope) == (
+        teacher_scope,
+        student_scope,
+    )
+    assert spec.train.to_dict()["weight_decay_scope"] == student_scope
+    assert dataclasses.replace(spec.train, **spec.train.to_dict()) == spec.train
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text(lf.flagfile_for(spec, env))
+    with parsed(f"--flagfile={flagfile}"):
+        again = lf.single_run_spec()
+    assert again == spec
+    assert again.teacher.train == spec.teacher.train and again.train == spec.train
 
 
 def test_full_cifar_grid_is_the_papers_pairs():

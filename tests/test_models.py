@@ -485,3 +485,224 @@ def test_binary_conv_uses_scaled_sign_weights_and_clip_ste():
     # gradient flows through clip(w, -1, 1): zero where |w| > 1, else the input value
     grad = tape.gradient(loss, layer.kernel).numpy().reshape(3, 2)
     np.testing.assert_allclose(grad, [[1, 0], [2, 2], [3, 3]])
+
+
+# ---------------------------------------------------------------- weight decay scope
+# PyTorch's SGD(weight_decay=wd, momentum=m): g = dL/dw + wd * w; buf = g on the first
+# step, then buf = m * buf + g; w -= lr * buf. `_torch_sgd` applies it in NumPy to the
+# gradients of the *data* loss of an unregularized copy, an update computed without
+# any Keras regularizer or optimizer.
+LR, MOMENTUM, WD = 0.05, 0.9, 5e-4
+
+
+def _torch_sgd(weights, data_grads, buffers, decayed):
+    """One PyTorch SGD step (coupled decay, momentum) on NumPy arrays, in place."""
+    for i, (w, g) in enumerate(zip(weights, data_grads, strict=True)):
+        g = g + WD * w if decayed[i] else g
+        buffers[i] = g if buffers[i] is None else MOMENTUM * buffers[i] + g
+        weights[i] = w - LR * buffers[i]
+
+
+def _assign(model, trainable, non_trainable):
+    for variables, values in ((model.trainable_weights, trainable),
+                              (model.non_trainable_weights, non_trainable)):  # fmt: skip
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+
+def _data_grads(model, weights, loss_fn):
+    """d(data loss)/dw at `weights`, from a copy of `model` with no regularizers."""
+    plain = keras.models.clone_model(model)
+    models.apply_weight_decay(plain, 0.0)  # clone_model copies the regularizers
+    _assign(plain, weights, [w.numpy() for w in model.non_trainable_weights])
+    assert not plain.losses
+    with tf.GradientTape() as tape:
+        loss = loss_fn(plain)
+    return [g.numpy() for g in tape.gradient(loss, plain.trainable_weights)]
+
+
+def _tiny_model(scope):
+    """Conv with bias, BatchNorm (gamma, beta), Dense with bias: one of each kind."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=True, bias_initializer="random_normal")(inputs)
+    x = FusedBatchNormalization(
+        beta_initializer="random_normal", gamma_initializer="random_uniform"
+    )(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    outputs = keras.layers.Dense(5, bias_initializer="random_normal", name="classifier")(x)
+    model = keras.Model(inputs, outputs)
+    models.apply_weight_decay(model, WD, scope)
+    return model
+
+
+@pytest.mark.parametrize("scope", ["kernels", "all"])
+def test_weight_decay_sgd_momentum_steps_equal_pytorch_by_hand(scope):
+    model = _tiny_model(scope)
+    names = [v.name for v in model.trainable_weights]
+    assert names == ["kernel", "bias", "gamma", "beta", "kernel", "bias"]
+    decayed = [scope == "all" or n == "kernel" for n in names]
+    assert len(model.losses) == sum(decayed)
+    x, y = _images(8, 6), np.arange(8) % 5
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.SGD(LR, momentum=MOMENTUM), ce)
+    other = [scope == "kernels" or n == "kernel" for n in names]  # the other scope
+    weights, buffers = [w.numpy() for w in model.trainable_weights], [None] * 6
+    other_weights, other_buffers = list(weights), [None] * 6
+    for _ in range(2):  # the second step uses the momentum buffer
+        grads = _data_grads(model, weights, lambda m: ce(y, m(x, training=True)))
+        _torch_sgd(weights, grads, buffers, decayed)
+        grads = _data_grads(model, other_weights, lambda m: ce(y, m(x, training=True)))
+        _torch_sgd(other_weights, grads, other_buffers, other)
+        model.train_on_batch(x, y)
+        for name, expected, got in zip(names, weights, model.trainable_weights, strict=True):
+            np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=2e-7, err_msg=name)
+    # The tolerance resolves the scope: decaying gamma/beta/bias or not moves them by
+    # ~lr * wd * w * (1 + (1 + m)) = 5e-5 * |w| over two steps, 10x the tolerance.
+    for i in (1, 2, 3, 5):
+        assert np.abs(weights[i] - other_weights[i]).max() > 2e-6, names[i]
+
+
+def _distill_three_steps(scope, teacher, student_init):
+    """Student weights after 3 Distiller steps (0.1 CE + 0.9 KD, T = 4, SGD 0.05/0.9)."""
+    from lskd_tf import Distiller, DistillSpec
+
+    student = models.get("resnet8", 10, input_shape=(16, 16, 3))
+    student.set_weights(student_init)
+    models.apply_weight_decay(student, WD, scope)
+    distiller = Distiller(
+        teacher, student, DistillSpec(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(LR, momentum=MOMENTUM))
+    for x, y in _DISTILL_BATCHES:
+        distiller.train_on_batch(x, y)
+    return student
+
+
+_DISTILL_BATCHES = [(_images(8, 16, seed=10 + i), np.arange(8) * (i + 1) % 10) for i in range(3)]
+
+
+def _reference_three_steps(teacher, student):
+    """The papers' update (decay on every parameter), by hand from data-loss gradients."""
+    temperature = 4.0
+    weights = [w.numpy() for w in student.trainable_weights]
+    buffers = [None] * len(weights)
+    non_trainable = [w.numpy() for w in student.non_trainable_weights]
+    for x, y in _DISTILL_BATCHES:
+        t = teacher(x, training=False)
+
+        def loss(m, x=x, y=y, t=t):
+            s = m(x, training=True)
+            ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, s))
+            p_t = tf.nn.softmax(t / temperature)
+            log_ratio = tf.nn.log_softmax(t / temperature) - tf.nn.log_softmax(s / temperature)
+            kd = temperature**2 * tf.reduce_mean(tf.reduce_sum(p_t * log_ratio, -1))
+            return 0.1 * ce + 0.9 * kd
+
+        plain = keras.models.clone_model(student)
+        models.apply_weight_decay(plain, 0.0)
+        _assign(plain, weights, non_trainable)
+        with tf.GradientTape() as tape:
+            value = loss(plain)
+        grads = [g.numpy() for g in tape.gradient(value, plain.trainable_weights)]
+        non_trainable = [w.numpy() for w in plain.non_trainable_weights]  # BN statistics
+        _torch_sgd(weights, grads, buffers, [True] * len(weights))
+    return weights
+
+
+def test_weight_decay_all_matches_papers_sgd_over_three_distillation_steps():
+    """resnet14 -> resnet8, 3 Distiller steps: "all" is the papers' update within 1e-5,
+    "kernels" is not (it skips BN gamma/beta and biases: ~1e-4 apart)."""
+    keras.utils.set_random_seed(0)
+    teacher = models.get("resnet14", 10, input_shape=(16, 16, 3))
+    teacher(_images(32, 16, seed=99), training=True)  # non-trivial BN statistics
+    keras.utils.set_random_seed(1)
+    init = models.get("resnet8", 10, input_shape=(16, 16, 3))
+    init_weights = init.get_weights()
+    reference = _reference_three_steps(teacher, init)
+    diffs = {}
+    for scope in ("all", "kernels"):
+        student = _distill_three_steps(scope, teacher, init_weights)
+        got = [w.numpy() for w in student.trainable_weights]
+        per_var = [np.abs(g - r).max() for g, r in zip(got, reference, strict=True)]
+        worst = int(np.argmax(per_var))
+        diffs[scope] = (per_var[worst], student.trainable_weights[worst].path)
+    print(f"max |w - reference| after 3 steps: {diffs}")
+    assert diffs["all"][0] < 1e-5
+    assert 3e-5 < diffs["kernels"][0] < 1e-3  # the scope alone accounts for it
+    assert diffs["kernels"][1].endswith(("gamma", "beta", "bias"))
+
+
+def test_weight_decay_scope_covers_every_trainable_variable():
+    """Every custom layer's parameters: BinaryConv2D, LearnableBias, PReLU, BN, Dense,
+    DepthwiseConv2D; under "kernels" only the variables named kernel."""
+    for name, size in (("reactnet_resnet18", 32), ("shufflev2", 16), ("mobilenetv2", 16)):
+        for scope in ("kernels", "all"):
+            model = models.get(name, 6, input_shape=(size, size, 3), weight_decay=WD,
+                               weight_decay_scope=scope)  # fmt: skip
+            trainable = model.trainable_weights
+            expected = [v for v in trainable if scope == "all" or v.name == "kernel"]
+            assert [v.path for v in trainable if v.regularizer] == [v.path for v in expected]
+            value = sum(WD / 2 * np.sum(np.square(v.numpy())) for v in expected)
+            np.testing.assert_allclose(float(sum(model.losses)), value, rtol=1e-5)
+    kinds = {type(v.regularizer).__name__ for v in model.trainable_weights}
+    assert kinds == {"L2"} and models.get("resnet8", 10, weight_decay_scope="all").losses == []
+
+
+def test_weight_decay_all_survives_keras_round_trip_and_policies(tmp_path, mirrored_strategy):
+    model = models.get("reactnet_resnet18", 6, input_shape=(32, 32, 3), weight_decay=WD,
+                       weight_decay_scope="all")  # fmt: skip
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    n = len(model.trainable_weights)
+    assert len(model.losses) == len(reloaded.losses) == n
+    np.testing.assert_allclose(float(sum(reloaded.losses)), float(sum(model.losses)), rtol=1e-6)
+    with mirrored_strategy.scope():
+        mirrored = models.get("resnet8", 10, weight_decay=WD, weight_decay_scope="all")
+    assert len(mirrored.losses) == len(mirrored.trainable_weights)
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    mixed = models.get("resnet8", 10, weight_decay=WD, weight_decay_scope="all")
+    assert len(mixed.losses) == len(mixed.trainable_weights)
+    assert {str(loss.dtype) for loss in mixed.losses} == {"<dtype: 'float32'>"}
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_weight_decay_all_under_mirrored_strategy_and_mixed_precision(
+    policy, mirrored_strategy, tiny_cnn
+):
+    """One Distiller step on 2 replicas: with plain SGD, decaying every parameter moves
+    each one by exactly lr * wd * w more than no decay (once, not once per replica)."""
+    from lskd_tf import Distiller, DistillSpec
+
+    keras.mixed_precision.set_dtype_policy(policy)
+    data = tf.data.Dataset.from_tensor_slices((_images(16, 8), np.arange(16) % 10)).batch(16)
+    wd = 0.05
+
+    def one_step(weight_decay):
+        with mirrored_strategy.scope():
+            teacher = tiny_cnn(name="teacher", seed=1, synchronized=True, dropout=0.0)
+            student = tiny_cnn(name="student", seed=2, synchronized=True, dropout=0.0)
+            models.apply_weight_decay(student, weight_decay, "all")
+            distiller = Distiller(
+                teacher, student, DistillSpec(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
+            )
+            distiller.compile(optimizer=keras.optimizers.SGD(LR))
+        before = [v.numpy() for v in student.trainable_weights]
+        distiller.fit(data, epochs=1, verbose=0)
+        return before, [v.numpy() for v in student.trainable_weights], student
+
+    w0, plain, _ = one_step(0.0)
+    _, decayed, student = one_step(wd)
+    names = [v.path for v in student.trainable_weights]
+    assert [n.rsplit("/", 1)[1] for n in names] == ["kernel", "gamma", "beta", "kernel", "bias"]
+    for name, start, a, b in zip(names, w0, plain, decayed, strict=True):
+        np.testing.assert_allclose(a - b, LR * wd * start, rtol=0, atol=2e-6, err_msg=name)
+
+
+def test_weight_decay_scope_bad_input():
+    with pytest.raises(ValueError, match="weight_decay_scope 'bn'; choose one of: kernels, all"):
+        models.get("resnet8", 10, weight_decay=WD, weight_decay_scope="bn")
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="build the model"):
+        models.apply_weight_decay(unbuilt, WD, "all")

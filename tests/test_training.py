@@ -128,11 +128,47 @@ def test_warmup_and_decay_schedules():
         (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; choose one of: sgd, adam"),
         (dict(schedule="poly"), "unknown schedule 'poly'"),
         (dict(learning_rate=0), "learning_rate must be > 0"),
+        (dict(weight_decay_scope="bn"), "unknown weight_decay_scope 'bn'; choose one of: kernels"),
     ],
 )
 def test_bad_config(overrides, message):
     with pytest.raises(ValueError, match=message):
         config(**overrides)
+
+
+def test_weight_decay_scope_is_recorded_in_run_json(teacher_run):
+    recorded = json.loads((teacher_run.run_dir / "run.json").read_text())["train"]
+    assert recorded["weight_decay_scope"] == "kernels"  # the default
+    assert TrainConfig(**{**recorded, "weight_decay_scope": "all"}).weight_decay_scope == "all"
+
+
+@pytest.mark.parametrize("scope", ["kernels", "all"])
+def test_adamw_decoupled_decay_follows_the_scope(scope, tiny_cnn):
+    """AdamW decays in the optimizer: with zero gradients only the decoupled decay
+    w <- w * (1 - lr * wd) acts, on kernels only or on every parameter; and runs with
+    AdamW get no L2 regularizers (the decay would otherwise be applied twice)."""
+    from types import SimpleNamespace
+
+    from lskd_tf import tasks
+
+    task = tasks.get("image_classification")
+
+    train = config(optimizer="adamw", weight_decay=0.01, weight_decay_scope=scope)
+    optimizer = lskd_tf.training.make_optimizer(train, steps_per_epoch=10)
+    model = tiny_cnn()
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    optimizer.apply([tf.zeros_like(v) for v in variables], variables)
+    for v, w in zip(variables, before, strict=True):
+        decayed = scope == "all" or v.name == "kernel"
+        np.testing.assert_allclose(v.numpy(), w * (1 - 0.1 * 0.01) if decayed else w, rtol=1e-6)
+    info = SimpleNamespace(num_classes=10, input_shape=(16, 16, 3))
+    adamw = task.build_model("resnet8", info, train=train, synchronized_bn=False)
+    assert adamw.losses == []
+    sgd = config(weight_decay_scope=scope)
+    built = task.build_model("resnet8", info, train=sgd, synchronized_bn=False)
+    expected = [v for v in built.trainable_weights if scope == "all" or v.name == "kernel"]
+    assert len(built.losses) == len(expected) > 0
 
 
 def test_bad_run_arguments(tmp_path, teacher_run, tiny_cnn):

@@ -8,8 +8,10 @@ Example:
 
 Every model ends in a float32 `keras.layers.Dense` named "classifier" whose input is the
 penultimate feature vector, and outputs logits (no softmax). With `weight_decay=wd`, every
-conv/dense kernel carries `L2(wd / 2)`, so the training loop must add `sum(model.losses)`
-to the loss (the gradient is then `wd * w`, PyTorch SGD's coupled weight decay).
+parameter in `weight_decay_scope` carries `L2(wd / 2)`: conv/dense kernels ("kernels", the
+default) or every trainable parameter ("all", the papers' PyTorch SGD). The training loop
+must add `sum(model.losses)` to the loss (the gradient is then `wd * w`, PyTorch SGD's
+coupled weight decay); see `lskd_tf.models.weight_decay`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,16 @@ from lskd_tf.models.layers import (
     ConstantPadding2D,
     LearnableBias,
 )
+from lskd_tf.models.weight_decay import (
+    WEIGHT_DECAY_SCOPES,
+    apply_weight_decay,
+    validate_weight_decay_scope,
+)
 
 __all__ = [
+    "WEIGHT_DECAY_SCOPES",
+    "apply_weight_decay",
+    "validate_weight_decay_scope",
     "ModelSpec",
     "available",
     "describe",
@@ -311,6 +321,7 @@ def get(
     *,
     synchronized_bn: bool = False,
     weight_decay: float = 0.0,
+    weight_decay_scope: str = "kernels",
     zero_init_residual: bool = False,
     **options,
 ) -> keras.Model:
@@ -324,8 +335,11 @@ def get(
         input_shape: (H, W, C); default (32, 32, 3) for the CIFAR family, (224, 224, 3)
             otherwise. Must be at least `describe(name).min_input_size` in H and W.
         synchronized_bn: BatchNormalization(synchronized=True) (cross-replica statistics).
-        weight_decay: attaches L2(weight_decay / 2) to every conv/dense kernel (none on
-            BN gamma/beta or biases); add `sum(model.losses)` to the training loss.
+        weight_decay: attaches L2(weight_decay / 2) to the parameters in
+            `weight_decay_scope`; add `sum(model.losses)` to the training loss.
+        weight_decay_scope: "kernels" (conv/dense kernels only; no decay on BN gamma/beta,
+            biases, PReLU or `LearnableBias`) or "all" (every trainable parameter, as the
+            papers' `SGD(model.parameters(), weight_decay=wd)`).
         zero_init_residual: zero gamma of the last BN in every residual block (resnet*).
         **options: architecture-specific: `dropout` (wrn_*, mobilenet_v2,
             efficientnet_b0), `stochastic_depth` (efficientnet_b0).
@@ -335,7 +349,8 @@ def get(
         layers follow the policy and the classifier (hence the logits) stays float32.
 
     Raises:
-        ValueError: unknown name or option, bad num_classes, input too small.
+        ValueError: unknown name, option or weight_decay_scope, bad num_classes, input
+            too small.
     """
     entry = _REGISTRY[_canonical(name)]
     spec = entry.spec
@@ -350,6 +365,7 @@ def get(
     )
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    validate_weight_decay_scope(weight_decay_scope)
     if zero_init_residual and not entry.zero_init_residual:
         supported = ", ".join(n for n, e in sorted(_REGISTRY.items()) if e.zero_init_residual)
         raise ValueError(
@@ -357,15 +373,13 @@ def get(
             f"BN on the residual branch); supported: {supported}."
         )
     _check_options(entry, options)
-    factory = LayerFactory(
-        weight_decay=float(weight_decay),
-        synchronized_bn=bool(synchronized_bn),
-        conv_init=entry.conv_init,
-    )
+    factory = LayerFactory(synchronized_bn=bool(synchronized_bn), conv_init=entry.conv_init)
     kwargs = dict(options)
     if entry.zero_init_residual:
         kwargs["zero_init_residual"] = bool(zero_init_residual)
-    return entry.build(spec.name, int(num_classes), shape, factory, **kwargs)
+    model = entry.build(spec.name, int(num_classes), shape, factory, **kwargs)
+    apply_weight_decay(model, float(weight_decay), weight_decay_scope)
+    return model
 
 
 def _classifier(model: keras.Model) -> keras.layers.Dense:

@@ -29,9 +29,7 @@ def binary_block(f: LayerFactory, x, planes: int, stride: int, name: str):
     inplanes = x.shape[-1]
     out = LearnableBias(name=f"{name}_move0")(x)
     out = BinaryActivation(name=f"{name}_sign")(out)
-    out = BinaryConv2D(
-        planes, 3, stride, kernel_regularizer=f.regularizer(), name=f"{name}_binary_conv"
-    )(out)
+    out = BinaryConv2D(planes, 3, stride, name=f"{name}_binary_conv")(out)
     out = f.bn(out, name=f"{name}_bn")
     shortcut = x
     if stride != 1 or inplanes != planes:

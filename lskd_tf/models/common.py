@@ -3,8 +3,9 @@
 Every architecture in this package is built through one `LayerFactory`, so the options
 that matter for the training recipes are applied in exactly one place:
 
-- weight decay: `keras.regularizers.L2(weight_decay / 2)` on every conv/dense kernel
-  (gradient `weight_decay * w`, PyTorch SGD's coupled decay), nothing on BN or biases;
+- weight decay is not a factory option: `lskd_tf.models.get` attaches it to the built
+  model with `weight_decay.apply_weight_decay` (one walk over the variables, for every
+  architecture and scope);
 - BatchNorm with PyTorch's defaults (momentum 0.1 == Keras momentum 0.9, eps 1e-5,
   moving variance from the unbiased batch variance), on TensorFlow's fused kernel
   (`layers.FusedBatchNormalization`), optionally `synchronized=True` for multi-replica
@@ -72,20 +73,13 @@ class LayerFactory:
     """Creates the layers of one model with the model-wide options applied.
 
     Example:
-        >>> f = LayerFactory(weight_decay=5e-4)
+        >>> f = LayerFactory()
         >>> x = f.conv(inputs, 16, 3, name="stem_conv")
         >>> x = f.bn(x, name="stem_bn")
     """
 
-    weight_decay: float = 0.0
     synchronized_bn: bool = False
     conv_init: str = "kaiming_fan_out"
-
-    def regularizer(self) -> keras.regularizers.Regularizer | None:
-        """L2(wd / 2): d/dw [wd/2 * ||w||^2] = wd * w, PyTorch SGD's weight_decay."""
-        if self.weight_decay:
-            return keras.regularizers.L2(self.weight_decay / 2.0)
-        return None
 
     def conv(
         self,
@@ -118,7 +112,6 @@ class LayerFactory:
         if depthwise:
             layer = keras.layers.DepthwiseConv2D(
                 depthwise_initializer=kernel_initializer,
-                depthwise_regularizer=self.regularizer(),
                 **common,
             )
         else:
@@ -126,7 +119,6 @@ class LayerFactory:
                 filters,
                 groups=groups,
                 kernel_initializer=kernel_initializer,
-                kernel_regularizer=self.regularizer(),
                 **common,
             )
         return layer(x)
@@ -158,7 +150,6 @@ class LayerFactory:
             num_classes,
             kernel_initializer=kernel_initializer or torch_default_uniform(dim),
             bias_initializer=bias_initializer or torch_default_uniform(dim),
-            kernel_regularizer=self.regularizer(),
             dtype="float32",
             name=CLASSIFIER_NAME,
         )(features)

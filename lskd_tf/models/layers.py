@@ -119,18 +119,33 @@ class BinaryActivation(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class LearnableBias(keras.layers.Layer):
-    """Per-channel learnable shift `x + b` (ReActNet's RSign/RPReLU shifts), b init 0."""
+    """Per-channel learnable shift `x + b` (ReActNet's RSign/RPReLU shifts), b init 0.
+
+    `bias_regularizer` is serialized, so weight decay on the shift (scope "all" of
+    `lskd_tf.models.weight_decay`) survives a `.keras` round trip.
+    """
+
+    def __init__(self, bias_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
 
     def build(self, input_shape):
         self.bias = self.add_weight(
-            shape=(input_shape[-1],), initializer="zeros", name="bias", trainable=True
-        )
+            shape=(input_shape[-1],), initializer="zeros", name="bias", trainable=True,
+            regularizer=self.bias_regularizer,
+        )  # fmt: skip
 
     def call(self, x):
         return x + ops.cast(self.bias, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+        }
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

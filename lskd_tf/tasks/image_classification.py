@@ -60,8 +60,10 @@ class ImageClassification(tasks.Task):
 
     def build_model(self, name: str, info, *, train, synchronized_bn: bool) -> keras.Model:
         return models.get(
-            name, info.num_classes, info.input_shape, weight_decay=train.weight_decay,
-            synchronized_bn=synchronized_bn,
+            name, info.num_classes, info.input_shape,
+            # AdamW decays in the optimizer (decoupled), not through L2 regularizers.
+            weight_decay=0.0 if train.optimizer == "adamw" else train.weight_decay,
+            weight_decay_scope=train.weight_decay_scope, synchronized_bn=synchronized_bn,
         )  # fmt: skip
 
     def load_model(self, path: str | os.PathLike, info) -> keras.Model:
