@@ -455,3 +455,25 @@ def test_mismatched_files_give_one_line_errors(tmp_path):
     _one_line_error(lambda: pretrained.read_state_dict(tmp_path / "whole_model.pth"))
     binary = models.get("reactnet_resnet18", 10)
     _one_line_error(lambda: pretrained.export_state_dict(binary), "no PyTorch name map")
+
+
+def test_initialize_keeps_a_new_head_only_for_another_class_count(tmp_path):
+    """Study runs: ImageNet-sized (here 100-class) weights into a 200-class (CUB) model."""
+    source = models.get("resnet8", 100)
+    keras_path = tmp_path / "last.keras"
+    source.save(keras_path)  # an lskd_tf run's checkpoint initializes fine-tuning too
+    same = models.get("resnet8", 100)
+    info = pretrained.initialize(same, keras_path)
+    assert not info["skip_classifier"] and len(info["sha256"]) == 64
+    for a, b in zip(source.weights, same.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    cub = models.get("resnet8", 200)
+    assert pretrained.initialize(cub, keras_path)["skip_classifier"]
+    np.testing.assert_array_equal(
+        cub.get_layer("stem_bn").moving_variance.numpy(),
+        source.get_layer("stem_bn").moving_variance.numpy(),
+    )
+    entries = (("", "all.safetensors"), ("resnet18", "r18.safetensors"))
+    assert pretrained.for_key(entries, "resnet18") == "r18.safetensors"
+    assert pretrained.for_key(entries, "mobilenet_v2") == "all.safetensors"
+    assert pretrained.for_key((), "resnet18") is None

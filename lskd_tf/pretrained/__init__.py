@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -46,8 +46,10 @@ __all__ = [
     "covered",
     "export_state_dict",
     "file_sha256",
+    "for_key",
     "guess_architecture",
     "import_state_dict",
+    "initialize",
     "is_torch_file",
     "load_pretrained",
     "read_state_dict",
@@ -174,10 +176,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     `.safetensors` is read with the `safetensors` package's NumPy API (no PyTorch);
     `.pth`/`.pt`/`.tar`/`.bin` with `torch.load(weights_only=True)`, unwrapping a
     "state_dict" or "model" entry and a "module." prefix (see the module docstring).
+    A `.keras` model file (an lskd_tf run's checkpoint, e.g. an ImageNet teacher trained
+    here) is read as the state dict it would export, so it can initialize fine-tuning too.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist; pass a .safetensors or .pth file")
+    if path.suffix.lower() == ".keras":
+        return export_state_dict(keras.models.load_model(path))
     if path.suffix.lower() == ".safetensors":
         from safetensors.numpy import load_file
 
@@ -363,3 +369,34 @@ def build_from_file(
     net = models.get(name, num_classes, input_shape)
     import_state_dict(net, state, source=str(path))
     return net
+
+
+def initialize(model: keras.Model, path: str | os.PathLike) -> dict:
+    """`load_pretrained` for study runs: a new head exactly when the class counts differ.
+
+    ImageNet weights (1000 classes) into a CUB model (200) keep the model's freshly
+    initialized classifier, as both papers' fine-tuning does (`fc = nn.Linear(..., 200)`);
+    weights of the same class count load completely.
+    """
+    state = read_state_dict(path)
+    head = f"{TRANSLATIONS.get(model.name, lambda _: '')(CLASSIFIER_NAME)}.weight"
+    classes = np.shape(state[head])[0] if head in state else None
+    skip = classes is not None and classes != model.output_shape[-1]
+    keys = import_state_dict(model, state, skip_classifier=skip, source=str(path))
+    return {"path": str(path), "sha256": file_sha256(path), "skip_classifier": skip,
+            "keys": len(keys)}  # fmt: skip
+
+
+def for_key(entries: Sequence[tuple[str, str]], key: str) -> str | None:
+    """The file of `key` in (key, file) pairs; key "" is everyone's default.
+
+    Studies name initial weights per student model ("resnet18" -> file) or per teacher
+    label smoothing ("0.1" -> file); a single file applies to all (key "").
+    """
+    chosen = None
+    for entry_key, path in entries:
+        if entry_key == key:
+            return path
+        if entry_key == "" and chosen is None:
+            chosen = path
+    return chosen
