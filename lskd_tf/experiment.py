@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf import data, models, teacher_cache
+from lskd_tf import data, models, pretrained, teacher_cache
 from lskd_tf.export import export_student
 from lskd_tf.losses import validate_smoothing, validate_temperature
 from lskd_tf.teacher_cache import CacheSpec
@@ -104,6 +104,8 @@ class TeacherSpec:
     seed: int = 0
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    pretrained: str | None = None
+    """Initial weights (PyTorch .safetensors/.pth or .keras; `lskd_tf.pretrained`)."""
 
     def __post_init__(self):
         models.describe(self.model)  # unknown names: a clear error listing the choices
@@ -120,11 +122,12 @@ class TeacherSpec:
 
     def record(self) -> dict:
         """What run.json stores to describe this run (and what a rerun must match)."""
-        return {
+        record = {
             "kind": "teacher", "model": self.model, "dataset": self.data.name,
             "label_smoothing": self.label_smoothing, "smoothing": self.smoothing,
             "seed": self.seed,
         }  # fmt: skip
+        return {**record, "pretrained": self.pretrained} if self.pretrained else record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +150,8 @@ class StudentSpec:
     teacher_cache: CacheSpec | None = None
     """Distill from the teacher's cached logits (`lskd_tf.teacher_cache`), built on
     first use beside the teacher's checkpoint; None runs the teacher every step."""
+    pretrained: str | None = None
+    """Initial weights (PyTorch .safetensors/.pth or .keras; `lskd_tf.pretrained`)."""
 
     def __post_init__(self):
         models.describe(self.model)
@@ -205,6 +210,8 @@ class StudentSpec:
         # it does not make another run (a study may switch it on half way).
         if self.teacher_cache is not None and self.teacher_cache.changes_training:
             record["teacher_cache"] = dataclasses.asdict(self.teacher_cache)
+        if self.pretrained:
+            record["pretrained"] = self.pretrained
         return record
 
 
@@ -238,6 +245,10 @@ class StudySpec:
     teacher_models x student_models (the papers distill chosen pairs)."""
     teacher_cache: CacheSpec | None = None
     """Cache each teacher's logits once for all its students (`lskd_tf.teacher_cache`)."""
+    pretrained: Sequence[tuple[str, str]] = ()
+    """(student model, weights file) initial weights; model "" = every student."""
+    teacher_pretrained: Sequence[tuple[str, str]] = ()
+    """(teacher label smoothing as f"{a:g}", weights file); "" = every teacher."""
 
     def students_of(self, teacher_model: str) -> list[str]:
         if self.pairs:
@@ -259,6 +270,7 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
             teacher = TeacherSpec(
                 teacher_model, float(alpha), study.smoothing, study.teacher_seed,
                 dataclasses.replace(study.teacher_train, seed=study.teacher_seed), study.data,
+                pretrained.for_key(study.teacher_pretrained, f"{float(alpha):g}"),
             )  # fmt: skip
             runs.append(teacher)
             for student_model in study.students_of(teacher_model):
@@ -280,6 +292,7 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
                                 study.data,
                                 study.use_teacher,
                                 study.teacher_cache,
+                                pretrained.for_key(study.pretrained, student_model),
                             )  # fmt: skip
                         )
     return runs
@@ -371,22 +384,34 @@ def _check_same_run(run_dir: Path, spec: RunSpec) -> None:
         )
 
 
-def _build(spec: RunSpec, info: data.DatasetInfo, strategy: tf.distribute.Strategy):
+def _build(spec: RunSpec, info: data.DatasetInfo, strategy, run_info: dict | None = None):
     keras.utils.set_random_seed(spec.seed)
     with strategy.scope():
-        return models.get(
+        model = models.get(
             spec.model, info.num_classes, info.input_shape,
             weight_decay=spec.train.weight_decay,
             synchronized_bn=strategy.num_replicas_in_sync > 1,
         )  # fmt: skip
+        if spec.pretrained:  # a resumed run then loads its own last state over these
+            loaded = pretrained.initialize(model, spec.pretrained)
+            if run_info is not None:
+                run_info["pretrained_weights"] = loaded  # path, sha256, new head or not
+    return model
 
 
-def load_checkpoint(path: str | os.PathLike, *, num_classes: int | None = None) -> keras.Model:
-    """Load a `.keras` model, with one-line errors for a missing file or wrong class count."""
+def load_checkpoint(
+    path: str | os.PathLike, *, num_classes: int | None = None, input_shape=None
+) -> keras.Model:
+    """Load a `.keras` model or a PyTorch weights file (`.safetensors`/`.pth`, its
+    architecture guessed from the keys, `lskd_tf.pretrained`), with one-line errors for
+    a missing file or wrong class count."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"checkpoint {path} does not exist; pass a .keras file from a run dir")
-    model = keras.models.load_model(path)
+    if pretrained.is_torch_file(path):
+        model = pretrained.build_from_file(path, input_shape=input_shape)
+    else:
+        model = keras.models.load_model(path)
     if num_classes is not None and model.output_shape[-1] != num_classes:
         raise ValueError(
             f"checkpoint {path} outputs {model.output_shape[-1]} classes but the dataset "
@@ -425,16 +450,18 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
     train_fn = spec.data.train_fn(spec.train.batch_size, spec.seed)
     eval_ds = spec.data.eval_dataset(spec.train.batch_size)
     if isinstance(spec, TeacherSpec):
-        model = _build(spec, info, strategy)
+        model = _build(spec, info, strategy, options["run_info"])
         return train_teacher(
             model, train_fn, eval_ds, label_smoothing=spec.label_smoothing,
             smoothing=spec.smoothing, **options,
         )  # fmt: skip
     path = teacher_checkpoint_path(spec, env)
     with strategy.scope():
-        teacher = load_checkpoint(path, num_classes=info.num_classes)
-    student = _build(spec, info, strategy)
+        teacher = load_checkpoint(path, num_classes=info.num_classes, input_shape=info.input_shape)
+    student = _build(spec, info, strategy, options["run_info"])
     options["run_info"]["teacher_checkpoint_used"] = str(path)
+    if pretrained.is_torch_file(path):
+        options["run_info"]["teacher_checkpoint_sha256"] = pretrained.file_sha256(path)
     if spec.teacher_cache is not None:
         cache = teacher_cache.build(
             teacher, teacher_cache.cache_directory(path, spec.teacher_cache), spec.data.name,

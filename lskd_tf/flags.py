@@ -14,7 +14,7 @@ import dataclasses
 
 from absl import flags
 
-from lskd_tf import data, models
+from lskd_tf import data, models, pretrained
 from lskd_tf.experiment import (
     MIXED_PRECISION,
     TEACHER_CHECKPOINTS,
@@ -99,7 +99,20 @@ USE_TEACHER = flags.DEFINE_enum(
 )
 TEACHER_CHECKPOINT = flags.DEFINE_string(
     "teacher_checkpoint", None,
-    "distill mode: a teacher .keras file to distill from instead of a teacher run of the study.",
+    "distill mode: a teacher .keras file to distill from instead of a teacher run of the "
+    "study, or PyTorch weights (.safetensors/.pth of a torchvision/RepDistiller model, e.g. "
+    "torchvision's ResNet-50: the papers' no-LS ImageNet teacher).",
+)  # fmt: skip
+PRETRAINED = flags.DEFINE_list(
+    "pretrained", [],
+    "Students' initial weights (fine-tuning): FILE for every student, or MODEL=FILE entries, "
+    "e.g. resnet18=weights/resnet18-f37072fd.safetensors. PyTorch .safetensors/.pth "
+    "(torchvision/RepDistiller names) or .keras; a new classifier when the class counts differ.",
+)  # fmt: skip
+TEACHER_PRETRAINED = flags.DEFINE_list(
+    "teacher_pretrained", [],
+    "Teachers' initial weights: FILE for every teacher, or ALPHA=FILE entries per teacher "
+    "label smoothing, e.g. 0=weights/resnet50-0676ba61.safetensors,0.1=ls_teacher.keras.",
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------- optimization
@@ -250,6 +263,31 @@ def _check_pairs(values):
     return True
 
 
+def _pretrained_entries(values, key=models.describe) -> tuple[tuple[str, str], ...]:
+    """FILE or KEY=FILE entries -> ((key, file), ...); key "" = everyone.
+
+    KEY is a model name (`key` accepts it) or, for teachers, a label smoothing; an
+    entry whose text before the first "=" is no valid key is one file name (file names
+    like Chandrasegaran's "teacher=resnet50-0.0-best.pth.tar" contain "=").
+    """
+    entries = []
+    for value in values:
+        k, sep, path = value.partition("=")
+        try:
+            entries.append((_key_text(key(k)), path) if sep else ("", value))
+        except ValueError:
+            entries.append(("", value))
+    return tuple(entries)
+
+
+def _key_text(key) -> str:
+    return key.name if hasattr(key, "name") else str(key)
+
+
+def _alpha(value: str) -> str:
+    return f"{float(value):g}"
+
+
 @flags.validator("temperatures")
 def _check_temperatures(values):
     for value in _floats(values, "temperatures"):
@@ -359,6 +397,8 @@ def study_spec() -> StudySpec:
         teacher_train=teacher_train_config(), student_train=student_train_config(),
         data=data_spec(), pairs=tuple(tuple(p.split(":")) for p in PAIRS.value),
         teacher_cache=cache_spec(),
+        pretrained=_pretrained_entries(PRETRAINED.value),
+        teacher_pretrained=_pretrained_entries(TEACHER_PRETRAINED.value, _alpha),
     )  # fmt: skip
 
 
@@ -383,6 +423,7 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
         teacher_model, study.teacher_smoothings[0], study.smoothing,
         study.teacher_seed, dataclasses.replace(study.teacher_train, seed=study.teacher_seed),
         study.data,
+        pretrained.for_key(study.teacher_pretrained, f"{study.teacher_smoothings[0]:g}"),
     )  # fmt: skip
     if MODE.value == "teacher":
         return teacher
@@ -393,6 +434,7 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
         study.student_label_smoothing, study.smoothing, study.t2_scaling, seed,
         dataclasses.replace(study.student_train, seed=seed), study.data, study.use_teacher,
         study.teacher_cache,
+        pretrained.for_key(study.pretrained, study.students_of(teacher_model)[0]),
     )  # fmt: skip
 
 
@@ -422,6 +464,8 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
             f"--teacher_milestones={','.join(map(str, t.milestones))}",
             f"--teacher_warmup_epochs={t.warmup_epochs!r}",
         ]  # fmt: skip
+        if teacher.pretrained:
+            lines.append(f"--teacher_pretrained={teacher.pretrained}")
     if isinstance(spec, StudentSpec):
         lines += [
             f"--student_models={spec.model}", f"--temperatures={spec.temperature!r}",
@@ -432,6 +476,8 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
         ]  # fmt: skip
         if spec.teacher_checkpoint:
             lines.append(f"--teacher_checkpoint={spec.teacher_checkpoint}")
+        if spec.pretrained:
+            lines.append(f"--pretrained={spec.pretrained}")
         cache = spec.teacher_cache
         lines.append(f"--teacher_cache={cache.mode if cache else 'none'}")
         if cache:

@@ -477,3 +477,40 @@ def test_initialize_keeps_a_new_head_only_for_another_class_count(tmp_path):
     assert pretrained.for_key(entries, "resnet18") == "r18.safetensors"
     assert pretrained.for_key(entries, "mobilenet_v2") == "all.safetensors"
     assert pretrained.for_key((), "resnet18") is None
+
+
+def test_study_runs_record_the_weights_they_start_from(tmp_path):
+    """experiment.run: a PyTorch teacher file and pretrained student weights, SHA-256s."""
+    import json
+
+    from lskd_tf import experiment
+    from lskd_tf.training import TrainConfig
+
+    teacher_file = tmp_path / "teacher_resnet20.safetensors"  # a 100-class CIFAR teacher
+    torch_save_safetensors(
+        _randomize_bn(CifarResNet(20, (16, 16, 32, 64), num_classes=100)).state_dict(),
+        str(teacher_file),
+    )
+    student_file = tmp_path / "student_resnet8_10cls.pth"  # other class count: new head
+    torch.save(CifarResNet(8, (16, 16, 32, 64), num_classes=10).state_dict(), student_file)
+    spec = experiment.StudentSpec(
+        "resnet8", teacher_checkpoint=str(teacher_file), temperature=1.0,
+        train=TrainConfig(epochs=1, batch_size=50, verbose=0),
+        data=experiment.DataSpec("embedded", options=(("train_per_class", 1),
+                                                      ("test_per_class", 1))),
+        pretrained=str(student_file),
+    )  # fmt: skip
+    env = experiment.RunEnv(output_dir=str(tmp_path / "runs"), study="pt",
+                            tensorboard_dir=str(tmp_path / "tb"))  # fmt: skip
+    experiment.run(spec, env)
+    recorded = json.loads((env.run_dir(spec) / "run.json").read_text())
+    assert recorded["spec"]["pretrained"] == str(student_file)
+    assert (
+        recorded["pretrained_weights"]["sha256"]
+        == hashlib.sha256(student_file.read_bytes()).hexdigest()
+    )
+    assert recorded["pretrained_weights"]["skip_classifier"] is True
+    assert (
+        recorded["teacher_checkpoint_sha256"]
+        == hashlib.sha256(teacher_file.read_bytes()).hexdigest()
+    )
