@@ -111,7 +111,20 @@ USE_TEACHER = flags.DEFINE_enum(
 )
 TEACHER_CHECKPOINT = flags.DEFINE_string(
     "teacher_checkpoint", None,
-    "distill mode: a teacher .keras file to distill from instead of a teacher run of the study.",
+    "distill mode: a teacher .keras file to distill from instead of a teacher run of the "
+    "study, or PyTorch weights (.safetensors/.pth of a torchvision/RepDistiller model, e.g. "
+    "torchvision's ResNet-50: the papers' no-LS ImageNet teacher).",
+)  # fmt: skip
+PRETRAINED = flags.DEFINE_list(
+    "pretrained", [],
+    "Students' initial weights (fine-tuning): FILE for every student, or MODEL=FILE entries, "
+    "e.g. resnet18=weights/resnet18-f37072fd.safetensors. PyTorch .safetensors/.pth "
+    "(torchvision/RepDistiller names) or .keras; a new classifier when the class counts differ.",
+)  # fmt: skip
+TEACHER_PRETRAINED = flags.DEFINE_list(
+    "teacher_pretrained", [],
+    "Teachers' initial weights: FILE for every teacher, or ALPHA=FILE entries per teacher "
+    "label smoothing, e.g. 0=weights/resnet50-0676ba61.safetensors,0.1=ls_teacher.keras.",
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------- optimization
@@ -280,6 +293,32 @@ def _check_models(values):
             raise flags.ValidationError(f"--pairs entries are teacher:student, got {value!r}")
         _validate_models(task, parts, "pairs")
     return True
+
+
+def _pretrained_entries(values, key) -> tuple[tuple[str, str], ...]:
+    """FILE or KEY=FILE entries -> ((key, file), ...); key "" = everyone.
+
+    KEY is a model name or, for teachers, a label smoothing (``key`` normalizes it and
+    raises ValueError otherwise); an entry whose text before the first "=" is no valid
+    key is one file name (Chandrasegaran's "teacher=resnet50-0.0-best.pth.tar" has "=").
+    """
+    entries = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        try:
+            entries.append((key(name), path) if sep else ("", value))
+        except ValueError:
+            entries.append(("", value))
+    return tuple(entries)
+
+
+def _model_key(name: str) -> str:
+    tasks.get(TASK.value).check_model(name)
+    return name
+
+
+def _alpha_key(value: str) -> str:
+    return f"{float(value):g}"
 
 
 @flags.validator("kd_loss")
@@ -481,6 +520,8 @@ def study_spec() -> StudySpec:
         teacher_train=teacher_train_config(), student_train=student_train_config(),
         data=data_spec(), pairs=tuple(tuple(p.split(":")) for p in PAIRS.value),
         teacher_cache=cache_spec(),
+        pretrained=_pretrained_entries(PRETRAINED.value, _model_key),
+        teacher_pretrained=_pretrained_entries(TEACHER_PRETRAINED.value, _alpha_key),
     )  # fmt: skip
 
 
@@ -547,6 +588,8 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
             f"--{flag}={_as_flag(getattr(teacher.train, field))}"
             for field, flag in TEACHER_TRAIN_FLAGS.items()
         ]
+        if teacher.pretrained:
+            lines.append(f"--teacher_pretrained={teacher.pretrained}")
     if isinstance(spec, TeacherSpec):
         lines.append(f"--smoothing={spec.smoothing}")
     else:
@@ -560,6 +603,8 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
         ]  # fmt: skip
         if spec.teacher_checkpoint:
             lines.append(f"--teacher_checkpoint={spec.teacher_checkpoint}")
+        if spec.pretrained:
+            lines.append(f"--pretrained={spec.pretrained}")
         cache = spec.teacher_cache
         lines.append(f"--teacher_cache={cache.mode if cache else 'none'}")
         if cache:

@@ -47,19 +47,27 @@ def identity(spec: RunSpec, env: RunEnv) -> dict:
         "data": {"name": spec.data.name, "options": [list(o) for o in spec.data.options]},
         "mixed_precision": env.mixed_precision,
     }
+    if spec.pretrained:  # the weights themselves, not only their file name
+        found["pretrained_sha256"] = _existing_file_sha256(spec.pretrained, "pretrained weights")
     if isinstance(spec, TeacherSpec):
         return _canonical(found)
     found["use_teacher"] = spec.use_teacher
     if spec.teacher is not None:
         found["teacher"] = identity(spec.teacher, env)
     else:
-        path = Path(spec.teacher_checkpoint)
-        if not path.exists():
-            raise ValueError(
-                f"teacher checkpoint {path} does not exist; pass a .keras file from a run dir"
+        found["teacher"] = {
+            "checkpoint_sha256": _existing_file_sha256(
+                spec.teacher_checkpoint, "teacher checkpoint"
             )
-        found["teacher"] = {"checkpoint_sha256": file_sha256(path)}
+        }
     return _canonical(found)
+
+
+def _existing_file_sha256(path: str, what: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"{what} {path} does not exist; pass a .keras file from a run dir or a "
+                         "PyTorch weights file (.safetensors/.pth)")  # fmt: skip
+    return file_sha256(path)
 
 
 def _canonical(value: dict) -> dict:

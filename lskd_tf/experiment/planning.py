@@ -9,6 +9,24 @@ from pathlib import Path
 from lskd_tf.experiment.specs import RunEnv, RunSpec, StudentSpec, StudySpec, TeacherSpec
 
 
+def weights_for(entries: Sequence[tuple[str, str]], key: str) -> str | None:
+    """The file of ``key`` in (key, file) pairs; key "" is everyone's default.
+
+    Studies name initial weights per student model ("resnet18" -> file) or per teacher
+    label smoothing ("0.1" -> file); a single file applies to all (key "").
+
+    >>> weights_for((("", "all.pt"), ("resnet18", "r18.pt")), "resnet18")
+    'r18.pt'
+    """
+    chosen = None
+    for entry_key, path in entries:
+        if entry_key == key:
+            return path
+        if entry_key == "" and chosen is None:
+            chosen = path
+    return chosen
+
+
 def plan_study(study: StudySpec) -> list[RunSpec]:
     """Every run of a study, each teacher before the students that need it."""
     runs: list[RunSpec] = []
@@ -19,6 +37,7 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
                 smoothing=study.smoothing, seed=study.teacher_seed,
                 train=dataclasses.replace(study.teacher_train, seed=study.teacher_seed),
                 data=study.data,
+                pretrained=weights_for(study.teacher_pretrained, f"{float(alpha):g}"),
             )  # fmt: skip
             runs.append(teacher)
             for student_model in study.students_of(teacher_model):
@@ -37,6 +56,7 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
                                 data=study.data,
                                 use_teacher=study.use_teacher,
                                 teacher_cache=study.teacher_cache,
+                                pretrained=weights_for(study.pretrained, student_model),
                             )  # fmt: skip
                         )
     return runs

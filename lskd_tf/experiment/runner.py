@@ -20,13 +20,16 @@ from lskd_tf.run_dir import RunDir
 from lskd_tf.training import RunResult, distill_student, train_teacher
 
 
-def _build(task: tasks.Task, spec: RunSpec, info, strategy) -> keras.Model:
+def _build(task: tasks.Task, spec: RunSpec, info, strategy, run_info: dict) -> keras.Model:
     keras.utils.set_random_seed(spec.seed)
     with strategy.scope():
-        return task.build_model(
+        model = task.build_model(
             spec.model, info, train=spec.train,
             synchronized_bn=strategy.num_replicas_in_sync > 1,
         )  # fmt: skip
+        if spec.pretrained:  # a resumed run then loads its own last state over these
+            run_info["pretrained_weights"] = task.initialize(model, spec.pretrained)
+    return model
 
 
 def teacher_checkpoint_path(spec: StudentSpec, env: RunEnv) -> Path:
@@ -67,7 +70,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
     train_fn = task.train_fn(spec.data, batch_size=batch_size, seed=spec.seed)
     eval_ds = task.eval_dataset(spec.data, batch_size=batch_size)
     if isinstance(spec, TeacherSpec):
-        model = _build(task, spec, info, strategy)
+        model = _build(task, spec, info, strategy, options["run_info"])
         return train_teacher(
             model, train_fn, eval_ds, label_smoothing=spec.label_smoothing,
             smoothing=spec.smoothing, loss=task.teacher_loss(spec.label_smoothing, spec.smoothing),
@@ -76,7 +79,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
     path = teacher_checkpoint_path(spec, env)
     with strategy.scope():
         teacher = task.load_model(path, info)
-    student = _build(task, spec, info, strategy)
+    student = _build(task, spec, info, strategy, options["run_info"])
     teacher_hash = weights_sha256(teacher)
     # Every worker of a multi-worker job must distill from the very same teacher.
     distribute.check_same_on_all_workers(

@@ -66,6 +66,8 @@ class TeacherSpec:
     seed: int = 0
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    pretrained: str | None = None
+    """Initial weights (a weights file the task reads: `Task.initialize`)."""
 
     def __post_init__(self):
         _check_task(self.task, self.model, self.data, self.seed)
@@ -80,11 +82,12 @@ class TeacherSpec:
 
     def record(self) -> dict:
         """What run.json stores to describe this run (and what a rerun must match)."""
-        return {
+        record = {
             "kind": "teacher", "task": self.task, "model": self.model,
             "dataset": self.data.name, "label_smoothing": self.label_smoothing,
             "smoothing": self.smoothing, "seed": self.seed,
         }  # fmt: skip
+        return {**record, "pretrained": self.pretrained} if self.pretrained else record
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,6 +106,8 @@ class StudentSpec:
     teacher_cache: CacheSpec | None = None
     """Distill from the teacher's cached logits (`lskd_tf.teacher_cache`), built on
     first use beside the teacher's checkpoint; None runs the teacher every step."""
+    pretrained: str | None = None
+    """Initial weights of the student (`Task.initialize`), e.g. ImageNet weights to fine-tune."""
 
     def __post_init__(self):
         task = _check_task(self.task, self.model, self.data, self.seed)
@@ -159,6 +164,8 @@ class StudentSpec:
         # it does not make another run (a study may switch it on half way).
         if self.teacher_cache is not None and self.teacher_cache.changes_training:
             record["teacher_cache"] = dataclasses.asdict(self.teacher_cache)
+        if self.pretrained:
+            record["pretrained"] = self.pretrained
         return record
 
 
@@ -192,6 +199,10 @@ class StudySpec:
     teacher_models x student_models (the papers distill chosen pairs)."""
     teacher_cache: CacheSpec | None = None
     """Cache each teacher's logits once for all its students (`lskd_tf.teacher_cache`)."""
+    pretrained: Sequence[tuple[str, str]] = ()
+    """(student model, weights file) initial weights; model "" = every student."""
+    teacher_pretrained: Sequence[tuple[str, str]] = ()
+    """(teacher label smoothing as f"{a:g}", weights file); "" = every teacher."""
 
     def students_of(self, teacher_model: str) -> list[str]:
         if self.pairs:

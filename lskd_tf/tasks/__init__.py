@@ -116,6 +116,15 @@ class Task:
                 "complete .keras file (best.keras or last.keras of a finished run)"
             ) from None
 
+    def initialize(self, model: keras.Model, path: str | os.PathLike) -> dict:
+        """Load initial weights from ``path`` into ``model`` (fine-tuning); what was loaded.
+
+        Default: the weights of a saved `.keras` model of the same architecture.
+        """
+        source = self.load_model(path, None)
+        model.set_weights(source.get_weights())
+        return {"path": str(path), "keys": len(model.weights)}
+
     # ------------------------------------------------------------------ training
 
     def metrics(self) -> list[keras.metrics.Metric]:

@@ -67,13 +67,33 @@ class ImageClassification(tasks.Task):
         )  # fmt: skip
 
     def load_model(self, path: str | os.PathLike, info) -> keras.Model:
-        model = super().load_model(path, info)
+        """A `.keras` checkpoint, or PyTorch weights of a torchvision/RepDistiller model
+        (`.safetensors`/`.pth`, the architecture read from the keys: `lskd_tf.pretrained`)."""
+        from lskd_tf import pretrained
+
+        if pretrained.is_torch_file(path):
+            if not Path(path).is_file():
+                raise ValueError(f"checkpoint {path} does not exist")
+            model = pretrained.build_from_file(path, input_shape=info.input_shape)
+        else:
+            model = super().load_model(path, info)
+        if info is None:
+            return model
         if model.output_shape[-1] != info.num_classes:
             raise ValueError(
                 f"checkpoint {path} outputs {model.output_shape[-1]} classes but the dataset "
                 f"has {info.num_classes}"
             )
         return model
+
+    def initialize(self, model: keras.Model, path: str | os.PathLike) -> dict:
+        """PyTorch (torchvision/RepDistiller) or `.keras` weights; a new classifier exactly
+        when the class counts differ (ImageNet -> CUB fine-tuning, as both papers do)."""
+        from lskd_tf import pretrained
+
+        if not Path(path).is_file():
+            raise ValueError(f"pretrained weights {path} do not exist")
+        return pretrained.initialize(model, path)
 
     # ------------------------------------------------------------------ teacher cache
 
