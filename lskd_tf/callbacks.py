@@ -180,8 +180,19 @@ class RunRecorder(keras.callbacks.Callback):
         self.info["error"] = f"{type(error).__name__}: {error}"
         self.run.write(self.info)
 
-    def finish(self) -> None:
+    def finish(self, final: dict | None = None) -> None:
+        """Mark the run finished; ``final`` adds metrics measured on its checkpoints.
+
+        ``final`` is ``{"best": {...}, "last": {...}}`` (e.g. BLEU of ``best.keras`` and
+        ``last.keras``, `lskd_tf.tasks.Task.final_metrics`); its names join ``metrics``.
+        """
         self._update_metrics()
+        for which, values in (final or {}).items():
+            self.info[which].update(values)
+            for name in values:
+                metric = name.removeprefix("val_")
+                if metric not in self.info["metrics"] and isinstance(values[name], float):
+                    self.info["metrics"].append(metric)
         self.info.update(
             status=FINISHED,
             wall_time_s=sum(row.get("epoch_time_s", 0.0) for row in self.history),

@@ -126,6 +126,7 @@ def run_row(info: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
     name = info.get("name") or (Path(run_dir).name if run_dir is not None else None)
     row = {"run": name, "run_dir": None if run_dir is None else str(run_dir)}
     row["status"] = info.get("status")
+    row["headline"] = info.get("headline", "top1")
     for key in (
         "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
         "teacher_model", "teacher_label_smoothing", "teacher_run", "teacher_checkpoint",
@@ -290,7 +291,7 @@ def _students(runs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def student_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+def student_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Students: rows (student, T), columns teacher smoothing; last and best epoch.
 
     Columns: ``last a=<alpha>`` / ``best a=<alpha>`` "mean ± std" over seeds (one seed:
@@ -306,6 +307,7 @@ def student_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
         | student | T | last a=0     | last a=0.1   | last Δ(LS−noLS)      | ... | CI         |
         | resnet8 | 1 | 70.00 ± 1.00 | 72.00 ± 1.00 | +2.00 [-0.48, +4.48] | ... | t, 3 pairs |
     """
+    metric = metric or headline(runs)
     students = _students(runs)
     if students.empty:
         return pd.DataFrame()
@@ -315,10 +317,11 @@ def student_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     return table
 
 
-def teacher_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+def teacher_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Teachers: rows model, columns label smoothing, last and best epoch; the paired
     difference LS − no-LS over teacher seeds, ``n``, ``CI`` and ``unpaired seeds`` as in
     `student_table`."""
+    metric = metric or headline(runs)
     teachers = _finished(runs, "teacher")
     if teachers.empty:
         return pd.DataFrame()
@@ -327,11 +330,12 @@ def teacher_table(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     return table
 
 
-def differences(runs: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+def differences(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """The paired differences behind the tables as numbers, one row per table cell:
     ``table`` (teachers/students), the row keys, ``epoch`` (last/best), ``treatment`` and
     ``baseline`` smoothing, ``n_pairs``, ``mean``, ``sd``, ``ci_low``, ``ci_high``,
     ``ci_method``, ``excludes_zero``, ``unpaired_seeds``."""
+    metric = metric or headline(runs)
     frames = []
     teachers = _finished(runs, "teacher")
     if not teachers.empty:
@@ -397,21 +401,36 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
     return written
 
 
+def headline(runs: pd.DataFrame) -> str:
+    """The metric the tables show: the runs' task's headline metric (run.json ``headline``:
+    ``top1`` for images, ``bleu`` for translation; ``top1`` for older runs)."""
+    if "headline" in runs and runs["headline"].notna().any():
+        found = sorted(set(runs["headline"].dropna()))
+        if len(found) > 1:
+            raise ValueError(
+                f"these runs report different headline metrics ({', '.join(found)}): "
+                "tabulate each task's runs separately"
+            )
+        return found[0]
+    return "top1"
+
+
 def format_tables(runs: pd.DataFrame) -> str:
-    """The tables as printable Markdown (top-1 %, last and best epoch), each followed by
-    the footnote on Δ, its interval and unpaired seeds."""
+    """The tables as printable Markdown (the headline metric, last and best epoch), each
+    followed by the footnote on Δ, its interval and unpaired seeds."""
     parts = []
     teachers, students = teacher_table(runs), student_table(runs)
+    unit = _metric_name(headline(runs)) + ("" if headline(runs) == "bleu" else " %")
     if not teachers.empty:
         parts.append(
-            "Teachers (top-1 %, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
+            f"Teachers ({unit}, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
             + teachers.reset_index().to_markdown(index=False)
             + "\n\n"
             + _footnote(teachers)
         )
     if not students.empty:
         parts.append(
-            "Students by teacher label smoothing a (top-1 %, mean ± std over seeds; "
+            f"Students by teacher label smoothing a ({unit}, mean ± std over seeds; "
             "Δ = LS − no-LS paired by seed)\n\n"
             + students.reset_index().to_markdown(index=False)
             + "\n\n"
@@ -429,7 +448,7 @@ SEEDS_NEEDED_FORMULA = (
 
 
 def _metric_name(metric: str) -> str:
-    return metric.replace("top", "top-")
+    return "BLEU" if metric == "bleu" else metric.replace("top", "top-")
 
 
 def _plural(n: int, word: str) -> str:
@@ -446,7 +465,7 @@ def _cell_name(cell) -> str:
     return f"{teacher}, T={_short(float(temperature))}"
 
 
-def verdict(runs: pd.DataFrame, metric: str = "top1", which: str = "last") -> str:
+def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") -> str:
     """The recommendation the students support, as Markdown lines (one block per student).
 
     For each student model (and configuration, never pooled): the (teacher a, T) cell
@@ -463,6 +482,7 @@ def verdict(runs: pd.DataFrame, metric: str = "top1", which: str = "last") -> st
         **resnet8**: recommended teacher LS a=0.1, T=1 (72.00 % top-1, 3 seeds), ahead of
         teacher without LS, T=1 (70.00 %) by +2.00 [+1.00, +3.00] (t, 3 pairs): resolved
     """
+    metric = metric or headline(runs)
     students = _students(runs)
     column = f"{which}_{metric}"
     if students.empty or column not in students or students[column].isna().all():

@@ -220,6 +220,7 @@ def run_training(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     hparams: dict | None = None,
     profile_batches: tuple[int, int] | None = None,
+    final_metrics: Callable[[RunDir], dict] | None = None,
 ) -> RunResult:
     """The epoch loop shared by teachers and students (see the module docstring).
 
@@ -227,7 +228,9 @@ def run_training(
     ``saved_model`` is what the checkpoints hold (the teacher or the student);
     ``compile_fn(optimizer)`` compiles ``train_model``. ``monitor`` (a metric name,
     read on the validation data when there is some) picks ``best.keras``;
-    ``metric_names`` are kept in run.json's ``best`` and ``last``.
+    ``metric_names`` are kept in run.json's ``best`` and ``last``. ``final_metrics(out)``,
+    when given, measures the finished run's checkpoints (e.g. BLEU by decoding) before
+    the run is marked finished, so a kill never leaves a finished run without them.
 
     Distributed runs (`lskd_tf.distribute`): every worker runs this loop; only the
     chief writes to ``run_dir`` and ``tensorboard_dir``, the other workers write the
@@ -302,7 +305,7 @@ def run_training(
         raise
     finally:
         recorder.close()
-    recorder.finish()
+    recorder.finish(final_metrics(out) if final_metrics else None)
     # Multi-worker: nobody moves on (e.g. to load this teacher) before the chief wrote it.
     distribute.barrier(strategy, f"the end of {info['name']}")
     distribute.discard_write_dir(out.path, run.path)

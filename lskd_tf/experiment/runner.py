@@ -54,6 +54,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
         hparams=hparams_of(spec),
         profile_batches=env.profile_batches,
         callbacks=env.callbacks,
+        final_metrics=lambda run: task.final_metrics(run, spec.data, info),
         metrics=metrics,
         monitor=task.monitor,
         run_info=identity.with_identity(
@@ -62,6 +63,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
                 **spec.record(),
                 "data": dataclasses.asdict(spec.data),
                 "dataset_info": info.to_dict(),
+                "headline": task.headline,
             },
             found,
         ),

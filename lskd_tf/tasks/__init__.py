@@ -52,6 +52,8 @@ class Task:
     name: str = ""
     monitor: str = "top1"
     """The metric whose validation value picks ``best.keras``."""
+    headline: str = "top1"
+    """The metric the results tables and the verdict report (e.g. ``bleu``)."""
 
     # ------------------------------------------------------------------ data
 
@@ -153,6 +155,16 @@ class Task:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ after training
+
+    def final_metrics(self, run, data, info: Any) -> dict | None:
+        """Metrics measured on a finished run's checkpoints before it is marked finished.
+
+        ``run`` is the `lskd_tf.run_dir.RunDir` being written. Returns
+        ``{"best": {"val_<name>": value, ...}, "last": {...}}`` (added to run.json's
+        best/last and to its ``metrics``), or None (the default: nothing beyond what
+        training measured). Translation decodes the evaluation split for BLEU here.
+        """
+        return None
 
     def export(self, model: keras.Model, export_dir: str | os.PathLike, info: Any) -> Path:
         """Write ``model`` for serving; default: a SavedModel (``serve``) plus ``model.keras``."""
