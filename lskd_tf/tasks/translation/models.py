@@ -1,0 +1,436 @@
+"""Transformer encoder-decoders for translation, registered by name.
+
+Every model is a functional `keras.Model` (it saves to and loads from ``.keras`` and
+exports as a SavedModel) with the translation contract's interface:
+
+* inputs ``{"source": int32 (B, S), "target_in": int32 (B, T)}``; ids 0 = padding,
+  1 = unknown, 2 = BOS, 3 = EOS; ``target_in`` = [BOS] + target;
+* output: logits float32 (B, T, V), also under a mixed-precision policy (the output
+  projection computes in float32).
+
+Padding is handled inside attention: the encoder's self-attention and the decoder's
+cross-attention ignore padded source positions, the decoder's self-attention is causal
+and ignores padded target positions. Loss masks are *not* the model's business: they are
+the batch's ``sample_weight`` (`lskd_tf.Distiller`).
+
+The layers are keras_hub's ``TransformerEncoder`` / ``TransformerDecoder``
+(``normalize_first`` for pre-norm) with Keras's ``ReversibleEmbedding`` (tied output
+projection) and keras_hub's ``SinePositionEncoding`` / ``PositionEmbedding``. As in
+fairseq: token embeddings are scaled by sqrt(d_model) and drawn from N(0, d_model^-0.5),
+dropout follows the embeddings and every sub-layer, pre-norm stacks end in a final
+LayerNorm, the output projection has no bias. Known difference from fairseq's
+``transformer_iwslt_de_en``: keras_hub applies ``dropout`` to the attention
+probabilities too (fairseq's ``attention_dropout`` defaults to 0), and its sinusoids are
+interleaved (sin, cos, sin, ...) rather than concatenated (no effect on what a model
+can learn).
+
+The forward pass is written once (`encode`, `decode`); `get` runs it on symbolic
+inputs to build the model and `lskd_tf.tasks.translation.decoding` runs the same
+functions on a built model's layers (found by name) to encode a source once and decode
+step by step.
+
+Example:
+    >>> from lskd_tf.tasks.translation import models
+    >>> model = models.get("transformer_tiny", vocab_size=100, max_length=32)
+    >>> logits = model({"source": source_ids, "target_in": target_in})  # (B, T, 100)
+    >>> models.describe("transformer_2x2_256").decoder_layers
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import numbers
+
+import keras
+import keras_hub
+from keras import ops
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+NUM_SPECIAL = 4
+SOURCE, TARGET_IN = "source", "target_in"
+POSITIONS = ("sinusoidal", "learned")
+LAYER_NORM_EPSILON = 1e-5  # PyTorch's (fairseq's) LayerNorm epsilon
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TranslationModelSpec:
+    """A registered Transformer configuration; every field but ``name``/``reference``
+    can be overridden in `get`.
+
+    Attributes:
+        name: registry name.
+        encoder_layers / decoder_layers: number of Transformer blocks.
+        d_model: embedding and hidden size.
+        ffn_dim: inner size of each feed-forward block.
+        num_heads: attention heads (must divide ``d_model``).
+        dropout: rate after embeddings, sub-layers and on attention weights (fairseq
+            IWSLT: 0.3).
+        normalize_first: pre-norm (True) or post-norm (False, fairseq's default).
+        share_embeddings: one embedding matrix for source and target (joint vocabulary;
+            fairseq ``--share-all-embeddings``).
+        tie_output: the output projection is the target embedding's transpose (fairseq
+            ``--share-decoder-input-output-embed``).
+        positions: ``"sinusoidal"`` (fixed) or ``"learned"`` (``max_length`` rows).
+        activation: feed-forward activation.
+        reference: what the configuration reproduces.
+    """
+
+    name: str
+    encoder_layers: int
+    decoder_layers: int
+    d_model: int
+    ffn_dim: int
+    num_heads: int
+    dropout: float = 0.3
+    normalize_first: bool = False
+    share_embeddings: bool = True
+    tie_output: bool = True
+    positions: str = "sinusoidal"
+    activation: str = "relu"
+    reference: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+OVERRIDABLE = tuple(
+    f.name for f in dataclasses.fields(TranslationModelSpec) if f.name not in ("name", "reference")
+)
+MULTILINGUAL_KD = "RayeRen/multilingual-kd-pytorch (fairseq fork) default transformer"
+_REGISTRY: dict[str, TranslationModelSpec] = {}
+
+
+def _register(spec: TranslationModelSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+_register(TranslationModelSpec(
+    name="transformer_iwslt_de_en", encoder_layers=6, decoder_layers=6, d_model=512,
+    ffn_dim=1024, num_heads=4,
+    reference="fairseq transformer.py transformer_iwslt_de_en (6+6, 512, FFN 1024, 4 heads)",
+))  # fmt: skip
+_register(TranslationModelSpec(
+    name="transformer_2x2_256", encoder_layers=2, decoder_layers=2, d_model=256,
+    ffn_dim=1024, num_heads=4, reference=f"{MULTILINGUAL_KD} (2+2, 256, FFN 1024, 4 heads)",
+))  # fmt: skip
+_register(TranslationModelSpec(
+    name="transformer_2x2_128", encoder_layers=2, decoder_layers=2, d_model=128,
+    ffn_dim=512, num_heads=4, reference="student: transformer_2x2_256 at half width",
+))  # fmt: skip
+_register(TranslationModelSpec(
+    name="transformer_1x1_128", encoder_layers=1, decoder_layers=1, d_model=128,
+    ffn_dim=512, num_heads=4, reference="student: 1+1 layers, half width",
+))  # fmt: skip
+_register(TranslationModelSpec(
+    name="transformer_tiny", encoder_layers=1, decoder_layers=1, d_model=64,
+    ffn_dim=128, num_heads=2, reference="tests and quick studies",
+))  # fmt: skip
+
+
+def available() -> list[str]:
+    """Sorted names accepted by `get` and `describe`."""
+    return sorted(_REGISTRY)
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"model name must be a string, got {name!r}")
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown translation model {name!r}.{hint} Choose one of: {', '.join(available())}"
+        )
+    return key
+
+
+def describe(name: str) -> TranslationModelSpec:
+    """The `TranslationModelSpec` registered as ``name`` (case-insensitive, "-" = "_")."""
+    return _REGISTRY[_canonical(name)]
+
+
+def _check(spec: TranslationModelSpec, vocab_size, max_length) -> None:
+    def positive_int(value) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+    if not positive_int(vocab_size) or vocab_size < NUM_SPECIAL + 1:
+        raise ValueError(
+            f"vocab_size must be an integer >= {NUM_SPECIAL + 1} (ids 0-3 are pad/unk/BOS/EOS), "
+            f"got {vocab_size!r}"
+        )
+    if not positive_int(max_length) or max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    for field in ("encoder_layers", "decoder_layers", "d_model", "ffn_dim", "num_heads"):
+        if not positive_int(getattr(spec, field)):
+            raise ValueError(f"{field} must be a positive integer, got {getattr(spec, field)!r}")
+    if spec.d_model % spec.num_heads:
+        raise ValueError(
+            f"num_heads ({spec.num_heads}) must divide d_model ({spec.d_model}); change one of them"
+        )
+    if spec.positions == "sinusoidal" and spec.d_model % 2:
+        raise ValueError(f"sinusoidal positions need an even d_model, got {spec.d_model}")
+    if not 0.0 <= float(spec.dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {spec.dropout!r}")
+    if spec.positions not in POSITIONS:
+        raise ValueError(
+            f"unknown positions {spec.positions!r}; choose one of: {', '.join(POSITIONS)}"
+        )
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+@keras.saving.register_keras_serializable(package="lskd_tf.translation")
+class PaddingMask(keras.layers.Layer):
+    """``ids != 0`` as a boolean (B, L) mask (True on real tokens)."""
+
+    def call(self, ids):
+        return ops.not_equal(ids, PAD_ID)
+
+    def compute_output_spec(self, ids):
+        return keras.KerasTensor(ids.shape, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="lskd_tf.translation")
+class ScaleAndPosition(keras.layers.Layer):
+    """``embeddings * sqrt(d_model) + positions`` (fairseq's embedding scale).
+
+    Args:
+        d_model: the embedding size.
+        positions: ``"sinusoidal"`` (keras_hub ``SinePositionEncoding``) or
+            ``"learned"`` (keras_hub ``PositionEmbedding`` with ``max_length`` rows).
+        max_length: the longest sequence a learned table covers.
+    """
+
+    def __init__(self, d_model: int, positions: str, max_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model = int(d_model)
+        self.positions = positions
+        self.max_length = int(max_length)
+        self.scale = math.sqrt(self.d_model)
+        if positions == "learned":
+            self.position_layer = keras_hub.layers.PositionEmbedding(
+                sequence_length=self.max_length,
+                initializer=keras.initializers.RandomNormal(stddev=self.d_model**-0.5),
+                dtype=self.dtype_policy,
+                name="position_embedding",
+            )
+        else:
+            self.position_layer = keras_hub.layers.SinePositionEncoding(
+                dtype=self.dtype_policy, name="position_encoding"
+            )
+
+    def build(self, input_shape):
+        self.position_layer.build(input_shape)
+        self.built = True
+
+    def call(self, embeddings):
+        embeddings = embeddings * ops.cast(self.scale, embeddings.dtype)
+        return embeddings + ops.cast(self.position_layer(embeddings), embeddings.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(d_model=self.d_model, positions=self.positions, max_length=self.max_length)
+        return config
+
+
+# ----------------------------------------------------------------------------- forward pass
+# Layer names: the decoding module finds the layers of a built (or loaded) model by them.
+
+SOURCE_MASK, TARGET_MASK = "source_mask", "target_mask"
+SOURCE_EMBEDDING, TARGET_EMBEDDING, SHARED_EMBEDDING = (
+    "source_embedding",
+    "target_embedding",
+    "shared_embedding",
+)
+OUTPUT_PROJECTION, LOGITS = "output_projection", "logits"
+
+
+class Layers:
+    """The named layers of a Transformer, gathered from a model or created for one."""
+
+    def __init__(self, by_name: dict[str, keras.layers.Layer]):
+        self.by_name = by_name
+
+    @classmethod
+    def of(cls, model: keras.Model) -> Layers:
+        """The layers of a model built by `get` (also after `keras.models.load_model`)."""
+        names = {layer.name: layer for layer in model.layers}
+        if LOGITS not in names or "encoder_embed_position" not in names:
+            raise ValueError(
+                f"model {model.name!r} is not a translation Transformer built by "
+                "lskd_tf.tasks.translation.models.get"
+            )
+        return cls(names)
+
+    def __getitem__(self, name: str) -> keras.layers.Layer:
+        return self.by_name[name]
+
+    def get(self, name: str):
+        return self.by_name.get(name)
+
+    def stack(self, prefix: str) -> list[keras.layers.Layer]:
+        count = sum(1 for name in self.by_name if name.startswith(prefix + "_layer_"))
+        return [self.by_name[f"{prefix}_layer_{i}"] for i in range(count)]
+
+    def embedding(self, side: str) -> keras.layers.Layer:
+        return self.get(SHARED_EMBEDDING) or self[f"{side}_embedding"]
+
+
+def encode(layers: Layers, source, training=None):
+    """``(memory (B, S, d), source_mask bool (B, S))`` of source ids (B, S)."""
+    source_mask = layers[SOURCE_MASK](source)
+    x = layers.embedding("source")(source)
+    x = layers["encoder_embed_position"](x)
+    x = layers["encoder_embed_dropout"](x, training=training)
+    for block in layers.stack("encoder"):
+        x = block(x, padding_mask=source_mask, training=training)
+    final_norm = layers.get("encoder_final_norm")
+    if final_norm is not None:
+        x = final_norm(x)
+    return x, source_mask
+
+
+def decode(layers: Layers, memory, source_mask, target_in, training=None):
+    """Logits float32 (B, T, V) of ``target_in`` (B, T) given the encoder's output."""
+    target_mask = layers[TARGET_MASK](target_in)
+    x = layers.embedding("target")(target_in)
+    x = layers["decoder_embed_position"](x)
+    x = layers["decoder_embed_dropout"](x, training=training)
+    for block in layers.stack("decoder"):
+        x = block(
+            x,
+            memory,
+            decoder_padding_mask=target_mask,
+            encoder_padding_mask=source_mask,
+            use_causal_mask=True,
+            training=training,
+        )
+    final_norm = layers.get("decoder_final_norm")
+    if final_norm is not None:
+        x = final_norm(x)
+    projection = layers.get(OUTPUT_PROJECTION)
+    if projection is None:  # tied: the target embedding, reversed, in float32
+        x = layers.embedding("target")(x, reverse=True)
+    else:
+        x = projection(x)
+    return layers[LOGITS](x)
+
+
+def _create_layers(spec: TranslationModelSpec, vocab_size: int, max_length: int) -> Layers:
+    d = spec.d_model
+    by_name: dict[str, keras.layers.Layer] = {
+        SOURCE_MASK: PaddingMask(name=SOURCE_MASK),
+        TARGET_MASK: PaddingMask(name=TARGET_MASK),
+    }
+
+    def embedding(name: str) -> keras.layers.Layer:
+        return keras.layers.ReversibleEmbedding(
+            vocab_size,
+            d,
+            tie_weights=True,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=d**-0.5),
+            reverse_dtype="float32",
+            name=name,
+        )
+
+    if spec.share_embeddings:
+        by_name[SHARED_EMBEDDING] = embedding(SHARED_EMBEDDING)
+    else:
+        by_name[SOURCE_EMBEDDING] = embedding(SOURCE_EMBEDDING)
+        by_name[TARGET_EMBEDDING] = embedding(TARGET_EMBEDDING)
+    if not spec.tie_output:
+        by_name[OUTPUT_PROJECTION] = keras.layers.Dense(
+            vocab_size, use_bias=False, dtype="float32", name=OUTPUT_PROJECTION
+        )
+    # Identity in float32: the model's output dtype whatever the policy.
+    by_name[LOGITS] = keras.layers.Activation("linear", dtype="float32", name=LOGITS)
+    block_options = dict(
+        intermediate_dim=spec.ffn_dim,
+        num_heads=spec.num_heads,
+        dropout=spec.dropout,
+        activation=spec.activation,
+        layer_norm_epsilon=LAYER_NORM_EPSILON,
+        normalize_first=spec.normalize_first,
+    )
+    for side, count, block in (
+        ("encoder", spec.encoder_layers, keras_hub.layers.TransformerEncoder),
+        ("decoder", spec.decoder_layers, keras_hub.layers.TransformerDecoder),
+    ):
+        by_name[f"{side}_embed_position"] = ScaleAndPosition(
+            d, spec.positions, max_length, name=f"{side}_embed_position"
+        )
+        by_name[f"{side}_embed_dropout"] = keras.layers.Dropout(
+            spec.dropout, name=f"{side}_embed_dropout"
+        )
+        for i in range(count):
+            by_name[f"{side}_layer_{i}"] = block(**block_options, name=f"{side}_layer_{i}")
+        if spec.normalize_first:
+            by_name[f"{side}_final_norm"] = keras.layers.LayerNormalization(
+                epsilon=LAYER_NORM_EPSILON, name=f"{side}_final_norm"
+            )
+    return Layers(by_name)
+
+
+def get(name: str, vocab_size: int, max_length: int, **overrides) -> keras.Model:
+    """A new, built Transformer ``name`` over a vocabulary of ``vocab_size`` ids.
+
+    Args:
+        name: one of `available()` (case-insensitive; "-" may replace "_").
+        vocab_size: size of the (joint) vocabulary incl. ids 0-3 (pad, unk, BOS, EOS);
+            also the number of logits.
+        max_length: the longest source / target sequence in tokens (learned positions
+            have this many rows; sinusoidal ones accept any length).
+        **overrides: any `TranslationModelSpec` field but name/reference, e.g.
+            ``dropout=0.1``, ``normalize_first=True``, ``share_embeddings=False``,
+            ``tie_output=False``, ``positions="learned"``, ``decoder_layers=3``.
+
+    Returns:
+        A functional `keras.Model` named ``name``: ``{"source", "target_in"}`` int32 ->
+        logits float32 (B, T, vocab_size).
+
+    Raises:
+        ValueError: unknown name or override, vocab_size < 5, bad sizes.
+
+    Example:
+        >>> model = get("transformer_2x2_256", vocab_size=10_000, max_length=256,
+        ...             normalize_first=True)
+    """
+    spec = describe(name)
+    unknown = sorted(set(overrides) - set(OVERRIDABLE))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {spec.name}; accepted: "
+            f"{', '.join(OVERRIDABLE)}"
+        )
+    spec = dataclasses.replace(spec, **overrides)
+    _check(spec, vocab_size, max_length)
+    layers = _create_layers(spec, int(vocab_size), int(max_length))
+    source = keras.Input(shape=(None,), dtype="int32", name=SOURCE)
+    target_in = keras.Input(shape=(None,), dtype="int32", name=TARGET_IN)
+    memory, source_mask = encode(layers, source)
+    logits = decode(layers, memory, source_mask, target_in)
+    return keras.Model({SOURCE: source, TARGET_IN: target_in}, logits, name=spec.name)
+
+
+def count_params(model: keras.Model) -> dict[str, int]:
+    """``{"total", "embeddings", "non_embedding"}`` trainable parameter counts.
+
+    ``embeddings`` counts token embedding matrices and an untied output projection
+    (the vocabulary-dependent part), so models are comparable across vocabularies.
+    """
+    total = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+    layers = Layers.of(model)
+    vocabulary = 0
+    for name in (SHARED_EMBEDDING, SOURCE_EMBEDDING, TARGET_EMBEDDING, OUTPUT_PROJECTION):
+        layer = layers.get(name)
+        if layer is not None:
+            vocabulary += sum(int(math.prod(w.shape)) for w in layer.trainable_weights)
+    return {"total": total, "embeddings": vocabulary, "non_embedding": total - vocabulary}

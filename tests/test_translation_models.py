@@ -1,0 +1,306 @@
+"""Translation Transformers, beam search and BLEU (lskd_tf.tasks.translation)."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import sacrebleu
+import tensorflow as tf
+
+import lskd_tf
+from lskd_tf.tasks.translation import bleu, decoding, models
+from lskd_tf.tasks.translation.models import BOS_ID, EOS_ID
+
+VOCAB = 40
+NON_DEFAULT = dict(
+    normalize_first=True, share_embeddings=False, tie_output=False, positions="learned"
+)
+
+
+def tiny(vocab=VOCAB, max_length=16, seed=0, **overrides) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return models.get("transformer_tiny", vocab, max_length, **overrides)
+
+
+def logits(model, source, target_in) -> np.ndarray:
+    x = {"source": np.asarray(source, np.int32), "target_in": np.asarray(target_in, np.int32)}
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def expected_non_embedding(spec, d=None) -> int:
+    """Parameters of fairseq's layers (biases on every projection, 2 LN params per dim)."""
+    d, f = spec.d_model, spec.ffn_dim
+    attention = 4 * (d * d + d)
+    ffn = d * f + f + f * d + d
+    encoder = attention + ffn + 2 * 2 * d
+    decoder = 2 * attention + ffn + 3 * 2 * d
+    final = 2 * 2 * d if spec.normalize_first else 0
+    return spec.encoder_layers * encoder + spec.decoder_layers * decoder + final
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_and_one_line_errors():
+    assert models.available() == [
+        "transformer_1x1_128",
+        "transformer_2x2_128",
+        "transformer_2x2_256",
+        "transformer_iwslt_de_en",
+        "transformer_tiny",
+    ]
+    spec = models.describe("Transformer-2x2-256")
+    sizes = ("encoder_layers", "decoder_layers", "d_model", "ffn_dim", "num_heads", "dropout")
+    assert [getattr(spec, f) for f in sizes] == [2, 2, 256, 1024, 4, 0.3]
+    iwslt = models.describe("transformer_iwslt_de_en")
+    assert [getattr(iwslt, f) for f in sizes] == [6, 6, 512, 1024, 4, 0.3]
+    cases = [
+        (lambda: models.describe("transformer_big"), "Choose one of: transformer_1x1_128"),
+        (lambda: models.get("transformer_tiny", 3, 16), "vocab_size must be an integer >= 5"),
+        (lambda: models.get("transformer_tiny", 40, 1), "max_length must be an integer >= 2"),
+        (lambda: models.get("transformer_tiny", 40, 16, depth=3), "unknown option(s) depth"),
+        (lambda: models.get("transformer_tiny", 40, 16, num_heads=3), "must divide d_model"),
+        (lambda: models.get("transformer_tiny", 40, 16, positions="rope"), "unknown positions"),
+        (lambda: models.get("transformer_tiny", 40, 16, dropout=1.0), "dropout must be in"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert message in str(error.value)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_every_model_builds_with_documented_sizes(name):
+    spec = models.describe(name)
+    model = models.get(name, VOCAB, 16)
+    layers = models.Layers.of(model)
+    encoders, decoders = layers.stack("encoder"), layers.stack("decoder")
+    assert (len(encoders), len(decoders)) == (spec.encoder_layers, spec.decoder_layers)
+    for block in encoders + decoders:
+        assert (block.intermediate_dim, block.num_heads) == (spec.ffn_dim, spec.num_heads)
+        assert block.normalize_first is False and block.dropout == spec.dropout
+    assert layers.embedding("source").output_dim == spec.d_model
+    out = model({"source": np.ones((2, 7), np.int32), "target_in": np.ones((2, 5), np.int32)})
+    assert tuple(out.shape) == (2, 5, VOCAB) and out.dtype == tf.float32
+    counts = models.count_params(model)
+    assert counts["non_embedding"] == expected_non_embedding(spec)
+    assert counts["embeddings"] == VOCAB * spec.d_model  # one shared, tied matrix
+
+
+def test_iwslt_matches_fairseq_parameter_count():
+    """fairseq transformer_iwslt_de_en --share-decoder-input-output-embed on IWSLT'14
+    de-en (dictionaries 8,848 de / 6,632 en) has 39,469,056 parameters: 31,543,296 in
+    the layers plus the two embedding tables. Ours: the same layers, and with separate
+    embeddings at the same vocabulary the same embedding count."""
+    keras.utils.set_random_seed(0)
+    model = models.get("transformer_iwslt_de_en", 8848, 64, share_embeddings=False)
+    counts = models.count_params(model)
+    assert counts["non_embedding"] == 31_543_296
+    assert counts["embeddings"] == 2 * 8848 * 512
+    fairseq_total = 31_543_296 + 8848 * 512 + 6632 * 512
+    assert fairseq_total == 39_469_056
+
+
+def test_options_change_the_architecture():
+    base = tiny()
+    other = tiny(**NON_DEFAULT)
+    spec = models.describe("transformer_tiny")
+    counts = models.count_params(other)
+    # Separate source/target embeddings, an untied output projection, learned positions
+    # (16 rows per side) and two final LayerNorms.
+    assert counts["embeddings"] == 3 * VOCAB * 64
+    pre_norm = expected_non_embedding(
+        models.TranslationModelSpec(**{**spec.to_dict(), **NON_DEFAULT})
+    )
+    assert counts["non_embedding"] == pre_norm + 2 * 16 * 64
+    assert models.count_params(base)["total"] == VOCAB * 64 + expected_non_embedding(spec)
+    assert all(b.normalize_first for b in models.Layers.of(other).stack("decoder"))
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize("options", [{}, NON_DEFAULT], ids=["post_norm", "pre_norm_separate"])
+def test_padding_does_not_change_real_logits(options):
+    model = tiny(**options)
+    source = [[5, 6, 7, 8, 3]]
+    target_in = [[BOS_ID, 9, 10, 11]]
+    reference = logits(model, source, target_in)
+    # Padded source (encoder self-attention and cross-attention) and padded target.
+    padded = logits(model, [[5, 6, 7, 8, 3, 0, 0, 0]], [[BOS_ID, 9, 10, 11, 0, 0]])
+    np.testing.assert_allclose(padded[:, :4], reference, atol=1e-5)
+    # In a batch, the shorter row's padding does not leak either.
+    batch = logits(
+        model,
+        [[5, 6, 7, 8, 3, 0, 0], [12, 13, 14, 15, 16, 17, 3]],
+        [[BOS_ID, 9, 10, 11, 0], [BOS_ID, 20, 21, 22, 23]],
+    )
+    np.testing.assert_allclose(batch[:1, :4], reference, atol=1e-5)
+    # The test is sensitive: real tokens in place of the padding do change the logits.
+    unpadded = logits(model, [[5, 6, 7, 8, 3, 4, 4, 4]], target_in)
+    assert np.abs(unpadded - reference).max() > 1e-3
+
+
+def test_decoder_is_causal():
+    model = tiny()
+    rng = np.random.default_rng(0)
+    source = rng.integers(4, VOCAB, (2, 6))
+    target_in = np.concatenate([np.full((2, 1), BOS_ID), rng.integers(4, VOCAB, (2, 7))], axis=1)
+    reference = logits(model, source, target_in)
+    for t in range(7):
+        changed = target_in.copy()
+        changed[:, t + 1 :] = rng.integers(4, VOCAB, changed[:, t + 1 :].shape)
+        out = logits(model, source, changed)
+        np.testing.assert_allclose(out[:, : t + 1], reference[:, : t + 1], atol=1e-5)
+        assert np.abs(out[:, t + 1 :] - reference[:, t + 1 :]).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+@pytest.mark.parametrize("options", [{}, NON_DEFAULT], ids=["default", "non_default"])
+def test_save_load_round_trip(tmp_path, options):
+    model = tiny(**options)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    source, target_in = [[5, 6, 7, 3, 0]], [[BOS_ID, 8, 9]]
+    np.testing.assert_array_equal(
+        logits(loaded, source, target_in), logits(model, source, target_in)
+    )
+    assert models.count_params(loaded) == models.count_params(model)
+    # Tied weights stay tied after loading (one matrix, not copies).
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    assert decoding.translate_ids(loaded, source, beam_size=2, max_length=6) == (
+        decoding.translate_ids(model, source, beam_size=2, max_length=6)
+    )
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def exhaustive(model, source, tokens, max_length, length_penalty):
+    """Every hypothesis (tokens then EOS, at most max_length tokens incl. EOS), scored."""
+    found = []
+    for length in range(max_length):
+        for sequence in itertools.product(tokens, repeat=length):
+            target_in = [[BOS_ID, *sequence]]
+            log_probs = tf.nn.log_softmax(logits(model, [source], target_in)[0]).numpy()
+            targets = [*sequence, EOS_ID]
+            total = float(sum(log_probs[i, t] for i, t in enumerate(targets)))
+            found.append((total / (length + 1) ** length_penalty, list(sequence)))
+    return sorted(found, key=lambda pair: -pair[0])
+
+
+@pytest.fixture(scope="module")
+def five_token_model():
+    """V=5: only ids 1 (unk) and 4 besides EOS can be generated (0/2 are never)."""
+    keras.utils.set_random_seed(3)
+    return models.get("transformer_tiny", 5, 8, dropout=0.0)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
+def test_beam_search_equals_exhaustive_search(five_token_model, length_penalty):
+    sources = [[4, 1, 4, 3], [1, 1, 3, 0], [4, 3, 0, 0]]
+    max_length = 4  # 1 + 2 + 4 + 8 = 15 hypotheses; beam 16 keeps every prefix
+    found = decoding.beam_search(
+        five_token_model, sources, beam_size=16, max_length=max_length,
+        length_penalty=length_penalty,
+    )  # fmt: skip
+    for source, hypotheses in zip(sources, found):
+        truth = exhaustive(five_token_model, source, (1, 4), max_length, length_penalty)
+        assert len(hypotheses) == len(truth) == 15
+        assert hypotheses[0][1] == truth[0][1]
+        assert [ids for _, ids in hypotheses] == [ids for _, ids in truth]
+        np.testing.assert_allclose([s for s, _ in hypotheses], [s for s, _ in truth], atol=1e-4)
+    best = decoding.translate_ids(
+        five_token_model, sources, beam_size=16, max_length=max_length,
+        length_penalty=length_penalty,
+    )  # fmt: skip
+    assert best == [h[0][1] for h in found]
+
+
+def test_length_penalty_changes_the_choice(five_token_model):
+    source = [4, 1, 4, 3]
+    short = decoding.translate_ids(five_token_model, [source], beam_size=16, max_length=4,
+                                   length_penalty=0.0)[0]  # fmt: skip
+    long = decoding.translate_ids(five_token_model, [source], beam_size=16, max_length=4,
+                                  length_penalty=4.0)[0]  # fmt: skip
+    # Raw log-probability sums favour the shortest hypotheses, a large penalty the longest.
+    assert short == exhaustive(five_token_model, source, (1, 4), 4, 0.0)[0][1]
+    assert long == exhaustive(five_token_model, source, (1, 4), 4, 4.0)[0][1]
+    assert len(short) < len(long) == 3
+
+
+def test_greedy_equals_beam_one_and_outputs_are_clean():
+    model = tiny(vocab=30, max_length=32, seed=5)
+    rng = np.random.default_rng(1)
+    sources = rng.integers(4, 30, (6, 9)).astype(np.int32)
+    sources[:, -1] = EOS_ID
+    sources[2, 5:] = 0
+    sources[4, 3:] = 0
+    greedy = decoding.greedy_ids(model, sources, max_length=12)
+    beam_one = decoding.translate_ids(model, sources, beam_size=1, max_length=12)
+    assert greedy == beam_one
+    for ids in decoding.translate_ids(model, sources, beam_size=4, max_length=12):
+        assert len(ids) <= 11 and not set(ids) & {0, BOS_ID, EOS_ID}
+    assert decoding.beam_outputs(model, sources, 4, max_length=12) == decoding.translate_ids(
+        model, sources, beam_size=4, max_length=12
+    )
+    with pytest.raises(ValueError, match="beam_size must be >= 1"):
+        decoding.translate_ids(model, sources, beam_size=0)
+    with pytest.raises(ValueError, match="2-D"):
+        decoding.translate_ids(model, sources[0])
+
+
+# ----------------------------------------------------------------------------- BLEU
+
+
+def test_bleu_equals_sacrebleu():
+    hypotheses = ["the cat sat on the mat .", "a dog barks loudly", "hello world"]
+    references = ["the cat sat on a mat .", "the dog barks loudly", "hello , world !"]
+    score, signature = bleu.corpus_bleu(hypotheses, references)
+    assert score == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-9)
+    assert 0 < score < 100
+    version = sacrebleu.__version__
+    assert signature == f"nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:{version}"
+    assert bleu.corpus_bleu(references, references)[0] == pytest.approx(100.0)
+    assert bleu.corpus_bleu(["a b c d e"], ["v w x y z"])[0] == 0.0
+    lowered, lc_signature = bleu.corpus_bleu(
+        ["The Cat sat on The Mat"], ["the cat sat on the mat"], lowercase=True
+    )
+    assert lowered == pytest.approx(100.0) and "case:lc" in lc_signature
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        bleu.corpus_bleu(["a", "b"], ["a"])
+
+
+# ----------------------------------------------------------------------------- precision, KD
+
+
+def test_mixed_bfloat16_logits_stay_float32():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    for options in ({}, {"tie_output": False}):
+        model = tiny(**options)
+        out = model({"source": np.ones((2, 5), np.int32), "target_in": np.ones((2, 4), np.int32)})
+        assert out.dtype == tf.float32 and np.isfinite(out.numpy()).all()
+        layers = models.Layers.of(model)
+        assert layers.stack("decoder")[0].compute_dtype == "bfloat16"
+    assert len(decoding.translate_ids(model, [[5, 6, 3]], beam_size=2, max_length=5)) == 1
+
+
+def test_distiller_trains_on_token_batches_with_padding_mask():
+    teacher, student = tiny(seed=1), tiny(seed=2, d_model=32, ffn_dim=64)
+    distiller = lskd_tf.Distiller(teacher, student, lskd_tf.DistillSpec(temperature=2.0))
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = {
+        "source": np.array([[5, 6, 3, 0], [7, 8, 9, 3]], np.int32),
+        "target_in": np.array([[BOS_ID, 10, 0], [BOS_ID, 11, 12]], np.int32),
+    }
+    y = np.array([[10, EOS_ID, 0], [11, 12, EOS_ID]], np.int32)
+    weight = (y != 0).astype(np.float32)
+    before = [w.numpy().copy() for w in teacher.weights]
+    logs = distiller.train_on_batch(x, y, sample_weight=weight, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, teacher.weights))
