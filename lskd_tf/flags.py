@@ -70,6 +70,21 @@ TRAIN_PER_CLASS = flags.DEFINE_integer(
 TEST_PER_CLASS = flags.DEFINE_integer(
     "test_per_class", 20, "Embedded dataset only: test images per class."
 )
+TRAIN_SIZE = flags.DEFINE_integer(
+    "train_size", None, "translation, embedded corpus: training sentence pairs (default 20000)."
+)
+MAX_TOKENS = flags.DEFINE_integer(
+    "max_tokens", None,
+    "translation: batches of at most this many (padded source + target) tokens, bucketed by "
+    "length (fairseq's --max-tokens); unset: batches of --batch_size sentences.",
+)  # fmt: skip
+BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "translation: beam size for BLEU (1 = greedy).")
+LENGTH_PENALTY = flags.DEFINE_float(
+    "length_penalty", 1.0, "translation: beam scores are divided by length**length_penalty."
+)
+BLEU_SENTENCES = flags.DEFINE_integer(
+    "bleu_sentences", None, "translation: score BLEU on the first N test sentences (default all)."
+)
 
 # ----------------------------------------------------------------------------- models, KD
 TEACHER_MODELS = flags.DEFINE_list(
@@ -390,6 +405,11 @@ for _name, _check, _says in (
     ("max_runs", _in_range(1), ">= 1"),
     ("train_per_class", _in_range(1, 100_001), "in [1, 100000]"),
     ("test_per_class", _in_range(1, 100_001), "in [1, 100000]"),
+    ("train_size", _in_range(1, 10_000_001), "in [1, 10000000]"),
+    ("max_tokens", _in_range(8), ">= 8"),
+    ("beam_size", _in_range(1, 1001), "in [1, 1000]"),
+    ("length_penalty", _in_range(0.0, 10.0), "finite and in [0, 10)"),
+    ("bleu_sentences", _in_range(1), ">= 1"),
 ):
     flags.register_validator(_name, _check, message=f"--{_name} must be {_says}")
 
@@ -471,7 +491,14 @@ def _as_flag(value) -> str:
 
 def data_spec() -> DataSpec:
     options = ()
-    if DATASET.value == "embedded":
+    if TASK.value == "translation":
+        chosen = (("max_tokens", MAX_TOKENS.value), ("beam_size", BEAM_SIZE.value),
+                  ("length_penalty", LENGTH_PENALTY.value),
+                  ("bleu_sentences", BLEU_SENTENCES.value))  # fmt: skip
+        if DATASET.value == "embedded":
+            chosen += (("train_size", TRAIN_SIZE.value),)
+        options = tuple((key, value) for key, value in chosen if value is not None)
+    elif DATASET.value == "embedded":
         options = (("train_per_class", TRAIN_PER_CLASS.value),
                    ("test_per_class", TEST_PER_CLASS.value))  # fmt: skip
     return DataSpec(

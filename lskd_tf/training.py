@@ -397,9 +397,12 @@ def train_teacher(
     metrics = list(default_metrics() if metrics is None else metrics)
 
     def compile_teacher(optimizer):
+        # weighted_metrics: Keras applies sample weights (e.g. padding masks) only to
+        # these; without weights they are the plain metrics.
         model.compile(
-            optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=config.jit_compile
-        )
+            optimizer=optimizer, loss=loss, weighted_metrics=metrics,
+            jit_compile=config.jit_compile,
+        )  # fmt: skip
 
     info = {
         "kind": "teacher",

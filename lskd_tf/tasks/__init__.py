@@ -13,6 +13,8 @@ Tasks:
 
 * ``image_classification`` (`lskd_tf.tasks.image_classification`): the papers'
   CIFAR-100 / ImageNet / CUB-200 experiments; the default of every spec.
+* ``translation`` (`lskd_tf.tasks.translation`): Transformer teachers and students,
+  token-level KD, BLEU (IWSLT / WMT / the embedded synthetic corpus).
 
 Adding a task is one module that subclasses `Task` and calls `register` (a built-in
 task also gets one line in ``_BUILT_IN`` so it is imported on first use)::
@@ -34,7 +36,10 @@ from typing import Any
 
 import keras
 
-_BUILT_IN = {"image_classification": "lskd_tf.tasks.image_classification"}
+_BUILT_IN = {
+    "image_classification": "lskd_tf.tasks.image_classification",
+    "translation": "lskd_tf.tasks.translation.task",
+}
 _REGISTRY: dict[str, Task] = {}
 DEFAULT_TASK = "image_classification"
 

@@ -1,0 +1,153 @@
+"""The translation task: the papers' third experiment family on the same machinery.
+
+Transformer teachers with and without label smoothing on target tokens, word-level
+distillation at any temperature through the same `Distiller`, `TrainConfig`, sweep,
+resume and results code as images. What is translation-specific is here:
+
+* data: `lskd_tf.tasks.translation.data` (the embedded synthetic corpus, IWSLT-layout
+  text files, TFDS sets), batches ``({"source", "target_in"}, target_out, mask)``; the
+  padding mask is the batch's ``sample_weight``, so every loss and metric (token
+  accuracy, ``top1``) counts real tokens only;
+* models: `lskd_tf.tasks.translation.models` (Transformer encoder-decoders by name);
+* BLEU: after training, `final_metrics` decodes the BLEU split with ``best.keras`` and
+  ``last.keras`` (beam search, `decoding`) and scores detokenized text with sacreBLEU
+  (`bleu`), recording the score and sacreBLEU's signature; BLEU is the tables' headline.
+
+Evaluation settings travel with the data (`DataSpec.options`, so they are part of a
+run's identity): ``max_tokens`` (token-budget batches; otherwise sentence batches of the
+run's batch size), ``beam_size`` (default 4), ``length_penalty`` (default 1, fairseq's),
+``bleu_split`` (default the test split) and ``bleu_sentences`` (score only the first N
+sentences; default all).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from lskd_tf import tasks
+from lskd_tf.tasks.translation import bleu, data, decoding, models
+
+EVALUATION_OPTIONS = {
+    "max_tokens": None,
+    "beam_size": 4,
+    "length_penalty": 1.0,
+    "bleu_split": None,
+    "bleu_sentences": None,
+}
+"""Options of a translation DataSpec that are not the dataset's own, and their defaults."""
+DECODE_BATCH = 64
+
+
+def split_options(options) -> tuple[dict, dict]:
+    """``(dataset options, evaluation options)`` of a DataSpec's options."""
+    options = dict(options)
+    evaluation = {key: options.pop(key, default) for key, default in EVALUATION_OPTIONS.items()}
+    return options, evaluation
+
+
+class Translation(tasks.Task):
+    """Translate a source sentence into a target sentence, token by token."""
+
+    name = "translation"
+    monitor = "top1"  # teacher-forced token accuracy picks best.keras (cheap, every epoch)
+    headline = "bleu"
+
+    # ------------------------------------------------------------------ data
+
+    def datasets(self) -> list[str]:
+        return data.available()
+
+    def dataset_info(self, spec) -> data.TranslationInfo:
+        options, _ = split_options(spec.options)
+        return data.get_info(spec.name, data_dir=spec.data_dir, **options)
+
+    def train_fn(self, spec, *, batch_size: int, seed: int) -> Callable:
+        options, evaluation = split_options(spec.options)
+        budget = evaluation["max_tokens"]
+        return data.train_fn(
+            spec.name, data_dir=spec.data_dir, seed=seed, max_tokens=budget,
+            batch_size=None if budget else batch_size, **options,
+        )  # fmt: skip
+
+    def eval_dataset(self, spec, *, batch_size: int):
+        options, _ = split_options(spec.options)
+        return data.eval_dataset(
+            spec.name, batch_size=batch_size, data_dir=spec.data_dir, **options
+        )
+
+    # ------------------------------------------------------------------ models
+
+    def models(self) -> list[str]:
+        return models.available()
+
+    def build_model(self, name: str, info, *, train, synchronized_bn: bool) -> keras.Model:
+        return models.get(name, info.vocab_size, info.max_length)
+
+    def load_model(self, path: str | os.PathLike, info) -> keras.Model:
+        model = super().load_model(path, info)
+        if info is not None and model.output_shape[-1] != info.vocab_size:
+            raise ValueError(
+                f"checkpoint {path} predicts {model.output_shape[-1]} tokens but the "
+                f"vocabulary of {info.name} has {info.vocab_size}: it was trained with "
+                "another vocabulary"
+            )
+        return model
+
+    # ------------------------------------------------------------------ after training
+
+    def translate(self, model: keras.Model, spec, info, split: str | None = None) -> dict:
+        """Decode a split with ``model``: hypotheses, references and BLEU."""
+        options, evaluation = split_options(spec.options)
+        split = split or evaluation["bleu_split"] or info.test_split
+        references = data.references(spec.name, split, data_dir=spec.data_dir, **options)
+        count = int(evaluation["bleu_sentences"] or len(references))
+        references = references[:count]
+        hypothesis_ids: list = []
+        # The sources exactly as training saw them (same tokenization and truncation).
+        batches = data.eval_dataset(
+            spec.name, split, batch_size=DECODE_BATCH, data_dir=spec.data_dir, **options
+        )
+        for x, _, _ in batches:
+            if len(hypothesis_ids) >= count:
+                break
+            hypothesis_ids += decoding.translate_ids(
+                model, x["source"].numpy(), beam_size=int(evaluation["beam_size"]),
+                max_length=info.max_length, length_penalty=float(evaluation["length_penalty"]),
+            )  # fmt: skip
+        hypotheses = info.vocabulary().decode_batch(hypothesis_ids[:count])
+        score, signature = bleu.corpus_bleu(hypotheses, references)
+        return {"bleu": score, "signature": signature, "split": split,
+                "hypotheses": hypotheses, "references": references}  # fmt: skip
+
+    def final_metrics(self, run, spec, info) -> dict:
+        """BLEU of ``best.keras`` and ``last.keras`` (and sacreBLEU's signature).
+
+        Recorded as ``val_bleu`` = sacreBLEU score / 100, so that every run.json metric is
+        a fraction; tables multiply by 100 and show the usual BLEU."""
+        found = {}
+        for which in ("best", "last"):
+            model = self.load_model(run.checkpoint(which), info)
+            decoded = self.translate(model, spec, info)
+            found[which] = {
+                # A fraction, like every metric in run.json (the tables show x100: BLEU).
+                "val_bleu": float(decoded["bleu"]) / 100.0,
+                "bleu_signature": decoded["signature"],
+                "bleu_split": decoded["split"],
+            }
+        return found
+
+    def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
+        """The SavedModel of `tasks.Task.export` (token ids -> logits) plus ``model.keras``."""
+        return super().export(model, export_dir, info)
+
+    def analyze(
+        self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
+    ) -> Path | None:
+        return None
+
+
+tasks.register(Translation())

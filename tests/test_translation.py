@@ -1,0 +1,111 @@
+"""The translation task end to end: a tiny LS x KD study through sweep and results."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import sacrebleu
+from conftest import StopAtEpoch
+
+import lskd_tf
+from lskd_tf import experiment, results, sweep, tasks
+from lskd_tf.run_dir import RunDir
+
+TRAIN = lskd_tf.TrainConfig(epochs=2, batch_size=32, optimizer="adam", learning_rate=2e-3,
+                            schedule="cosine", weight_decay=0.0, verbose=0)  # fmt: skip
+DATA = experiment.DataSpec(
+    name="embedded",
+    options=(("train_size", 256), ("valid_size", 32), ("test_size", 32), ("beam_size", 2),
+             ("bleu_sentences", 16)),
+)  # fmt: skip
+
+
+def study(**changes):
+    spec = dict(
+        task="translation", teacher_models=("transformer_tiny",), teacher_smoothings=(0.0, 0.1),
+        student_models=("transformer_tiny",), temperatures=(1.0, 2.0), seeds=(0,),
+        teacher_train=TRAIN, student_train=TRAIN, data=DATA,
+    )  # fmt: skip
+    return experiment.StudySpec(**{**spec, **changes})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translation")
+    env = experiment.RunEnv(output_dir=str(root), study="mt", tensorboard_dir=str(root / "tb"))
+    specs = experiment.plan_study(study())
+    return env, specs, sweep.run_study(specs, env)
+
+
+def test_a_translation_study_records_bleu_of_best_and_last(finished):
+    env, specs, run_dirs = finished
+    assert all(RunDir(d).is_finished() for d in run_dirs)
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    for spec in specs:
+        recorded = RunDir(env.run_dir(spec)).read()
+        assert recorded["headline"] == "bleu" and "bleu" in recorded["metrics"]
+        assert recorded["last"]["bleu_signature"].startswith("nrefs:1|case:mixed")
+        # BLEU is sacreBLEU's on the detokenized beam-search output of last.keras.
+        model = task.load_model(RunDir(env.run_dir(spec)).checkpoint("last"), info)
+        decoded = task.translate(model, DATA, info)
+        assert len(decoded["hypotheses"]) == 16
+        expected = sacrebleu.corpus_bleu(decoded["hypotheses"], [decoded["references"]]).score
+        assert recorded["last"]["val_bleu"] == pytest.approx(expected / 100, abs=1e-9)
+
+
+def test_the_tables_show_bleu_with_paired_differences(finished):
+    env, _, run_dirs = finished
+    runs = results.collect_runs(run_dirs)
+    assert results.headline(runs) == "bleu"
+    table = results.student_table(runs)
+    assert list(table.index) == [("transformer_tiny", "1"), ("transformer_tiny", "2")]
+    student = RunDir(env.study_dir / "student-transformer_tiny-T2-seed0-from-transformer_tiny-"
+                     "ls0.1-seed0").read()  # fmt: skip
+    cell = float(table.loc[("transformer_tiny", "2"), "last a=0.1"])
+    assert cell == pytest.approx(100 * student["last"]["val_bleu"], abs=0.005)
+    assert "Students by teacher label smoothing a (BLEU" in results.format_tables(runs)
+
+
+def test_padding_never_counts_in_the_token_metrics(finished):
+    env, specs, _ = finished
+    recorded = RunDir(env.run_dir(specs[0])).read()
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    model = task.load_model(RunDir(env.run_dir(specs[0])).checkpoint("last"), info)
+    correct = total = 0
+    for x, y, mask in task.eval_dataset(DATA, batch_size=TRAIN.batch_size):
+        predicted = model(x, training=False).numpy().argmax(-1)
+        correct += ((predicted == y.numpy()) * mask.numpy()).sum()
+        total += mask.numpy().sum()
+    assert recorded["last"]["val_top1"] == pytest.approx(correct / total, abs=1e-6)
+
+
+def test_a_killed_translation_student_resumes_exactly(finished, tmp_path):
+    env, specs, _ = finished
+    teacher, student = specs[0], specs[1]
+    for name, callbacks in (("straight", ()), ("killed", (StopAtEpoch(1),))):
+        run_env = experiment.RunEnv(
+            output_dir=str(tmp_path / name), study="mt", tensorboard_dir=str(tmp_path / "tb"),
+            callbacks=callbacks,
+        )  # fmt: skip
+        shutil.copytree(env.run_dir(teacher), run_env.run_dir(teacher))
+        if callbacks:
+            with pytest.raises(KeyboardInterrupt):
+                experiment.run(student, run_env)
+            run_env = experiment.RunEnv(output_dir=str(tmp_path / name), study="mt",
+                                        tensorboard_dir=str(tmp_path / "tb"))  # fmt: skip
+        experiment.run(student, run_env)
+    weights = [
+        lskd_tf.tasks.get("translation")
+        .load_model(RunDir(tmp_path / name / "mt" / student.name).checkpoint("last"), None)
+        .get_weights()
+        for name in ("straight", "killed")
+    ]
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    straight = RunDir(tmp_path / "straight" / "mt" / student.name).read()
+    killed = RunDir(tmp_path / "killed" / "mt" / student.name).read()
+    assert straight["last"] == killed["last"]
+    assert json.dumps(straight["identity"]) == json.dumps(killed["identity"])
