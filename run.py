@@ -69,7 +69,7 @@ def _study(env) -> None:
             finished, env.study_dir / "analysis", tensorboard_dir=tensorboard_study,
             title=f"lskd_tf study '{env.study}'",
         )  # fmt: skip
-        print(f"analysis report:   {report}")
+        print(f"analysis report:   {report or 'none (this task has no analyses yet)'}")
     if lf.EXPORT.value:
         for spec in specs:
             if isinstance(spec, StudentSpec):
@@ -82,7 +82,7 @@ def _study(env) -> None:
     print(f"run directories:   {env.study_dir}/<run>/ (run.json, history.csv, *.keras)")
     print(f"TensorBoard:       tensorboard --logdir {tensorboard_study}")
     print(f"study wall time:   {time.time() - started:.0f} s")
-    if lf.DATASET.value == "embedded":
+    if lf.DATASET.value == "embedded" and lf.TASK.value == "image_classification":
         print(
             "the real study:    python run.py --flagfile=flags/cifar100/study.flags "
             "(CIFAR-100; add --download the first time)"
@@ -151,7 +151,7 @@ def main(argv) -> int:
                     list(runs["run_dir"]), env.study_dir / "analysis",
                     tensorboard_dir=Path(env.tensorboard_dir) / env.study,
                 )  # fmt: skip
-                print(f"analysis report: {report}")
+                print(f"analysis report: {report or 'none (this task has no analyses yet)'}")
     except (ValueError, OSError) as error:
         if os.environ.get("LSKD_DEBUG"):
             raise

@@ -152,10 +152,11 @@ def data_spec_of_run(run_dir: str | os.PathLike) -> DataSpec:
 
 def analyze_runs(
     run_dirs, out_dir: str | os.PathLike, *, tensorboard_dir=None, title: str = "lskd_tf analysis"
-) -> Path:
+) -> Path | None:
     """The analysis report of finished runs, written by their task (`Task.analyze`).
 
-    Runs of several tasks are analysed task by task; a task without analyses is skipped.
+    Runs of several tasks are analysed task by task; a task without analyses is skipped
+    (None when no task of these runs has any).
     """
     by_task: dict[str, list[Path]] = {}
     for run_dir in map(Path, run_dirs):
@@ -171,6 +172,4 @@ def analyze_runs(
         )
         if report is not None:
             reports.append(report)
-    if not reports:
-        raise ValueError(f"no analyses exist for task(s) {', '.join(by_task)}")
-    return reports[0]
+    return reports[0] if reports else None

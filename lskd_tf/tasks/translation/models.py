@@ -128,6 +128,17 @@ _register(TranslationModelSpec(
     name="transformer_tiny", encoder_layers=1, decoder_layers=1, d_model=64,
     ffn_dim=128, num_heads=2, reference="tests and quick studies",
 ))  # fmt: skip
+_register(TranslationModelSpec(
+    name="transformer_quick", encoder_layers=1, decoder_layers=1, d_model=64,
+    ffn_dim=128, num_heads=2, dropout=0.1, normalize_first=True,
+    reference="quick study teacher: transformer_tiny pre-norm, dropout 0.1 (measured: 86% "
+    "token accuracy, greedy BLEU 60 on the embedded corpus after 6 epochs)",
+))  # fmt: skip
+_register(TranslationModelSpec(
+    name="transformer_quick_student", encoder_layers=1, decoder_layers=1, d_model=32,
+    ffn_dim=64, num_heads=2, dropout=0.1, normalize_first=True,
+    reference="quick study student: transformer_quick at half width",
+))  # fmt: skip
 
 
 def available() -> list[str]:
