@@ -52,6 +52,24 @@ def set_global_seeds(seed: int) -> bool:
     return True
 
 
+def flatten_layers(layer, *, include_self: bool = True, recursive: bool = True) -> list:
+    """Every layer inside ``layer`` (itself first when ``include_self``), in a fixed order.
+
+    Works around: Keras has no public recursive walk over a model's layers (nested
+    functional models, layers owned by other layers); ``Layer._flatten_layers`` is it.
+    Fallback: the public `keras.Model.layers`, recursively (or one level).
+    """
+    if hasattr(layer, "_flatten_layers"):
+        return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+    found, stack = [], list(getattr(layer, "layers", []))  # pragma: no cover
+    while stack:  # pragma: no cover - only with a Keras without _flatten_layers
+        current = stack.pop(0)
+        found.append(current)
+        if recursive:
+            stack[:0] = list(getattr(current, "layers", []))
+    return ([layer] if include_self else []) + found  # pragma: no cover
+
+
 def seed_generators(model: keras.Model) -> list:
     """Every `keras.random.SeedGenerator` owned by a layer of ``model``, in a fixed order.
 
@@ -63,14 +81,7 @@ def seed_generators(model: keras.Model) -> list:
     Fallback: the public `keras.Model.layers`, recursively, and any attribute that
     is a `SeedGenerator` (the same generators for every lskd_tf model).
     """
-    if hasattr(model, "_flatten_layers"):
-        layers = model._flatten_layers(include_self=True, recursive=True)
-    else:  # pragma: no cover - only with a Keras that removed the private method
-        layers, stack = [], [model]
-        while stack:
-            layer = stack.pop(0)
-            layers.append(layer)
-            stack[:0] = list(getattr(layer, "layers", []))
+    layers = flatten_layers(model)
     found = []
     for layer in layers:
         generators = getattr(layer, "_seed_generators", None)

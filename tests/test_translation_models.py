@@ -48,6 +48,8 @@ def test_registry_and_one_line_errors():
         "transformer_2x2_128",
         "transformer_2x2_256",
         "transformer_iwslt_de_en",
+        "transformer_quick",
+        "transformer_quick_student",
         "transformer_tiny",
     ]
     spec = models.describe("Transformer-2x2-256")
@@ -80,7 +82,7 @@ def test_every_model_builds_with_documented_sizes(name):
     assert (len(encoders), len(decoders)) == (spec.encoder_layers, spec.decoder_layers)
     for block in encoders + decoders:
         assert (block.intermediate_dim, block.num_heads) == (spec.ffn_dim, spec.num_heads)
-        assert block.normalize_first is False and block.dropout == spec.dropout
+        assert block.normalize_first is spec.normalize_first and block.dropout == spec.dropout
     assert layers.embedding("source").output_dim == spec.d_model
     out = model({"source": np.ones((2, 7), np.int32), "target_in": np.ones((2, 5), np.int32)})
     assert tuple(out.shape) == (2, 5, VOCAB) and out.dtype == tf.float32

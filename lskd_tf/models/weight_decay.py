@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import keras
 
+from lskd_tf import _compat
+
 WEIGHT_DECAY_SCOPES = ("kernels", "all")
 
 # Keras names the variable "kernel" but the config key "depthwise_regularizer".
@@ -50,7 +52,9 @@ def is_decayed(variable: keras.Variable, scope: str) -> bool:
 
 def _own_trainable_variables(layer: keras.layers.Layer) -> list[keras.Variable]:
     """The trainable variables a layer creates itself (not those of its sublayers)."""
-    inner = {id(v) for sub in layer._flatten_layers(include_self=False) for v in sub.weights}
+    inner = {
+        id(v) for sub in _compat.flatten_layers(layer, include_self=False) for v in sub.weights
+    }
     return [v for v in layer.trainable_weights if id(v) not in inner]
 
 
@@ -86,7 +90,7 @@ def apply_weight_decay(model: keras.Model, weight_decay: float, scope: str = "ke
     if not model.built:
         raise ValueError("build the model (call it on an input) before applying weight decay")
     decayed = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _compat.flatten_layers(model, include_self=False):
         for variable in _own_trainable_variables(layer):
             on = weight_decay > 0 and is_decayed(variable, scope)
             regularizer = keras.regularizers.L2(weight_decay / 2.0) if on else None
