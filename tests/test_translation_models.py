@@ -58,7 +58,7 @@ def test_registry_and_one_line_errors():
     iwslt = models.describe("transformer_iwslt_de_en")
     assert [getattr(iwslt, f) for f in sizes] == [6, 6, 512, 1024, 4, 0.3]
     cases = [
-        (lambda: models.describe("transformer_big"), "Choose one of: transformer_1x1_128"),
+        (lambda: models.describe("transformer_big"), "Available: transformer_1x1_128"),
         (lambda: models.get("transformer_tiny", 3, 16), "vocab_size must be an integer >= 5"),
         (lambda: models.get("transformer_tiny", 40, 1), "max_length must be an integer >= 2"),
         (lambda: models.get("transformer_tiny", 40, 16, depth=3), "unknown option(s) depth"),

@@ -16,7 +16,6 @@ coupled weight decay); see `lskd_tf.models.weight_decay`.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from functools import partial
 import keras
 import numpy as np
 
+from lskd_tf import registry
 from lskd_tf.models import (
     binary,
     cifar_mobilenetv2,
@@ -256,15 +256,7 @@ def available() -> list[str]:
 
 
 def _canonical(name: str) -> str:
-    """Case-insensitive lookup; "-" counts as "_" (e.g. "WRN-40-2", "ResNet56")."""
-    if not isinstance(name, str):
-        raise ValueError(f"model name must be a string, got {name!r}")
-    key = name.strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        close = difflib.get_close_matches(key, _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model name {name!r}.{hint} Available: {', '.join(available())}.")
-    return key
+    return registry.resolve(name, _REGISTRY, "model name")
 
 
 def describe(name: str) -> ModelSpec:

@@ -40,13 +40,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import numbers
 
 import keras
 import keras_hub
 from keras import ops
+
+from lskd_tf import registry
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 NUM_SPECIAL = 4
@@ -147,16 +148,7 @@ def available() -> list[str]:
 
 
 def _canonical(name: str) -> str:
-    if not isinstance(name, str):
-        raise ValueError(f"model name must be a string, got {name!r}")
-    key = name.strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        close = difflib.get_close_matches(key, _REGISTRY, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown translation model {name!r}.{hint} Choose one of: {', '.join(available())}"
-        )
-    return key
+    return registry.resolve(name, _REGISTRY, "translation model")
 
 
 def describe(name: str) -> TranslationModelSpec:
