@@ -13,7 +13,8 @@ _spec.loader.exec_module(kill_study)
 
 @pytest.mark.slow
 def test_random_sigkills_finish_bit_identical(tmp_path):
-    summary = kill_study.main(["--kills=3", "--seed=1", "--min_s=7", "--max_s=25",
-                               f"--out={tmp_path}"])  # fmt: skip
-    assert summary["kills"] >= 2  # most draws land while the study runs
+    summary = kill_study.main(["--kills=3", "--seed=1", f"--out={tmp_path}"])
+    # kill moments are drawn inside the training time the reference measured here, so
+    # at least two of three land while runs remain (the third may find all finished)
+    assert summary["kills"] >= 2
     assert summary["problems"] == []

@@ -24,7 +24,7 @@ DATA = experiment.DataSpec(
 def study(**changes):
     spec = dict(
         task="translation", teacher_models=("transformer_tiny",), teacher_smoothings=(0.0, 0.1),
-        student_models=("transformer_tiny",), temperatures=(1.0, 2.0), seeds=(0,),
+        student_models=("transformer_tiny",), temperatures=(2.0,), seeds=(0,),
         teacher_train=TRAIN, student_train=TRAIN, data=DATA,
     )  # fmt: skip
     return experiment.StudySpec(**{**spec, **changes})
@@ -60,7 +60,7 @@ def test_the_tables_show_bleu_with_paired_differences(finished):
     runs = results.collect_runs(run_dirs)
     assert results.headline(runs) == "bleu"
     table = results.student_table(runs)
-    assert list(table.index) == [("transformer_tiny", "1"), ("transformer_tiny", "2")]
+    assert list(table.index) == [("transformer_tiny", "2")]
     student = RunDir(env.study_dir / "student-transformer_tiny-T2-seed0-from-transformer_tiny-"
                      "ls0.1-seed0").read()  # fmt: skip
     cell = float(table.loc[("transformer_tiny", "2"), "last a=0.1"])

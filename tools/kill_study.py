@@ -3,9 +3,12 @@
     python tools/kill_study.py --kills 10 --seed 0 --out /tmp/kills
 
 1. Runs the tiny study once, uninterrupted (the reference).
-2. Runs it again in a fresh directory, sends SIGKILL at a random moment (uniform
-   between ``--min_s`` and ``--max_s`` after start), restarts it, and so on ``--kills``
-   times; then lets it finish.
+2. Runs it again in a fresh directory, sends SIGKILL at a random moment while work
+   remains, restarts it, and so on ``--kills`` times; then lets it finish. The moment
+   is drawn from what the reference measured on this machine, so the kills land while
+   the study trains on a fast machine as on a slow one: start-up (until the first
+   ``run.json`` appears) plus a uniform fraction of the training time still left
+   (the reference's training time x the share of runs not yet finished).
 3. Compares the two: every run's ``last.keras`` and ``best.keras`` weights bit for bit,
    every run.json's best/last metrics, the results tables; and checks that nothing is
    left claimed, running or orphaned (no ``claim.json``, no ``.tmp*`` file, every run
@@ -41,6 +44,37 @@ def study_command(out: Path) -> list[str]:
 
 def run_to_end(out: Path) -> None:
     subprocess.run(study_command(out), check=True, capture_output=True, cwd=ROOT)
+
+
+def timed_reference(out: Path) -> tuple[float, float]:
+    """Run the study to the end; (seconds until its first run.json, total seconds)."""
+    started = time.time()
+    process = subprocess.Popen(study_command(out), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    startup_s = None
+    while process.poll() is None:
+        if startup_s is None and any((out / "runs").rglob("run.json")):
+            startup_s = time.time() - started
+        time.sleep(0.05)
+    if process.returncode != 0:
+        raise SystemExit(f"the reference study failed: {process.stderr.read().decode()[-2000:]}")
+    total_s = time.time() - started
+    return (startup_s if startup_s is not None else total_s), total_s
+
+
+def runs_left(reference: Path, killed: Path) -> float:
+    """Share of the reference's runs not yet finished in ``killed``."""
+    names = [p.parent.name for p in (reference / "runs" / "quick").glob("*/run.json")]
+    done = sum(_status(killed / "runs" / "quick" / name / "run.json") == "finished"
+               for name in names)  # fmt: skip
+    return 1 - done / len(names)
+
+
+def _status(run_json: Path) -> str | None:
+    try:
+        return json.loads(run_json.read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def killed_at(out: Path, after_s: float) -> bool:
@@ -92,17 +126,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min_s", type=float, default=6.0)
-    parser.add_argument("--max_s", type=float, default=30.0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     started = time.time()
-    run_to_end(args.out / "reference")
+    startup_s, total_s = timed_reference(args.out / "reference")
+    print(f"reference: {total_s:.1f} s, first run.json after {startup_s:.1f} s", flush=True)
     killed_dir = args.out / "killed"
     kills = 0
     for attempt in range(args.kills):
-        after_s = rng.uniform(args.min_s, args.max_s)
+        left = runs_left(args.out / "reference", killed_dir)
+        if left == 0:
+            print(f"kill {attempt + 1}: every run had finished; no kill")
+            continue
+        after_s = startup_s + rng.uniform(0.05, 0.95) * (total_s - startup_s) * left
         if killed_at(killed_dir, after_s):
             kills += 1
             print(f"kill {attempt + 1}: SIGKILL after {after_s:.1f} s", flush=True)
