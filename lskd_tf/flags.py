@@ -75,8 +75,28 @@ TRAIN_SIZE = flags.DEFINE_integer(
 )
 MAX_TOKENS = flags.DEFINE_integer(
     "max_tokens", None,
-    "translation: batches of at most this many (padded source + target) tokens, bucketed by "
-    "length (fairseq's --max-tokens); unset: batches of --batch_size sentences.",
+    "translation: batches of at most this many tokens, bucketed by length, counted as "
+    "fairseq's --max-tokens (sentences x the longer side of the batch's longest pair); "
+    "unset: batches of --batch_size sentences.",
+)  # fmt: skip
+SOURCE_LANGUAGE = flags.DEFINE_string(
+    "source_language", None, "translation: the source language's file suffix / TFDS key, e.g. "
+    "en for En->De from wmt14_translate/de-en (default: the dataset's, e.g. de for iwslt14).",
+)  # fmt: skip
+TARGET_LANGUAGE = flags.DEFINE_string(
+    "target_language", None, "translation: the target language (default: the dataset's)."
+)
+VOCAB_SIZE = flags.DEFINE_integer(
+    "vocab_size", None, "translation: pieces of the joint SentencePiece vocabulary, learned "
+    "once on the training split (default 512 embedded, 10000 otherwise).",
+)  # fmt: skip
+SUBWORD_MODEL = flags.DEFINE_enum(
+    "subword_model", None, ("unigram", "bpe"),
+    "translation: SentencePiece model type of the vocabulary (default unigram).",
+)  # fmt: skip
+MAX_LENGTH = flags.DEFINE_integer(
+    "max_length", None, "translation: tokens per side incl. EOS/BOS; longer sentences are "
+    "truncated once, with a logged count (default 64 embedded, 256 otherwise).",
 )  # fmt: skip
 BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "translation: beam size for BLEU (1 = greedy).")
 LENGTH_PENALTY = flags.DEFINE_float(
@@ -163,6 +183,11 @@ MILESTONES = flags.DEFINE_list(
 )
 DECAY_RATE = flags.DEFINE_float("decay_rate", 0.1, "Step schedule factor.")
 WARMUP_EPOCHS = flags.DEFINE_float("warmup_epochs", 0.0, "Linear warmup epochs.")
+WARMUP_STEPS = flags.DEFINE_integer(
+    "warmup_steps", 0, "Linear warmup in optimizer steps instead of epochs (fairseq's "
+    "--warmup-updates; --schedule=inverse_sqrt decays from its end). At most one of "
+    "--warmup_epochs / --warmup_steps is non-zero.",
+)  # fmt: skip
 STEPS_PER_EPOCH = flags.DEFINE_integer(
     "steps_per_epoch", None, "Cap the steps of an epoch (default: one pass over the data)."
 )
@@ -173,6 +198,9 @@ TEACHER_MILESTONES = flags.DEFINE_list(
 )
 TEACHER_WARMUP_EPOCHS = flags.DEFINE_float(
     "teacher_warmup_epochs", None, "Teacher warmup epochs (default: --warmup_epochs)."
+)
+TEACHER_WARMUP_STEPS = flags.DEFINE_integer(
+    "teacher_warmup_steps", None, "Teacher warmup steps (default: --warmup_steps)."
 )
 TEACHER_WEIGHT_DECAY = flags.DEFINE_float(
     "teacher_weight_decay", None, "Teacher weight decay (default: --weight_decay)."
@@ -399,6 +427,8 @@ for _name, _check, _says in (
     ("teacher_weight_decay", _in_range(0.0), "finite and >= 0"),
     ("warmup_epochs", _in_range(0.0), "finite and >= 0"),
     ("teacher_warmup_epochs", _in_range(0.0), "finite and >= 0"),
+    ("warmup_steps", _in_range(0), ">= 0"),
+    ("teacher_warmup_steps", _in_range(0), ">= 0"),
     ("kd_weight", _in_range(0.0), "finite and >= 0"),
     ("ce_weight", _in_range(0.0), "finite and >= 0"),
     ("teacher_seed", _in_range(0, 2**31), "in [0, 2^31)"),
@@ -407,6 +437,8 @@ for _name, _check, _says in (
     ("test_per_class", _in_range(1, 100_001), "in [1, 100000]"),
     ("train_size", _in_range(1, 10_000_001), "in [1, 10000000]"),
     ("max_tokens", _in_range(8), ">= 8"),
+    ("vocab_size", _in_range(8, 1_000_001), "in [8, 1000000]"),
+    ("max_length", _in_range(4, 100_001), "in [4, 100000]"),
     ("beam_size", _in_range(1, 1001), "in [1, 1000]"),
     ("length_penalty", _in_range(0.0, 10.0), "finite and in [0, 10)"),
     ("bleu_sentences", _in_range(1), ">= 1"),
@@ -452,7 +484,8 @@ TRAIN_FLAGS = {
     "weight_decay": "weight_decay", "weight_decay_scope": "weight_decay_scope",
     "schedule": "schedule", "milestones": "milestones",
     "decay_rate": "decay_rate", "warmup_epochs": "warmup_epochs",
-    "steps_per_epoch": "steps_per_epoch", "jit_compile": "jit_compile", "verbose": "verbose",
+    "warmup_steps": "warmup_steps", "steps_per_epoch": "steps_per_epoch",
+    "jit_compile": "jit_compile", "verbose": "verbose",
 }  # fmt: skip
 """`TrainConfig` field -> flag (students, and teachers where no teacher_* flag is set).
 ``seed`` comes from --seeds / --teacher_seed."""
@@ -461,7 +494,7 @@ TEACHER_TRAIN_FLAGS = {
     "learning_rate": "teacher_lr", "weight_decay": "teacher_weight_decay",
     "weight_decay_scope": "teacher_weight_decay_scope",
     "schedule": "teacher_schedule", "milestones": "teacher_milestones",
-    "warmup_epochs": "teacher_warmup_epochs",
+    "warmup_epochs": "teacher_warmup_epochs", "warmup_steps": "teacher_warmup_steps",
 }  # fmt: skip
 """Teacher overrides: `TrainConfig` field -> flag (unset: the student's value)."""
 DISTILL_FLAGS = {
@@ -492,8 +525,11 @@ def _as_flag(value) -> str:
 def data_spec() -> DataSpec:
     options = ()
     if TASK.value == "translation":
-        chosen = (("max_tokens", MAX_TOKENS.value), ("beam_size", BEAM_SIZE.value),
-                  ("length_penalty", LENGTH_PENALTY.value),
+        chosen = (("source_language", SOURCE_LANGUAGE.value),
+                  ("target_language", TARGET_LANGUAGE.value),
+                  ("vocab_size", VOCAB_SIZE.value), ("subword_model", SUBWORD_MODEL.value),
+                  ("max_length", MAX_LENGTH.value), ("max_tokens", MAX_TOKENS.value),
+                  ("beam_size", BEAM_SIZE.value), ("length_penalty", LENGTH_PENALTY.value),
                   ("bleu_sentences", BLEU_SENTENCES.value))  # fmt: skip
         if DATASET.value == "embedded":
             chosen += (("train_size", TRAIN_SIZE.value),)

@@ -34,7 +34,7 @@ from lskd_tf.distiller import Distiller, DistillSpec, default_metrics
 from lskd_tf.losses import SmoothedCrossEntropy, validate_smoothing
 from lskd_tf.models.weight_decay import adamw_exclusion_pattern, validate_weight_decay_scope
 from lskd_tf.run_dir import RunDir, as_run_dir
-from lskd_tf.schedules import SCHEDULES, WarmupDecay
+from lskd_tf.schedules import SCHEDULES, WarmupDecay, check_warmup
 from lskd_tf.seeding import epoch_seed, reseed
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -54,6 +54,9 @@ class TrainConfig:
     config is complete. ``weight_decay_scope``: "kernels" (conv/dense kernels, the
     default, as `models.get`) or "all" (every parameter: the papers' recipes, set by
     the flagfiles under flags/). For "adamw" both are AdamW's decoupled decay instead.
+    The warmup is given in epochs (``warmup_epochs``, image recipes) or in optimizer
+    steps (``warmup_steps``, fairseq's ``--warmup-updates``; with ``schedule=
+    "inverse_sqrt"`` the papers' translation recipe), never both (`WarmupDecay`).
     """
 
     epochs: int = 240
@@ -68,6 +71,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = (150, 180, 210)
     decay_rate: float = 0.1
     warmup_epochs: float = 0.0
+    warmup_steps: int = dataclasses.field(default=0, metadata={"added_later": True})
     seed: int = 0
     steps_per_epoch: int | None = None
     jit_compile: bool = False
@@ -101,6 +105,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be finite and {bounds}, got {value}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        check_warmup(self.schedule, float(self.warmup_epochs), int(self.warmup_steps))
         if any(m < 0 for m in self.milestones):
             raise ValueError(f"milestones must be >= 0, got {list(self.milestones)}")
         validate_weight_decay_scope(self.weight_decay_scope)
@@ -110,6 +115,20 @@ class TrainConfig:
     def to_dict(self) -> dict:
         config = dataclasses.asdict(self)
         config["milestones"] = list(self.milestones)
+        return config
+
+    def identity(self) -> dict:
+        """The fields that change a run's result (`lskd_tf.experiment.identity`).
+
+        Leaves out the display-only ``verbose``, and fields marked ``added_later`` while
+        they hold their default: a run trained before such a setting existed behaved as
+        its default, so it keeps its identity (and is reused) instead of being refused.
+        """
+        config = self.to_dict()
+        for field in dataclasses.fields(self):
+            at_default = config[field.name] == field.default
+            if not field.compare or (field.metadata.get("added_later") and at_default):
+                del config[field.name]
         return config
 
 
@@ -123,6 +142,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         milestones=config.milestones,
         decay_rate=config.decay_rate,
         warmup_epochs=config.warmup_epochs,
+        warmup_steps=config.warmup_steps,
     )
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)

@@ -164,9 +164,55 @@ def recipe(train) -> tuple:
 # ----------------------------------------------------------------------------- tests
 
 
+# The translation recipe of the fork both papers point to (papers.md), teachers = students:
+# (epochs, optimizer, lr, weight decay, schedule, warmup steps, warmup epochs)
+TRANSLATION_RECIPE = (100, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0)
+# flagfile -> (study, dataset, source, target, vocabulary, temperatures, seeds)
+TRANSLATION = {
+    "flags/translation/shen_iwslt14_de_en.flags": (
+        "iwslt14_shen", "iwslt14", "de", "en", 30000, (1.0,), (0, 1, 2)),
+    "flags/translation/chandrasegaran_wmt14_en_de.flags": (
+        "wmt14_en_de_chandrasegaran", "wmt14_translate/de-en", "en", "de", 32000,
+        (1.0, 2.0, 3.0, 64.0), (0,)),
+    "flags/translation/chandrasegaran_wmt14_en_ru.flags": (
+        "wmt14_en_ru_chandrasegaran", "wmt14_translate/ru-en", "en", "ru", 32000,
+        (1.0, 2.0, 3.0, 64.0), (0,)),
+}  # fmt: skip
+
+
 def test_every_experiment_file_has_its_papers_recipe_in_this_test():
     quick = {"flags/quick.flags", "flags/quick_translation.flags", "flags/embedded/study.flags"}
-    assert set(experiment_files()) - quick == set(EXPECTED)
+    assert set(experiment_files()) - quick == set(EXPECTED) | set(TRANSLATION)
+
+
+@pytest.mark.parametrize("path", sorted(TRANSLATION))
+def test_translation_flagfile_is_the_forks_recipe(path):
+    name, dataset, source, target, vocab, temperatures, seeds = TRANSLATION[path]
+    study, study_name = study_of(path)
+    assert (study_name, study.task, study.data.name) == (name, "translation", dataset)
+    options = dict(study.data.options)
+    assert (options["source_language"], options["target_language"]) == (source, target)
+    assert (options["vocab_size"], options["subword_model"]) == (vocab, "bpe")
+    assert (options["max_tokens"], options["beam_size"], options["length_penalty"]) == (
+        4096, 4, 1.0)  # fmt: skip
+    assert tuple(study.all_teacher_models) == ("transformer_2x2_256",)
+    assert tuple(study.teacher_smoothings) == (0.0, 0.1)
+    assert (tuple(study.temperatures), tuple(study.seeds)) == (temperatures, seeds)
+    distill = study.distill
+    assert (distill.kd_weight, distill.ce_weight, distill.label_smoothing) == (0.9, 0.1, 0.1)
+    assert distill.t2_scaling is True and study.smoothing == "uniform"
+    for train in (study.teacher_train, study.student_train):
+        assert (
+            train.epochs,
+            train.optimizer,
+            train.learning_rate,
+            train.weight_decay,
+            train.schedule,
+            train.warmup_steps,
+            train.warmup_epochs,
+        ) == TRANSLATION_RECIPE
+    runs = plan_study(study)
+    assert len(runs) == 2 + 2 * len(temperatures) * len(seeds)
 
 
 @pytest.mark.parametrize("path", sorted(EXPECTED))

@@ -121,12 +121,42 @@ def test_warmup_and_decay_schedules():
     assert float(clone(150)) == pytest.approx(0.1)
 
 
+def test_inverse_sqrt_schedule_is_fairseqs_one_step_ahead():
+    # fairseq inverse_sqrt, warmup W, peak lr: step s uses lr*s/W while warming up and
+    # lr*sqrt(W/s) after; ours uses s + 1 (no zero-rate first step).
+    lr, warmup = 5e-4, 4000
+    schedule = WarmupDecay(lr, steps_per_epoch=700, epochs=50, schedule="inverse_sqrt",
+                           warmup_steps=warmup)  # fmt: skip
+    steps = [0, 1999, 3999, 4000, 15999, 99999]
+    fairseq = [lr * (s + 1) / warmup if s + 1 < warmup else lr * (warmup / (s + 1)) ** 0.5
+               for s in steps]  # fmt: skip
+    np.testing.assert_allclose([float(schedule(s)) for s in steps], fairseq, rtol=1e-6)
+    # the same warmup given in epochs (steps_per_epoch=800: 5 epochs) gives the same rates
+    in_epochs = WarmupDecay(lr, steps_per_epoch=800, epochs=50, schedule="inverse_sqrt",
+                            warmup_epochs=5)  # fmt: skip
+    np.testing.assert_allclose([float(in_epochs(s)) for s in steps], fairseq, rtol=1e-6)
+    assert WarmupDecay.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_an_older_runs_identity_survives_a_setting_added_later():
+    config = TrainConfig(epochs=2)
+    assert "warmup_steps" not in config.identity() and "verbose" not in config.identity()
+    assert config.to_dict()["warmup_steps"] == 0  # still recorded in run.json
+    assert (
+        TrainConfig(epochs=2, schedule="inverse_sqrt", warmup_steps=10).identity()["warmup_steps"]
+        == 10
+    )
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (dict(epochs=0), "epochs must be >= 1"),
         (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; choose one of: sgd, adam"),
         (dict(schedule="poly"), "unknown schedule 'poly'"),
+        (dict(schedule="inverse_sqrt"), "inverse_sqrt schedule decays from the end of its"),
+        (dict(warmup_epochs=1, warmup_steps=100), "give the warmup once"),
+        (dict(warmup_steps=-1), "warmup_steps must be >= 0"),
         (dict(learning_rate=0), "learning_rate must be > 0"),
         (dict(weight_decay_scope="bn"), "unknown weight_decay_scope 'bn'; choose one of: kernels"),
     ],

@@ -165,7 +165,7 @@ def test_a_diverging_run_is_recorded_as_failed(tmp_path, capsys):
 BAD_FLAGS = [
     "--lr=inf", "--lr=nan", "--lr=-1", "--teacher_lr=0", "--momentum=nan", "--momentum=1",
     "--decay_rate=nan", "--decay_rate=0", "--warmup_epochs=nan", "--warmup_epochs=-1",
-    "--teacher_warmup_epochs=inf", "--weight_decay=-1", "--weight_decay=inf",
+    "--teacher_warmup_epochs=inf", "--warmup_steps=-1", "--weight_decay=-1", "--weight_decay=inf",
     "--temperatures=inf", "--temperatures=0", "--temperatures=a", "--kd_weight=inf",
     "--kd_weight=-1", "--ce_weight=nan", "--milestones=-5", "--milestones=x",
     "--teacher_milestones=2,-1", "--seeds=-1", "--seeds=", "--teacher_seed=-1",
@@ -195,6 +195,8 @@ def test_bad_values_the_flags_cannot_see_fail_before_any_work(study, tmp_path, c
     root, args = study
     cases = [
         (["--kd_weight=0", "--ce_weight=0"], "nothing to train on"),
+        (["--schedule=inverse_sqrt"], "set warmup_steps"),
+        (["--warmup_epochs=1", "--warmup_steps=10"], "give the warmup once"),
         (["--teacher_cache=exact", "--cache_topk=100"], "topk"),
         (["--mode=evaluate"], "--checkpoint"),
         (

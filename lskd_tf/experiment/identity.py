@@ -5,7 +5,7 @@ the run it holds has exactly the identity of the run asked for. The identity is:
 
 * the spec's record (task, model, dataset, label smoothing, every `DistillSpec` field,
   the seed, the teacher run or checkpoint, the teacher cache when it changes training);
-* every `TrainConfig` field but the display-only ``verbose``;
+* every `TrainConfig` field that changes results (`TrainConfig.identity`);
 * the dataset and its options (not where it is stored: ``data_dir``, ``download``,
   ``cache`` do not change the examples);
 * the mixed-precision policy;
@@ -40,10 +40,9 @@ class RunConflictError(ValueError):
 
 def identity(spec: RunSpec, env: RunEnv) -> dict:
     """Everything that changes the run's result (see the module docstring)."""
-    train = {k: v for k, v in spec.train.to_dict().items() if k != "verbose"}
     found = {
         **spec.record(),
-        "train": train,
+        "train": spec.train.identity(),
         "data": {"name": spec.data.name, "options": [list(o) for o in spec.data.options]},
         "mixed_precision": env.mixed_precision,
     }

@@ -17,7 +17,7 @@ Datasets (`available()`):
   downloaded unless ``download=True``.
 
 Options every dataset takes: ``source_language``, ``target_language``, ``vocab_size``
-(SentencePiece pieces; 512 for embedded, 10000 otherwise), ``model_type`` ("unigram"),
+(SentencePiece pieces; 512 for embedded, 10000 otherwise), ``subword_model`` ("unigram"),
 ``max_length`` (tokens per side incl. EOS/BOS; 64 for embedded, 256 otherwise),
 ``bad_lines`` ("error" or "skip") and ``vocab_dir`` (an explicit vocabulary directory,
 e.g. to share one between studies). Text and TFDS vocabularies are stored beside the
@@ -65,7 +65,7 @@ _COMMON = {
     "source_language",
     "target_language",
     "vocab_size",
-    "model_type",
+    "subword_model",
     "max_length",
     "bad_lines",
     "vocab_dir",
@@ -200,7 +200,7 @@ def _config(name: str, data_dir, options: dict[str, Any]) -> _Config:
         "source_language": pair.get(name, (None, None))[0],
         "target_language": pair.get(name, (None, None))[1],
         "vocab_size": 512 if embedded else 10_000,
-        "model_type": "unigram",
+        "subword_model": "unigram",
         "max_length": 64 if embedded else 256,
         "bad_lines": "error",
         "vocab_dir": None,
@@ -399,7 +399,7 @@ def _read_tfds_split(config: _Config, split: str):
 def _vocab_dir_and_key(config: _Config) -> tuple[Path, dict[str, Any]]:
     o = config.opts
     pair = f"{o['source_language']}-{o['target_language']}"
-    suffix = f"{o['model_type']}{o['vocab_size']}"
+    suffix = f"{o['subword_model']}{o['vocab_size']}"
     if config.name == "embedded":
         fields = sorted(_EMBEDDED - {"valid_size", "test_size"})
         key = {"dataset": "embedded", **{k: o[k] for k in fields}}
@@ -440,7 +440,7 @@ def _vocabulary_cached(config: _Config, stamp) -> tokenizer.Vocabulary:
         return [*sources, *targets]
 
     return tokenizer.get_or_learn(
-        directory, key, sentences, vocab_size=o["vocab_size"], model_type=o["model_type"]
+        directory, key, sentences, vocab_size=o["vocab_size"], model_type=o["subword_model"]
     )
 
 
@@ -595,16 +595,19 @@ def _to_batch(source_rt: tf.RaggedTensor, target_rt: tf.RaggedTensor):
 
 
 def _pack(order: np.ndarray, src_len: np.ndarray, tgt_len: np.ndarray, max_tokens: int):
-    """Greedy token-budget batches over ``order``: rows * (max S + max T) <= max_tokens."""
-    batches, current, longest_s, longest_t = [], [], 0, 0
+    """Greedy token-budget batches over ``order``: rows * max(max S, max T) <= max_tokens.
+
+    fairseq's ``--max-tokens`` rule (a sentence pair counts ``max(source, target)``
+    tokens, padded to the batch's longest), so its recipes' budgets carry over as is.
+    """
+    batches, current, longest = [], [], 0
     for i in order.tolist():
-        s, t = int(src_len[i]), int(tgt_len[i])
-        ms, mt = max(longest_s, s), max(longest_t, t)
-        if current and (len(current) + 1) * (ms + mt) > max_tokens:
+        size = max(int(src_len[i]), int(tgt_len[i]))
+        if current and (len(current) + 1) * max(longest, size) > max_tokens:
             batches.append(current)
-            current, ms, mt = [], s, t
+            current, longest = [], 0
         current.append(i)
-        longest_s, longest_t = ms, mt
+        longest = max(longest, size)
     if current:
         batches.append(current)
     return [np.asarray(b, np.int64) for b in batches]
@@ -650,11 +653,10 @@ def _check_batching(max_tokens, batch_size, max_length: int, replicas: int):
             )
         return None, int(batch_size) // replicas
     per_replica = int(max_tokens) // replicas
-    if per_replica < 2 * max_length:
+    if per_replica < max_length:
         raise ValueError(
             f"max_tokens={max_tokens} leaves {per_replica} tokens per replica, less than one "
-            f"sentence pair of max_length={max_length} (2 * {max_length}); raise max_tokens or "
-            "lower max_length"
+            f"sentence pair of max_length={max_length}; raise max_tokens or lower max_length"
         )
     return per_replica, None
 
@@ -671,8 +673,9 @@ def train_fn(
     """``(epoch, input_context=None) -> tf.data.Dataset`` of training batches.
 
     Epoch e's batches are a function of (seed, e) only (`plan_epoch`): reshuffled every
-    epoch, identical after a restart. Exactly one of ``max_tokens`` (each batch's padded
-    source + target tokens <= max_tokens; per replica: max_tokens / replicas) or
+    epoch, identical after a restart. Exactly one of ``max_tokens`` (sentences x the
+    longer side of the batch's longest pair <= max_tokens, fairseq's rule; per replica:
+    max_tokens / replicas) or
     ``batch_size`` (sentences; per replica: batch_size / replicas).
 
     With ``input_context`` (tf.distribute): the epoch's per-replica batches are grouped
