@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from lskd_tf.distribute import global_weight_sum
 from lskd_tf.losses import (
     REDUCTION,
     SmoothedCrossEntropy,
@@ -235,7 +236,12 @@ class Distiller(keras.Model):
         # tokens, when there are sample weights), so the epoch's value is the mean over
         # all of them. Loss objects are divided by the number of replicas (see
         # lskd_tf.losses); undo that for reporting, as Keras's train_step does for "loss".
-        count = ops.shape(y_pred)[0] if sample_weight is None else ops.sum(sample_weight)
+        # With weights, each replica's value is its share of the global mean, so every
+        # replica counts the global number of positions / N.
+        if sample_weight is None:
+            count = ops.shape(y_pred)[0]
+        else:
+            count = global_weight_sum(sample_weight) / _num_replicas()
         self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=count)
         self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=count)
         agree = ops.cast(

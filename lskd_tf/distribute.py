@@ -562,3 +562,31 @@ class _CustomLoop:
         logs = _to_floats(self.metric_function())
         callback_list.on_test_end(logs)
         return logs
+
+
+def global_weight_sum(sample_weight):
+    """``sum(sample_weight)`` over every replica of the step (this replica's sum alone
+    outside a multi-replica step): the global batch's number of weighted positions."""
+    local = tf.reduce_sum(tf.cast(sample_weight, tf.float32))
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def global_mean_share(sample_weight):
+    """``N * (this replica's weight sum) / (all replicas' weight sum)``, or None on one
+    replica or without weights.
+
+    Keras's ``mean_with_sample_weight`` divides each replica's weighted loss sum by that
+    replica's own weight sum, then by N. With padding masks the replicas hold different
+    numbers of real tokens, so the summed gradients would not be one device's on the
+    same global batch. Multiplying by this share turns each replica's value into its
+    part of the global weighted mean: ``sum_r(w * loss) / sum_all(w)``.
+    """
+    context = tf.distribute.get_replica_context()
+    if sample_weight is None or context is None or context.num_replicas_in_sync == 1:
+        return None
+    local = tf.reduce_sum(tf.cast(sample_weight, tf.float32))
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return tf.math.divide_no_nan(local * float(context.num_replicas_in_sync), total)

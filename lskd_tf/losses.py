@@ -1,11 +1,13 @@
 """The losses of a label-smoothing x distillation study, and the registry of KD losses.
 
-All are `keras.losses.Loss` subclasses: Keras then reduces them (by default
-``mean_with_sample_weight``: the mean over examples, or over the positions whose
+All are `MaskedMeanLoss` subclasses (`keras.losses.Loss`): Keras reduces them
+(``mean_with_sample_weight``: the mean over examples, or over the positions whose
 sample weight is non-zero, e.g. the non-padding tokens of a sequence) and, under
 `tf.distribute`, scales them by ``1 / num_replicas_in_sync``, so gradients summed
-across replicas have the right size. A hand-written `ops.mean` would not be scaled
-and would give gradients N times too large on N replicas.
+across replicas have the right size (a hand-written `ops.mean` would not be scaled
+and would give gradients N times too large on N replicas). `MaskedMeanLoss` adds what
+Keras lacks for masks: the mean is over the *global* batch's weighted positions, so N
+replicas holding different numbers of real tokens train exactly as one device.
 
 Logits are ``(batch, K)`` for classification or ``(batch, length, V)`` for sequences;
 labels have the logits' shape without the last axis.
@@ -14,7 +16,7 @@ KD losses are chosen by name (`kd_loss`): ``"kl"`` is Hinton's temperature KL.
 Adding one is a class and a registration::
 
     @register_kd_loss("mse_logits")
-    class LogitMSE(keras.losses.Loss):
+    class LogitMSE(lskd_tf.losses.MaskedMeanLoss):
         def __init__(self, temperature=1.0, t2_scaling=True, **kwargs): ...
         def call(self, teacher_logits, student_logits): ...   # one value per position
 
@@ -27,6 +29,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lskd_tf.distribute import global_mean_share
+
 SMOOTHING_CONVENTIONS = ("uniform", "others")
 REDUCTION = "mean_with_sample_weight"
 """Mean over the weighted positions: sum(w * loss) / sum(w); the plain mean without weights."""
@@ -37,12 +41,17 @@ _KD_LOSSES: dict[str, type[keras.losses.Loss]] = {}
 def register_kd_loss(name: str):
     """Class decorator: make a KD loss selectable by ``name`` (`DistillSpec.kd_loss`).
 
-    The class is a `keras.losses.Loss` whose constructor takes ``temperature`` and
+    The class is a `MaskedMeanLoss` whose constructor takes ``temperature`` and
     ``t2_scaling`` (and Keras's ``reduction``/``name``/``dtype``), and whose ``call``
     maps ``(teacher_logits, student_logits)`` to one value per example or position.
     """
 
     def register(cls: type[keras.losses.Loss]) -> type[keras.losses.Loss]:
+        if not (isinstance(cls, type) and issubclass(cls, MaskedMeanLoss)):
+            raise TypeError(
+                f"KD loss {name!r} must subclass lskd_tf.losses.MaskedMeanLoss (a "
+                "keras.losses.Loss whose mean counts padding correctly across replicas)"
+            )
         if name in _KD_LOSSES and _KD_LOSSES[name] is not cls:
             raise ValueError(f"a KD loss named {name!r} is already registered")
         _KD_LOSSES[name] = cls
@@ -66,6 +75,24 @@ def get_kd_loss(name: str, *, temperature: float, t2_scaling: bool = True) -> ke
     """A new instance of the KD loss registered as ``name``."""
     validate_kd_loss(name)
     return _KD_LOSSES[name](temperature=temperature, t2_scaling=t2_scaling, reduction=REDUCTION)
+
+
+class MaskedMeanLoss(keras.losses.Loss):
+    """A Keras loss whose weighted mean is over the global batch, on any number of replicas.
+
+    On one device it is exactly Keras's ``mean_with_sample_weight`` (the same ops, so the
+    same bits). On N replicas with sample weights (padding masks), Keras would average
+    N per-replica means, which weighs a token on a replica with few real tokens more
+    than one on a replica with many; this multiplies each replica's value by its share
+    of the global weight (`lskd_tf.distribute.global_mean_share`), so the summed
+    gradients are the one-device gradients of the same global batch. Subclasses
+    implement ``call`` (one value per example or position) as for any Keras loss.
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        value = super().__call__(y_true, y_pred, sample_weight)
+        share = None if self.reduction != REDUCTION else global_mean_share(sample_weight)
+        return value if share is None else value * ops.cast(share, value.dtype)
 
 
 def validate_smoothing(alpha: float, convention: str, *, name: str = "alpha") -> None:
@@ -109,7 +136,7 @@ def smooth_targets(targets, alpha: float, convention: str = "uniform"):
 
 
 @keras.saving.register_keras_serializable(package="lskd_tf")
-class SmoothedCrossEntropy(keras.losses.Loss):
+class SmoothedCrossEntropy(MaskedMeanLoss):
     """Cross-entropy between (smoothed) labels and logits: H(y_ls, softmax(z)).
 
     Args:
@@ -159,7 +186,7 @@ class SmoothedCrossEntropy(keras.losses.Loss):
 
 @register_kd_loss("kl")
 @keras.saving.register_keras_serializable(package="lskd_tf")
-class DistillationKL(keras.losses.Loss):
+class DistillationKL(MaskedMeanLoss):
     """Hinton's distillation loss: T² · KL(softmax(t/T) ‖ softmax(s/T)).
 
     Args:

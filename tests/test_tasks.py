@@ -82,7 +82,7 @@ tasks.register(ToyTagging())
 
 
 @losses.register_kd_loss("toy_mse")
-class LogitMSE(keras.losses.Loss):
+class LogitMSE(losses.MaskedMeanLoss):
     """Mean squared difference of the logits (Ba & Caruana 2014); T and T² are ignored."""
 
     def __init__(self, temperature=1.0, t2_scaling=True, **kwargs):

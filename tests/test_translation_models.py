@@ -306,3 +306,100 @@ def test_distiller_trains_on_token_batches_with_padding_mask():
     logs = distiller.train_on_batch(x, y, sample_weight=weight, return_dict=True)
     assert np.isfinite(logs["loss"]) and logs["loss"] > 0
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, teacher.weights))
+
+
+SENTENCES = ["the small dog runs home", "a cat sleeps on the warm mat", "dogs and cats",
+             "the old man reads a long book in the garden every day"]  # fmt: skip
+
+
+@pytest.mark.parametrize("options", [{}, NON_DEFAULT], ids=["default", "non_default"])
+def test_exported_translate_maps_strings_to_the_greedy_translations(tmp_path, options):
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
+
+    from lskd_tf.tasks.translation import serving, tokenizer
+
+    vocab = tokenizer.get_or_learn(
+        tmp_path / "vocab", {"corpus": "export test"}, lambda: SENTENCES * 30, vocab_size=48
+    )
+    model = tiny(vocab=vocab.size, max_length=32, **options)
+    max_length = 6  # the last sentence is truncated, as the training data would be
+    serving.export(model, vocab, tmp_path / "mt", max_length=max_length)
+    loaded = tf.saved_model.load(str(tmp_path / "mt"))
+    got = loaded.signatures["translate"](sentences=tf.constant(SENTENCES))["translations"]
+    got = [text.decode() for text in got.numpy()]
+    # The Python path: the same pieces, truncated before EOS, greedy, detokenized.
+    rows = [ids[: max_length - 1] + [EOS_ID] for ids in vocab.encode(SENTENCES)]
+    source = np.zeros((len(rows), max(map(len, rows))), np.int32)
+    for i, row in enumerate(rows):
+        source[i, : len(row)] = row
+    expected = vocab.decode_batch(decoding.greedy_ids(model, source))
+    assert got == expected and any(got)
+    # The logits signature is the model itself; model.keras and spm.model sit beside it.
+    target_in = np.full((len(rows), 3), BOS_ID, np.int32)
+    exported = loaded.signatures["logits"](source=tf.constant(source),
+                                           target_in=tf.constant(target_in))["logits"]  # fmt: skip
+    np.testing.assert_allclose(exported.numpy(), logits(model, source, target_in), atol=1e-5)
+    reloaded = keras.models.load_model(tmp_path / "mt" / "model.keras")
+    expected_logits = logits(model, source, target_in)
+    np.testing.assert_array_equal(logits(reloaded, source, target_in), expected_logits)
+    assert (tmp_path / "mt" / "spm.model").read_bytes() == vocab.proto
+
+
+def test_export_refuses_a_vocabulary_of_another_size(tmp_path):
+    from lskd_tf.tasks.translation import serving, tokenizer
+
+    vocab = tokenizer.get_or_learn(
+        tmp_path / "vocab", {"corpus": "export test"}, lambda: SENTENCES * 30, vocab_size=48
+    )
+    with pytest.raises(ValueError, match="predicts 40 tokens but the vocabulary"):
+        serving.export(tiny(), vocab, tmp_path / "mt", max_length=8)
+
+
+def _uneven_token_batches():
+    """Two global batches of 4 sentences: the first two rows (replica 0 under two
+    replicas) hold 1-2 real target tokens, the last two hold 6-7, so a per-replica mean
+    would weigh tokens unequally."""
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(2):
+        lengths = [1, 2, 6, 7]
+        y = np.zeros((4, 8), np.int32)
+        for row, n in enumerate(lengths):
+            y[row, : n - 1] = rng.integers(4, VOCAB, n - 1)
+            y[row, n - 1] = EOS_ID
+        target_in = np.concatenate([np.full((4, 1), BOS_ID), y[:, :-1]], axis=1) * (y != 0)
+        target_in[:, 0] = BOS_ID
+        source = rng.integers(4, VOCAB, (4, 6)).astype(np.int32)
+        source[:, -1] = EOS_ID
+        batches.append(({"source": source, "target_in": target_in.astype(np.int32)}, y,
+                        (y != 0).astype(np.float32)))  # fmt: skip
+    x = {k: np.concatenate([b[0][k] for b in batches]) for k in ("source", "target_in")}
+    y = np.concatenate([b[1] for b in batches])
+    w = np.concatenate([b[2] for b in batches])
+    return tf.data.Dataset.from_tensor_slices((x, y, w)).batch(4)
+
+
+def test_token_masked_training_on_two_replicas_equals_one_device(mirrored_strategy):
+    """Teacher (label-smoothed CE) and student (CE + KD) steps on token batches whose
+    replicas hold different numbers of real tokens: 2 logical CPUs == 1 device."""
+    data = _uneven_token_batches()
+
+    def train(strategy):
+        with strategy.scope():
+            teacher = tiny(seed=1, dropout=0.0)
+            teacher.compile(optimizer=keras.optimizers.SGD(0.5),
+                            loss=lskd_tf.SmoothedCrossEntropy(0.1))  # fmt: skip
+            teacher.fit(data, epochs=2, verbose=0, shuffle=False)
+            student = tiny(seed=2, dropout=0.0, d_model=32, ffn_dim=64)
+            spec = lskd_tf.DistillSpec(temperature=2.0, ce_weight=0.5, label_smoothing=0.1)
+            distiller = lskd_tf.Distiller(teacher, student, spec)
+            distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+            logs = distiller.fit(data, epochs=2, verbose=0, shuffle=False).history
+        return [w.numpy() for w in teacher.weights + student.weights], logs
+
+    one, logs_one = train(tf.distribute.get_strategy())
+    two, logs_two = train(mirrored_strategy)
+    largest = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
+    assert largest < 1e-5, largest
+    for key in ("ce_loss", "kd_loss"):
+        np.testing.assert_allclose(logs_one[key], logs_two[key], rtol=1e-5)

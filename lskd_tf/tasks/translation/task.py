@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 
 from lskd_tf import tasks
-from lskd_tf.tasks.translation import bleu, data, decoding, models
+from lskd_tf.tasks.translation import bleu, data, decoding, models, serving
 
 EVALUATION_OPTIONS = {
     "max_tokens": None,
@@ -141,8 +141,15 @@ class Translation(tasks.Task):
         return found
 
     def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
-        """The SavedModel of `tasks.Task.export` (token ids -> logits) plus ``model.keras``."""
-        return super().export(model, export_dir, info)
+        """A SavedModel whose ``translate`` signature maps sentences to translations
+        (tokenizer and greedy decoding inside; `serving`), plus ``model.keras`` and the
+        vocabulary."""
+        if info is None:
+            raise ValueError(
+                "exporting a translation model needs its dataset (the vocabulary): pass "
+                "--task=translation and the --dataset (and options) it was trained on"
+            )
+        return serving.export(model, info.vocabulary(), export_dir, max_length=info.max_length)
 
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
