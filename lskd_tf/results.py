@@ -420,7 +420,7 @@ def format_tables(runs: pd.DataFrame) -> str:
     followed by the footnote on Δ, its interval and unpaired seeds."""
     parts = []
     teachers, students = teacher_table(runs), student_table(runs)
-    unit = _metric_name(headline(runs)) + ("" if headline(runs) == "bleu" else " %")
+    unit = _metric_name(headline(runs)) + _percent(headline(runs))
     if not teachers.empty:
         parts.append(
             f"Teachers ({unit}, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
@@ -449,6 +449,11 @@ SEEDS_NEEDED_FORMULA = (
 
 def _metric_name(metric: str) -> str:
     return "BLEU" if metric == "bleu" else metric.replace("top", "top-")
+
+
+def _percent(metric: str) -> str:
+    """ " %" after an accuracy; nothing after BLEU (a score, not a percentage)."""
+    return "" if metric == "bleu" else " %"
 
 
 def _plural(n: int, word: str) -> str:
@@ -501,9 +506,10 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
         name = f"**{model}**" + (f" ({labels[config]})" if len(labels) > 1 else "")
         comparison = statistics.best_versus_runner_up(cells)
         best = comparison.best
+        pct = _percent(metric)
         text = (
             f"{name}: best cell {_cell_name(best)} "
-            f"({comparison.means[best]:.2f} % {_metric_name(metric)}, "
+            f"({comparison.means[best]:.2f}{pct} {_metric_name(metric)}, "
             f"{_plural(comparison.seeds[best], 'seed')})"
         )
         diff = comparison.difference
@@ -511,7 +517,8 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
             lines.append(f"- {text}; it is the only cell, so there is nothing to compare.")
             continue
         runner = comparison.runner_up
-        text += f", ahead of the runner-up {_cell_name(runner)} ({comparison.means[runner]:.2f} %)"
+        runner_mean = f"{comparison.means[runner]:.2f}{pct}"
+        text += f", ahead of the runner-up {_cell_name(runner)} ({runner_mean})"
         if diff.n == 0:
             text += (
                 ". **Not resolved**: the two cells share no seed, so no paired comparison; "
@@ -520,9 +527,9 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
         elif comparison.resolved:
             text = (
                 f"{name}: **recommended: {_cell_name(best)}** "
-                f"({comparison.means[best]:.2f} % {_metric_name(metric)}, "
+                f"({comparison.means[best]:.2f}{pct} {_metric_name(metric)}, "
                 f"{_plural(comparison.seeds[best], 'seed')}), ahead of the runner-up "
-                f"{_cell_name(runner)} ({comparison.means[runner]:.2f} %) by {diff.format()} "
+                f"{_cell_name(runner)} ({comparison.means[runner]:.2f}{pct}) by {diff.format()} "
                 f"({diff.describe_method()}): resolved, the 95% CI excludes 0."
             )
         elif diff.n == 1:
@@ -562,7 +569,7 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
             lines.append("  - teacher LS − no LS: " + "; ".join(by_temperature))
     lines += [
         "",
-        f"Accuracy: {which}-epoch {_metric_name(metric)} %. {statistics.CI_RULE} "
+        f"Accuracy: {which}-epoch {_metric_name(metric)}{_percent(metric)}. {statistics.CI_RULE} "
         f"{SEEDS_NEEDED_FORMULA[0].upper()}{SEEDS_NEEDED_FORMULA[1:]}.",
     ]
     return "\n".join(lines)

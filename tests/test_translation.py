@@ -109,3 +109,43 @@ def test_a_killed_translation_student_resumes_exactly(finished, tmp_path):
     killed = RunDir(tmp_path / "killed" / "mt" / student.name).read()
     assert straight["last"] == killed["last"]
     assert json.dumps(straight["identity"]) == json.dumps(killed["identity"])
+
+
+def test_token_analyses_report_every_run(finished, tmp_path):
+    env, specs, run_dirs = finished
+    task = tasks.get("translation")
+    report = task.analyze(run_dirs, tmp_path / "analysis", tensorboard_dir=None, title="mt")
+    text = report.read_text()
+    for run_dir in run_dirs:
+        assert run_dir.name in text
+        assert (tmp_path / "analysis" / run_dir.name / "reliability.png").stat().st_size > 0
+    assert "semantic mass ratio" in text and "KL teacher-student" in text
+    # token accuracy of the analysis = the run's teacher-forced val_top1 (same positions)
+    from lskd_tf.tasks.translation import analysis
+
+    info = task.dataset_info(DATA)
+    model = task.load_model(RunDir(run_dirs[0]).checkpoint("last"), info)
+    outputs = analysis.token_outputs(model, task.eval_dataset(DATA, batch_size=16), 10**6)
+    measures = analysis.token_measures(outputs, token_families=info.token_families)
+    recorded = RunDir(run_dirs[0]).read()["last"]["val_top1"]
+    assert measures["top1_accuracy"] == pytest.approx(recorded, abs=1e-6)
+    assert measures["positions"] == int(sum(m.numpy().sum() for *_, m in
+                                            task.eval_dataset(DATA, batch_size=16)))  # fmt: skip
+
+
+def test_token_semantic_mass_by_hand():
+    from lskd_tf.tasks.translation import analysis
+
+    assert analysis.token_groups([-1, 0, 0, -1, 1]).tolist() == [2, 0, 0, 3, 1]
+    # 4 tokens, 0 and 1 near-synonyms. Position 1: reference 0, 0.3 of its 0.5 non-target
+    # mass on its synonym, chance 1/3 -> ratio 1.8. Position 2: reference 2 has no family.
+    probs = np.array([[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]])
+    outputs = {"logits": np.log(probs), "labels": np.array([0, 2])}
+    measures = analysis.token_measures(outputs, token_families=[0, 0, -1, -1])
+    assert measures["semantic_mass_ratio"] == pytest.approx(1.8)
+    assert measures["top1_accuracy"] == 1.0 and measures["positions"] == 2
+    # classes present: 0 and 2, one position each -> no intra-class variance
+    assert measures["one_minus_stability"] == pytest.approx(0.0)
+    teacher = {"logits": np.log(probs[::-1]), "labels": np.array([0, 2])}
+    measures = analysis.token_measures(outputs, teacher_outputs=teacher, temperature=1.0)
+    assert measures["agreement"] == 0.0

@@ -154,7 +154,10 @@ class Translation(tasks.Task):
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
     ) -> Path | None:
-        return None
+        """Token-level calibration, stability and diffusion (`analysis`), one report."""
+        from lskd_tf.tasks.translation.analysis import analyze_runs
+
+        return analyze_runs(self, run_dirs, out_dir, tensorboard_dir=tensorboard_dir, title=title)
 
 
 tasks.register(Translation())
