@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lskd_tf import distribute
+from lskd_tf import distribute, tasks
 from lskd_tf.claims import release, try_claim
 from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, identity, run, write_hparams_config
 from lskd_tf.run_dir import RunDir
@@ -61,6 +61,11 @@ def run_study(
         )
     for spec in specs:  # before any training: a changed setting never reuses an old run
         identity.check(spec, env, on_conflict=env.on_conflict)
+    # Before any file is written: missing data is one line (with how to get it), not a
+    # half-started run directory.
+    unfinished = [s for s in specs if not is_finished(env.run_dir(s))]
+    for task, data in dict.fromkeys((s.task, s.data) for s in unfinished):
+        tasks.get(task).dataset_info(data)
     if distribute.is_chief(env.strategy):
         write_hparams_config(env, specs)
     if cluster:

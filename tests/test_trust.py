@@ -245,3 +245,29 @@ def test_bad_files_and_directories_fail_in_one_line(study, tmp_path, capsys):
             line = one_error_line(capsys)
             assert str(run_json) in line and "delete the run directory" in line
         assert run_json.read_text() == content  # never overwritten
+
+
+def test_bad_translation_input_fails_in_one_line_and_loses_nothing(study, tmp_path, capsys):
+    root, _ = study
+    image_teacher = root / "runs" / "quick" / "teacher-resnet8-ls0-seed0" / "last.keras"
+    base = [f"--output_dir={root}/runs", f"--tensorboard_dir={root}/tb", "--task=translation",
+            "--teacher_models=transformer_tiny", "--student_models=transformer_tiny",
+            "--train_size=200", "--epochs=1", "--teacher_epochs=1", "--verbose=0",
+            "--analyze=false", "--export=false"]  # fmt: skip
+    cases = [
+        (["--teacher_models=resnet8"], "unknown model 'resnet8'"),
+        (["--dataset=cifar100"], "unknown dataset 'cifar100'"),
+        (["--dataset=iwslt14", f"--data_dir={tmp_path / 'nowhere'}"], "prepare-iwslt14.sh"),
+        (["--dataset=wmt14_translate/de-en", f"--data_dir={tmp_path}"],
+         "tfds build wmt14_translate/de-en"),
+        # a checkpoint of another vocabulary (here: an image model with 10 outputs)
+        (["--mode=distill", f"--teacher_checkpoint={image_teacher}"], "another vocabulary"),
+        (["--max_tokens=16"], "less than one sentence pair"),
+        (["--source_language=xx", "--dataset=iwslt14"], "xx"),
+    ]  # fmt: skip
+    before = snapshot(root)
+    for extra, says in cases:
+        assert cli(*base, *extra) == 2, extra
+        line = one_error_line(capsys)
+        assert says in line, (extra, line)
+    assert snapshot(root) == before

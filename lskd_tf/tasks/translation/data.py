@@ -232,6 +232,20 @@ def _config(name: str, data_dir, options: dict[str, Any]) -> _Config:
     )
 
 
+def check_options(name: str, *, data_dir=None, max_tokens: int | None = None, **options) -> dict:
+    """The dataset's options with their defaults, checked without reading any data
+    (unknown options, languages, ``max_length``, a token budget below one sentence pair):
+    a one-line ValueError before any run starts."""
+    resolved = dict(_config(name, data_dir, options).opts)
+    max_length = int(resolved["max_length"])
+    if max_tokens is not None and int(max_tokens) < max_length:
+        raise ValueError(
+            f"max_tokens={max_tokens} is less than one sentence pair of max_length="
+            f"{max_length}; raise max_tokens or lower max_length"
+        )
+    return resolved
+
+
 def _text_dir(config: _Config) -> Path:
     if config.data_dir is not None:
         return Path(config.data_dir)

@@ -61,6 +61,13 @@ class Translation(tasks.Task):
     def datasets(self) -> list[str]:
         return data.available()
 
+    def check_dataset(self, spec) -> None:
+        super().check_dataset(spec)
+        options, evaluation = split_options(spec.options)
+        data.check_options(
+            spec.name, data_dir=spec.data_dir, max_tokens=evaluation["max_tokens"], **options
+        )
+
     def dataset_info(self, spec) -> data.TranslationInfo:
         options, _ = split_options(spec.options)
         return data.get_info(spec.name, data_dir=spec.data_dir, **options)
