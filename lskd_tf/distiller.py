@@ -56,9 +56,16 @@ class DistillSpec:
         smoothing: ``"uniform"`` or ``"others"`` (see `lskd_tf.losses.smooth_targets`).
         t2_scaling: multiply the KD term by T² (Hinton 2015).
         kd_loss: the KD loss's registered name (`lskd_tf.losses.kd_losses()`).
+        sequence_level: train on the teacher's own outputs instead of the labels
+            (sequence-level KD, Kim & Rush 2016: for translation, the teacher's beam
+            search translations of the training sources). The label term (``ce_weight``)
+            then fits them and the KD term (``kd_weight``) is word-level KD on them; the
+            task builds the data (`lskd_tf.tasks.Task.sequence_level_train_fn`).
 
     Run records, TensorBoard hparams and flagfiles list these fields by iterating
-    over them (`dataclasses.fields`), so a new field is one edit here.
+    over them (`dataclasses.fields`), so a new field is one edit here. A field marked
+    ``added_later`` is left out of `to_dict` at its default, so runs recorded before it
+    existed keep their identity.
 
     Example:
 
@@ -72,6 +79,7 @@ class DistillSpec:
     smoothing: str = "uniform"
     t2_scaling: bool = True
     kd_loss: str = "kl"
+    sequence_level: bool = dataclasses.field(default=False, metadata={"added_later": True})
 
     def __post_init__(self):
         validate_temperature(self.temperature)
@@ -85,7 +93,11 @@ class DistillSpec:
         validate_kd_loss(self.kd_loss)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        found = dataclasses.asdict(self)
+        for field in dataclasses.fields(self):
+            if field.metadata.get("added_later") and found[field.name] == field.default:
+                del found[field.name]
+        return found
 
 
 def with_teacher_logits(inputs, teacher_logits) -> dict:

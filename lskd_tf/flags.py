@@ -137,6 +137,12 @@ STUDENT_SMOOTHING = flags.DEFINE_float(
     "student_smoothing", 0.0, "Label smoothing of the student's own CE term, in [0, 1)."
 )
 T2_SCALING = flags.DEFINE_bool("t2_scaling", True, "Multiply the KD term by T^2 (Hinton).")
+SEQUENCE_LEVEL_KD = flags.DEFINE_bool(
+    "sequence_level_kd", False, "translation: students learn the teacher's beam-search "
+    "translations of the training sources instead of the references (Kim & Rush 2016); "
+    "--ce_weight fits them, --kd_weight adds word-level KD on them. Decoded once per "
+    "teacher checkpoint (--beam_size, --length_penalty) and stored beside it.",
+)  # fmt: skip
 KD_LOSS = flags.DEFINE_string(
     "kd_loss", "kl", f"The KD loss by name ({', '.join(kd_losses())}; "
     "lskd_tf.losses.register_kd_loss adds one): kl = T^2 KL(softmax(t/T) || softmax(s/T)).",
@@ -500,7 +506,7 @@ TEACHER_TRAIN_FLAGS = {
 DISTILL_FLAGS = {
     "temperature": "temperatures", "kd_weight": "kd_weight", "ce_weight": "ce_weight",
     "label_smoothing": "student_smoothing", "smoothing": "smoothing",
-    "t2_scaling": "t2_scaling", "kd_loss": "kd_loss",
+    "t2_scaling": "t2_scaling", "kd_loss": "kd_loss", "sequence_level": "sequence_level_kd",
 }  # fmt: skip
 """`DistillSpec` field -> flag (a study's --temperatures are a list)."""
 NOT_IN_FLAGFILES = ("verbose",)

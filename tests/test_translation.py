@@ -149,3 +149,55 @@ def test_token_semantic_mass_by_hand():
     teacher = {"logits": np.log(probs[::-1]), "labels": np.array([0, 2])}
     measures = analysis.token_measures(outputs, teacher_outputs=teacher, temperature=1.0)
     assert measures["agreement"] == 0.0
+
+
+def test_sequence_level_students_learn_the_teachers_translations(finished, tmp_path):
+    import dataclasses
+
+    from lskd_tf.tasks.translation import data, decoding, sequence_kd
+
+    env, specs, _ = finished
+    teacher = specs[0]
+    word_level = specs[1]
+    assert "sequence_level" not in word_level.distill.to_dict()  # old runs keep identity
+    spec = dataclasses.replace(
+        word_level,
+        distill=lskd_tf.DistillSpec(temperature=2.0, ce_weight=1.0, kd_weight=0.0,
+                                    sequence_level=True),
+    )  # fmt: skip
+    assert spec.name.endswith("-seqkd-seed0-from-transformer_tiny-ls0-seed0")
+    run_env = experiment.RunEnv(output_dir=str(tmp_path), study="mt",
+                                tensorboard_dir=str(tmp_path / "tb"))  # fmt: skip
+    shutil.copytree(env.run_dir(teacher), run_env.run_dir(teacher))
+    experiment.run(spec, run_env)
+    recorded = RunDir(run_env.run_dir(spec)).read()
+    assert recorded["status"] == "finished" and recorded["sequence_level"] is True
+    described = recorded["sequence_level_targets"]
+    assert described["source"] == "decoded" and described["pairs"] == 256
+
+    # The stored targets are the teacher's beam outputs (beam 2, DATA's setting) of the
+    # training sources, and the student's training batches carry exactly them.
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    teacher_path = RunDir(run_env.run_dir(teacher)).checkpoint("last")
+    model = task.load_model(teacher_path, info)
+    ids, again = sequence_kd.teacher_translations(model, teacher_path, DATA)
+    assert again["source"] == "read" and again["path"] == described["path"]
+    options = {k: v for k, v in DATA.options if k not in ("beam_size", "bleu_sentences")}
+    x, _, _ = next(iter(data.eval_dataset("embedded", "train", batch_size=8, **options)))
+    assert ids[:8] == decoding.beam_outputs(model, x["source"].numpy(), 2,
+                                            max_length=info.max_length)  # fmt: skip
+    train_fn, _ = task.sequence_level_train_fn(model, teacher_path, DATA, batch_size=32,
+                                               seed=0, verbose=False)  # fmt: skip
+    seen = []
+    for _, y, w in train_fn(0):
+        for row, mask in zip(y.numpy(), w.numpy()):
+            seen.append(tuple(row[: int(mask.sum()) - 1]))  # drop EOS and padding
+    assert sorted(seen) == sorted(tuple(r[: info.max_length - 1]) for r in ids)
+    # translations stored under another setting's name are refused, never reused
+    beam3 = dataclasses.replace(DATA, options=tuple(
+        (k, 3 if k == "beam_size" else v) for k, v in DATA.options))  # fmt: skip
+    key3 = sequence_kd.key_of(model, beam3, beam_size=3, length_penalty=1.0)
+    shutil.copy(described["path"], sequence_kd.stored_path(teacher_path, key3))
+    with pytest.raises(ValueError, match="another teacher or setting"):
+        sequence_kd.teacher_translations(model, teacher_path, beam3)

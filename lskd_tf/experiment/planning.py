@@ -75,7 +75,7 @@ def hparams_of(spec: RunSpec) -> dict:
         **common, "student": spec.model,
         "teacher": spec.teacher.model if spec.teacher else spec.teacher_name,
         "teacher_smoothing": spec.teacher.label_smoothing if spec.teacher else -1.0,
-        **spec.distill.to_dict(),
+        **dataclasses.asdict(spec.distill),  # every field, so the dashboard's columns align
     }  # fmt: skip
 
 

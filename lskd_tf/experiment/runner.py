@@ -96,6 +96,12 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
             seed=spec.seed, verbose=bool(spec.train.verbose),
         )  # fmt: skip
         options["run_info"]["teacher_cache"] = described
+    if spec.distill.sequence_level:
+        train_fn, described = task.sequence_level_train_fn(
+            teacher, path, spec.data, batch_size=batch_size, seed=spec.seed,
+            verbose=bool(spec.train.verbose),
+        )  # fmt: skip
+        options["run_info"]["sequence_level_targets"] = described
     return distill_student(teacher, student, train_fn, eval_ds, distill=spec.distill, **options)
 
 

@@ -120,6 +120,13 @@ class StudentSpec:
             )
         if self.teacher_cache is not None:
             task.check_teacher_cache(self.teacher_cache, self.data)
+        if self.distill.sequence_level:
+            task.check_sequence_level(self.data)
+            if self.teacher_cache is not None:
+                raise ValueError(
+                    "sequence-level KD trains on the teacher's outputs, not on cached "
+                    "logits of the data: leave the teacher cache off"
+                )
 
     kind = "student"
 
@@ -138,6 +145,8 @@ class StudentSpec:
             extra += f"-ls{distill.label_smoothing:g}"
         if distill.kd_loss != DistillSpec.kd_loss:
             extra += f"-{distill.kd_loss}"
+        if distill.sequence_level:
+            extra += "-seqkd"
         cache = self.teacher_cache
         if cache is not None and cache.mode == "sampled":
             extra += f"-views{cache.views}" + (f"s{cache.view_seed}" if cache.view_seed else "")

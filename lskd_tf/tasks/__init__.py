@@ -159,6 +159,19 @@ class Task:
         self.check_teacher_cache(cache, data)
         raise NotImplementedError
 
+    def check_sequence_level(self, data) -> None:
+        """Raise a one-line ValueError unless students can learn the teacher's outputs."""
+        raise ValueError(f"task {self.name!r} has no sequence-level KD; leave it off")
+
+    def sequence_level_train_fn(
+        self, teacher: keras.Model, teacher_path: Path, data, *, batch_size: int, seed: int,
+        verbose: bool,
+    ) -> tuple[Callable, dict]:  # fmt: skip
+        """``(train_fn, description)``: training batches whose targets are the teacher's
+        outputs (sequence-level KD, `lskd_tf.DistillSpec.sequence_level`)."""
+        self.check_sequence_level(data)
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ after training
 
     def final_metrics(self, run, data, info: Any) -> dict | None:

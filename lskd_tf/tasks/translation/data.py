@@ -485,6 +485,20 @@ class _Tokenized:
         )
 
 
+def _with_targets(data: _Tokenized, target_ids, max_length: int) -> _Tokenized:
+    if len(target_ids) != len(data):
+        raise ValueError(
+            f"target_ids has {len(target_ids)} rows but the training split has {len(data)} "
+            "pairs: give one target per training pair, in stored order"
+        )
+    rows = [np.asarray(ids, np.int32)[: max_length - 1] for ids in target_ids]
+    lengths = np.array([len(row) for row in rows], np.int64)
+    values = np.concatenate(rows) if rows else np.zeros([0], np.int32)
+    if np.isin(values, [PAD_ID, BOS_ID, EOS_ID]).any():
+        raise ValueError("target_ids must be tokens without padding, BOS or EOS (ids 0, 2, 3)")
+    return _Tokenized(data.source_values, data.source_lengths, values, lengths)
+
+
 def _tokenize(vocab: tokenizer.Vocabulary, texts) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of ``texts`` with the vocabulary's tf tokenizer, inside a tf.data map."""
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string)).batch(4096)
@@ -682,9 +696,14 @@ def train_fn(
     max_tokens: int | None = None,
     batch_size: int | None = None,
     seed: int,
+    target_ids: list | None = None,
     **options: Any,
 ) -> Callable[..., tf.data.Dataset]:
     """``(epoch, input_context=None) -> tf.data.Dataset`` of training batches.
+
+    ``target_ids`` replaces the training split's targets: one list of ids per training
+    pair in stored order, without BOS/EOS (e.g. a teacher's beam-search translations for
+    sequence-level KD); longer ones are truncated to ``max_length - 1`` like the data.
 
     Epoch e's batches are a function of (seed, e) only (`plan_epoch`): reshuffled every
     epoch, identical after a restart. Exactly one of ``max_tokens`` (sentences x the
@@ -706,6 +725,8 @@ def train_fn(
     config = _config(name, data_dir, options)
     max_length = int(config.opts["max_length"])
     data = _tokenized(config, config.splits[0])
+    if target_ids is not None:
+        data = _with_targets(data, target_ids, max_length)
     source_rt, target_rt = data.ragged()
     src_len, tgt_len = data.source_lengths, data.target_lengths + 1
 

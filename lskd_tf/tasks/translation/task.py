@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 
 from lskd_tf import tasks
-from lskd_tf.tasks.translation import bleu, data, decoding, models, serving
+from lskd_tf.tasks.translation import bleu, data, decoding, models, sequence_kd, serving
 
 EVALUATION_OPTIONS = {
     "max_tokens": None,
@@ -103,6 +103,26 @@ class Translation(tasks.Task):
                 "another vocabulary"
             )
         return model
+
+    def check_sequence_level(self, spec) -> None:
+        """Every translation dataset can train on a teacher's translations."""
+
+    def sequence_level_train_fn(
+        self, teacher: keras.Model, teacher_path: Path, spec, *, batch_size: int, seed: int,
+        verbose: bool,
+    ) -> tuple[Callable, dict]:  # fmt: skip
+        """Training batches whose targets are the teacher's beam-search translations of
+        the training sources (`sequence_kd`), decoded once per teacher checkpoint."""
+        target_ids, described = sequence_kd.teacher_translations(
+            teacher, teacher_path, spec, verbose=verbose
+        )
+        options, evaluation = split_options(spec.options)
+        budget = evaluation["max_tokens"]
+        train_fn = data.train_fn(
+            spec.name, data_dir=spec.data_dir, seed=seed, max_tokens=budget,
+            batch_size=None if budget else batch_size, target_ids=target_ids, **options,
+        )  # fmt: skip
+        return train_fn, described
 
     # ------------------------------------------------------------------ after training
 
