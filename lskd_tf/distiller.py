@@ -241,7 +241,14 @@ class Distiller(keras.Model):
             teacher_logits = self.teacher_logits(inputs)
         ce = ops.zeros(()) if y is None else self.ce_loss_fn(y, y_pred, sample_weight)
         kd = self.kd_loss_fn(teacher_logits, y_pred, sample_weight)
-        total = self.distill.ce_weight * ce + self.distill.kd_weight * kd
+        # A term of weight 0 is reported, not differentiated: adding 0 * term changes no
+        # value but would back-propagate through it (over the whole vocabulary for
+        # translation). Leaving it out gives the same bits (x + 0.0 == x).
+        terms = [(w, term) for w, term in ((self.distill.ce_weight, ce),
+                                           (self.distill.kd_weight, kd)) if w != 0]  # fmt: skip
+        total = terms[0][0] * terms[0][1]
+        for weight, term in terms[1:]:
+            total = total + weight * term
         if self.student.losses:  # L2 weight decay, summed once per replica
             total = total + scale_for_replicas(ops.sum(self.student.losses))
         # Each step's mean counts with its number of examples (weighted positions, e.g.
