@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,59 @@ def test_sequence_level_students_learn_the_teachers_translations(finished, tmp_p
     shutil.copy(described["path"], sequence_kd.stored_path(teacher_path, key3))
     with pytest.raises(ValueError, match="another teacher or setting"):
         sequence_kd.teacher_translations(model, teacher_path, beam3)
+
+
+def test_cached_teacher_logits_are_the_teachers(finished, tmp_path):
+    from lskd_tf.teacher_cache import CacheSpec, compress_topk, expand_topk
+
+    env, specs, _ = finished
+    teacher_spec = specs[0]
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    copied = tmp_path / "teacher"
+    shutil.copytree(env.run_dir(teacher_spec), copied)
+    path = RunDir(copied).checkpoint("last")
+    teacher = task.load_model(path, info)
+    with pytest.raises(ValueError, match="use teacher_cache='exact'"):
+        task.check_teacher_cache(CacheSpec(mode="sampled"), DATA)
+
+    # Full logits: every batch carries the teacher's own logits at its positions.
+    full_fn, described = task.cached_train_fn(teacher, path, CacheSpec(dtype="float32"), DATA,
+                                              batch_size=32, seed=3, verbose=False)  # fmt: skip
+    assert described["source"] == "built" and Path(described["path"]).is_file()
+    online = task.train_fn(DATA, batch_size=32, seed=3)(1)
+    for (x, y, w), (cx, cy, _) in zip(online, full_fn(1)):
+        np.testing.assert_array_equal(y, cy)  # the same batches, in the same order
+        mask = w.numpy() > 0
+        expected = teacher(x, training=False).numpy()[mask]
+        np.testing.assert_allclose(cx["teacher_logits"].numpy()[mask], expected, atol=1e-5)
+
+    # Top-4 in float16: exactly expand_topk of the compressed teacher logits.
+    cache = CacheSpec(topk=4)
+    topk_fn, described = task.cached_train_fn(teacher, path, cache, DATA, batch_size=32,
+                                              seed=3, verbose=False)  # fmt: skip
+    x, y, w = next(iter(task.train_fn(DATA, batch_size=32, seed=3)(0)))
+    cx, _, _ = next(iter(topk_fn(0)))
+    mask = w.numpy() > 0
+    values, indices, rest = compress_topk(teacher(x, training=False).numpy()[mask], 4)
+    expected = expand_topk(values.astype(np.float16), indices, rest.astype(np.float16),
+                           info.vocab_size)  # fmt: skip
+    np.testing.assert_array_equal(cx["teacher_logits"].numpy()[mask], expected)
+    again = task.cached_train_fn(teacher, path, cache, DATA, batch_size=32, seed=3,
+                                 verbose=False)[1]  # fmt: skip
+    assert again["source"] == "read" and again["path"] == described["path"]
+
+    # A student distils from the cache: recorded, and another run than online KD.
+    import dataclasses
+
+    student = dataclasses.replace(specs[1], teacher_cache=cache)
+    assert student.name.endswith("-top4-seed0-from-transformer_tiny-ls0-seed0")
+    run_env = experiment.RunEnv(output_dir=str(tmp_path / "runs"), study="mt",
+                                tensorboard_dir=str(tmp_path / "tb"))  # fmt: skip
+    shutil.copytree(env.run_dir(teacher_spec), run_env.run_dir(teacher_spec))
+    experiment.run(student, run_env)
+    recorded = RunDir(run_env.run_dir(student)).read()
+    assert recorded["status"] == "finished"
+    assert recorded["teacher_cache"]["storage"] == {"topk": 4, "dtype": "float16"}
+    # beside this study's copy of the teacher, so built for it
+    assert recorded["teacher_cache"]["source"] == "built"

@@ -605,8 +605,9 @@ def get_info(
 # ---------------------------------------------------------------------------- batches
 
 
-def _to_batch(source_rt: tf.RaggedTensor, target_rt: tf.RaggedTensor):
-    """Index vector -> the contract's (x, y, sample_weight), padded to the batch's longest."""
+def _to_batch(source_rt: tf.RaggedTensor, target_rt: tf.RaggedTensor, extra_rts=()):
+    """Index vector -> the contract's (x, y, sample_weight), padded to the batch's longest,
+    followed by each of ``extra_rts`` (ragged by target position) gathered and padded."""
 
     def make(indices):
         source = tf.gather(source_rt, indices).to_tensor(PAD_ID)
@@ -617,7 +618,8 @@ def _to_batch(source_rt: tf.RaggedTensor, target_rt: tf.RaggedTensor):
         target_in = tf.concat([bos, target], axis=1).to_tensor(PAD_ID)
         y = tf.concat([target, eos], axis=1).to_tensor(PAD_ID)
         weight = tf.cast(tf.not_equal(y, PAD_ID), tf.float32)
-        return {"source": source, "target_in": target_in}, y, weight
+        extras = tuple(tf.gather(rt, indices).to_tensor() for rt in extra_rts)
+        return ({"source": source, "target_in": target_in}, y, weight, *extras)
 
     return make
 
@@ -697,6 +699,8 @@ def train_fn(
     batch_size: int | None = None,
     seed: int,
     target_ids: list | None = None,
+    position_arrays: list[np.ndarray] | None = None,
+    position_lengths: np.ndarray | None = None,
     **options: Any,
 ) -> Callable[..., tf.data.Dataset]:
     """``(epoch, input_context=None) -> tf.data.Dataset`` of training batches.
@@ -704,6 +708,11 @@ def train_fn(
     ``target_ids`` replaces the training split's targets: one list of ids per training
     pair in stored order, without BOS/EOS (e.g. a teacher's beam-search translations for
     sequence-level KD); longer ones are truncated to ``max_length - 1`` like the data.
+
+    ``position_arrays``: arrays whose rows are the training split's target positions
+    (``position_lengths[i]`` = pair i's target length + 1 for EOS, stored order; e.g. a
+    teacher's cached logits); each batch then is ``(x, y, sample_weight, *arrays)`` with
+    every array gathered and padded to ``y``'s positions.
 
     Epoch e's batches are a function of (seed, e) only (`plan_epoch`): reshuffled every
     epoch, identical after a restart. Exactly one of ``max_tokens`` (sentences x the
@@ -729,6 +738,14 @@ def train_fn(
         data = _with_targets(data, target_ids, max_length)
     source_rt, target_rt = data.ragged()
     src_len, tgt_len = data.source_lengths, data.target_lengths + 1
+    extra_rts = []
+    if position_arrays:
+        if position_lengths is None or not np.array_equal(position_lengths, tgt_len):
+            raise ValueError(
+                "position_arrays do not line up with the training split's target positions "
+                "(another tokenization, max_length or corpus): rebuild them"
+            )
+        extra_rts = [tf.RaggedTensor.from_row_lengths(a, tgt_len) for a in position_arrays]
 
     def make_epoch(epoch: int, input_context: tf.distribute.InputContext | None = None):
         replicas = 1 if input_context is None else input_context.num_replicas_in_sync
@@ -762,7 +779,9 @@ def train_fn(
         )
         ds = tf.data.Dataset.from_tensor_slices(indices)
         ds = ds.map(
-            _to_batch(source_rt, target_rt), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            _to_batch(source_rt, target_rt, extra_rts),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
         )
         return ds.prefetch(tf.data.AUTOTUNE)
 

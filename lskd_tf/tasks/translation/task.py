@@ -30,6 +30,7 @@ import keras
 
 from lskd_tf import tasks
 from lskd_tf.tasks.translation import bleu, data, decoding, models, sequence_kd, serving
+from lskd_tf.tasks.translation import teacher_cache as translation_cache
 
 EVALUATION_OPTIONS = {
     "max_tokens": None,
@@ -103,6 +104,23 @@ class Translation(tasks.Task):
                 "another vocabulary"
             )
         return model
+
+    def check_teacher_cache(self, cache, spec) -> None:
+        """Translation caches the teacher's logits per target token ('exact' mode only)."""
+        translation_cache.check(cache)
+
+    def cached_train_fn(
+        self, teacher: keras.Model, teacher_path: Path, cache, spec, *, batch_size: int,
+        seed: int, verbose: bool,
+    ) -> tuple[Callable, dict]:  # fmt: skip
+        """Training batches carrying the teacher's cached logits (`teacher_cache`)."""
+        options, evaluation = split_options(spec.options)
+        budget = evaluation["max_tokens"]
+        info = self.dataset_info(spec)
+        return translation_cache.cached_train_fn(
+            teacher, teacher_path, cache, spec, options=options, vocab_size=info.vocab_size,
+            seed=seed, max_tokens=budget, batch_size=None if budget else batch_size,
+        )  # fmt: skip
 
     def check_sequence_level(self, spec) -> None:
         """Every translation dataset can train on a teacher's translations."""

@@ -1,0 +1,218 @@
+"""A translation teacher's outputs, computed once and reused by all its students.
+
+Word-level KD needs the teacher's logits at every target position of every training
+pair. They do not depend on the student or the epoch (teacher-forced on the reference,
+no augmentation), so `cached_logits` runs the teacher once over the training split and
+stores, per real target position (EOS included, padding excluded):
+
+* ``topk > 0`` (the papers' code keeps the top 4): the k largest logits, their token ids
+  and one logit for every other token that keeps their total softmax mass at T = 1
+  (`lskd_tf.teacher_cache.compress_topk`, shared with the image cache); students then
+  learn from that compressed distribution, so it is another run than online KD;
+* ``topk = 0``: every logit (positions x vocabulary values: the embedded corpus's
+  ~260,000 positions x 512 tokens are 270 MB in float16; a 10,000-token vocabulary is
+  20x that), the same computation as online KD up to float16 rounding.
+
+The file is ``<teacher dir>/teacher_cache/<checkpoint stem>-tokens-<storage>-<digest>.npz``,
+keyed by the teacher's weights' SHA-256, the dataset and its options, ``max_length`` and
+the storage; a file whose recorded key differs is a one-line error naming it, never a
+silent reuse. Each use recomputes the first pairs with the teacher and compares (the
+kept values only, for top-k). Writes are atomic; the whole cache is held in memory.
+
+`cached_train_fn` gives the training batches of `data.train_fn` (same order, same
+batches for a (seed, epoch)) whose ``x`` carries the expanded teacher logits
+(`lskd_tf.distiller.with_teacher_logits`), so the `Distiller` skips the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lskd_tf import atomic
+from lskd_tf.checksums import weights_sha256
+from lskd_tf.distiller import with_teacher_logits
+from lskd_tf.tasks.translation import data
+from lskd_tf.teacher_cache import CacheSpec, compress_topk
+
+DIRECTORY = "teacher_cache"
+BUILD_BATCH = 64
+VERIFY_PAIRS = 4
+
+
+def check(cache: CacheSpec) -> None:
+    """Raise a one-line ValueError for a cache translation cannot build."""
+    if cache.mode != "exact":
+        raise ValueError(
+            "translation has no augmentation to sample views of: use teacher_cache='exact' "
+            "(with cache_topk=K to keep the teacher's K largest logits per token)"
+        )
+
+
+def key_of(teacher: keras.Model, spec, cache: CacheSpec, options: dict) -> dict:
+    """Everything the cached logits depend on."""
+    resolved = data.check_options(spec.name, data_dir=spec.data_dir, **options)
+    return {
+        "teacher_weights_sha256": weights_sha256(teacher),
+        "dataset": spec.name,
+        "options": sorted([k, v] for k, v in options.items()),
+        "max_length": int(resolved["max_length"]),
+        "storage": {"topk": cache.topk, "dtype": cache.dtype},
+    }
+
+
+def stored_path(teacher_path: str | Path, cache: CacheSpec, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    teacher_path = Path(teacher_path)
+    name = f"{teacher_path.stem}-tokens-{cache.dirname}-{digest}.npz"
+    return teacher_path.parent / DIRECTORY / name
+
+
+def cached_logits(
+    teacher: keras.Model, teacher_path: str | Path, cache: CacheSpec, spec, options: dict
+) -> tuple[dict[str, np.ndarray], dict]:
+    """``(arrays, description)``: the stored outputs (built now if missing), verified."""
+    check(cache)
+    key = key_of(teacher, spec, cache, options)
+    path = stored_path(teacher_path, cache, key)
+    if path.exists():
+        arrays, source = _read(path, key), "read"
+    else:
+        arrays, source = _build(teacher, spec, cache, options), "built"
+        _write(path, key, arrays)
+    _verify(teacher, spec, cache, options, arrays, path)
+    described = {"path": str(path), "source": source,
+                 "positions": int(arrays["lengths"].sum()), **key}  # fmt: skip
+    return arrays, described
+
+
+def _batches(spec, options: dict, stop: int | None = None):
+    info = data.get_info(spec.name, data_dir=spec.data_dir, **options)
+    batches = data.eval_dataset(
+        spec.name, info.train_split, batch_size=BUILD_BATCH, data_dir=spec.data_dir, **options
+    )  # the training split in stored order, as train_fn batches it
+    return batches if stop is None else batches.take(-(-stop // BUILD_BATCH))
+
+
+def _positions(teacher, x, mask) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's float32 logits at the real positions of a batch, and row lengths."""
+    logits = keras.ops.convert_to_numpy(teacher(x, training=False)).astype(np.float32)
+    keep = mask.numpy() > 0
+    return logits[keep], keep.sum(axis=1)
+
+
+def _compress(logits: np.ndarray, cache: CacheSpec) -> dict[str, np.ndarray]:
+    if not cache.topk:
+        return {"logits": logits.astype(cache.dtype)}
+    values, indices, rest = compress_topk(logits, cache.topk)
+    index_dtype = np.int16 if logits.shape[-1] < 2**15 else np.int32
+    return {"values": values.astype(cache.dtype), "indices": indices.astype(index_dtype),
+            "rest": rest.astype(cache.dtype)}  # fmt: skip
+
+
+def _build(teacher, spec, cache: CacheSpec, options: dict) -> dict[str, np.ndarray]:
+    parts: list[dict] = []
+    lengths = []
+    for x, _, mask in _batches(spec, options):
+        logits, rows = _positions(teacher, x, mask)
+        parts.append(_compress(logits, cache))
+        lengths.append(rows)
+    arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    arrays["lengths"] = np.concatenate(lengths).astype(np.int64)
+    return arrays
+
+
+def _verify(teacher, spec, cache, options, arrays, path: Path) -> None:
+    """Recompute the first pairs with the teacher; their stored outputs must agree."""
+    x, _, mask = next(iter(_batches(spec, options, stop=VERIFY_PAIRS)))
+    logits, rows = _positions(teacher, x, mask)
+    fresh = _compress(logits, cache)
+    count = len(logits)
+    for name, value in fresh.items():
+        stored = arrays[name][:count]
+        close = (
+            np.array_equal(stored, value)
+            if name == "indices"
+            else np.allclose(stored.astype(np.float32), value.astype(np.float32), atol=2e-2)
+        )
+        if stored.shape != value.shape or not close:
+            raise ValueError(
+                f"the teacher cache {path} does not match the teacher's outputs ({name} "
+                "differ): delete the file to build it again"
+            )
+    if not np.array_equal(arrays["lengths"][: len(rows)], rows):
+        raise ValueError(f"the teacher cache {path} has other sentences than the data: delete it")
+
+
+def _write(path: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, key=json.dumps(key, sort_keys=True), **arrays)
+
+    atomic.replace_with(path, save)
+
+
+def _read(path: Path, key: dict) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as stored:
+            recorded = json.loads(str(stored["key"]))
+            arrays = {name: stored[name] for name in stored.files if name != "key"}
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"cannot read the teacher cache {path} ({error}); delete it to build it again"
+        ) from None
+    if recorded != json.loads(json.dumps(key, sort_keys=True)):
+        raise ValueError(
+            f"the teacher cache {path} was built for another teacher or setting; delete it "
+            "to build it again"
+        )
+    return arrays
+
+
+def expand(arrays: tuple, vocab_size: int) -> tf.Tensor:
+    """Dense float32 teacher logits (B, L, V) from a batch's padded cache arrays.
+
+    Exactly `lskd_tf.teacher_cache.expand_topk` (the kept values scattered over the
+    rest logit); padding positions come out as zeros (their weight is 0)."""
+    if len(arrays) == 1:
+        return tf.cast(arrays[0], tf.float32)
+    values, indices, rest = arrays
+    shape = tf.shape(indices)
+    dense = tf.broadcast_to(tf.cast(rest, tf.float32)[..., None],
+                            tf.concat([shape[:2], [vocab_size]], 0))  # fmt: skip
+    b, position, _ = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), tf.range(shape[2]),
+                                 indexing="ij")  # fmt: skip
+    # Padding rows hold k zeros at index 0: the same update k times, a zero row.
+    where = tf.stack([b, position, tf.cast(indices, tf.int32)], axis=-1)
+    return tf.tensor_scatter_nd_update(dense, where, tf.cast(values, tf.float32))
+
+
+def cached_train_fn(
+    teacher: keras.Model, teacher_path: str | Path, cache: CacheSpec, spec, *, options: dict,
+    vocab_size: int, **batching,
+) -> tuple[Callable, dict]:  # fmt: skip
+    """``(train_fn, description)``: `data.train_fn`'s batches with cached teacher logits."""
+    arrays, described = cached_logits(teacher, teacher_path, cache, spec, options)
+    names = ("logits",) if not cache.topk else ("values", "indices", "rest")
+    base = data.train_fn(
+        spec.name, data_dir=spec.data_dir,
+        position_arrays=[arrays[name] for name in names],
+        position_lengths=arrays["lengths"], **batching, **options,
+    )  # fmt: skip
+
+    def make_epoch(epoch: int, input_context=None) -> tf.data.Dataset:
+        def attach(x, y, weight, *stored):
+            return with_teacher_logits(x, expand(stored, vocab_size)), y, weight
+
+        return base(epoch, input_context).map(attach, num_parallel_calls=tf.data.AUTOTUNE,
+                                              deterministic=True)  # fmt: skip
+
+    return make_epoch, described
