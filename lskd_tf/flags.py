@@ -229,13 +229,17 @@ TEACHER_CACHE = flags.DEFINE_enum(
     "(lskd_tf.teacher_cache; stored beside the teacher's checkpoint, built on first use). "
     "none: run the teacher every step; exact: every view of a discrete augmentation "
     "(CIFAR pad-crop-flip: 162 views/image), students see exactly the online views; "
-    "sampled: --cache_views fixed views per image, any augmentation (FKD).",
+    "sampled: --cache_views fixed views per image, any augmentation (FKD). Translation: "
+    "exact only, the teacher's logits at every target token of the training split.",
 )  # fmt: skip
 CACHE_VIEWS = flags.DEFINE_integer(
     "cache_views", 10, "teacher_cache=sampled: views stored per image."
 )
 CACHE_TOPK = flags.DEFINE_integer(
-    "cache_topk", 0, "Teacher cache: keep the k largest logits per view (0: all; exact at T=1)."
+    "cache_topk",
+    0,
+    "Teacher cache: keep the k largest logits per view or target token "
+    "(0: all; the rest keep their mass at T=1). The papers' translation code keeps 4.",
 )
 CACHE_DTYPE = flags.DEFINE_enum(
     "cache_dtype", "float16", ("float16", "float32"), "Teacher cache storage precision."
