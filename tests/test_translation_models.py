@@ -312,8 +312,14 @@ SENTENCES = ["the small dog runs home", "a cat sleeps on the warm mat", "dogs an
              "the old man reads a long book in the garden every day"]  # fmt: skip
 
 
-@pytest.mark.parametrize("options", [{}, NON_DEFAULT], ids=["default", "non_default"])
-def test_exported_translate_maps_strings_to_the_greedy_translations(tmp_path, options):
+@pytest.mark.parametrize(
+    "options, beam_size, length_penalty",
+    [({}, 1, 1.0), (NON_DEFAULT, 1, 1.0), ({}, 3, 1.0), (NON_DEFAULT, 4, 0.5)],
+    ids=["greedy", "greedy_non_default", "beam3", "beam4_lp0.5_non_default"],
+)
+def test_exported_translate_maps_strings_to_the_python_decoders_translations(
+    tmp_path, options, beam_size, length_penalty
+):
     import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
 
     from lskd_tf.tasks.translation import serving, tokenizer
@@ -323,16 +329,18 @@ def test_exported_translate_maps_strings_to_the_greedy_translations(tmp_path, op
     )
     model = tiny(vocab=vocab.size, max_length=32, **options)
     max_length = 6  # the last sentence is truncated, as the training data would be
-    serving.export(model, vocab, tmp_path / "mt", max_length=max_length)
+    serving.export(model, vocab, tmp_path / "mt", max_length=max_length, beam_size=beam_size,
+                   length_penalty=length_penalty)  # fmt: skip
     loaded = tf.saved_model.load(str(tmp_path / "mt"))
     got = loaded.signatures["translate"](sentences=tf.constant(SENTENCES))["translations"]
     got = [text.decode() for text in got.numpy()]
-    # The Python path: the same pieces, truncated before EOS, greedy, detokenized.
+    # The Python path: the same pieces, truncated before EOS, decoded, detokenized.
     rows = [ids[: max_length - 1] + [EOS_ID] for ids in vocab.encode(SENTENCES)]
     source = np.zeros((len(rows), max(map(len, rows))), np.int32)
     for i, row in enumerate(rows):
         source[i, : len(row)] = row
-    expected = vocab.decode_batch(decoding.greedy_ids(model, source))
+    expected = vocab.decode_batch(decoding.translate_ids(
+        model, source, beam_size=beam_size, length_penalty=length_penalty))  # fmt: skip
     assert got == expected and any(got)
     # The logits signature is the model itself; model.keras and spm.model sit beside it.
     target_in = np.full((len(rows), 3), BOS_ID, np.int32)

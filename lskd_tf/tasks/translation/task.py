@@ -187,7 +187,7 @@ class Translation(tasks.Task):
 
     def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
         """A SavedModel whose ``translate`` signature maps sentences to translations
-        (tokenizer and greedy decoding inside; `serving`), plus ``model.keras`` and the
+        (tokenizer and beam search inside; `serving`), plus ``model.keras`` and the
         vocabulary."""
         if info is None:
             raise ValueError(
