@@ -258,3 +258,15 @@ def test_cached_teacher_logits_are_the_teachers(finished, tmp_path):
     assert recorded["teacher_cache"]["storage"] == {"topk": 4, "dtype": "float16"}
     # beside this study's copy of the teacher, so built for it
     assert recorded["teacher_cache"]["source"] == "built"
+
+
+def test_the_readmes_translation_example_builds_the_papers_study():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in readme.split("```python")[1:] if 'task="translation"' in b)
+    code = block.split("```")[0].split("run_dirs = sweep.run_study(")[0]
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the README's own example
+    runs = experiment.plan_study(scope["study"])
+    assert len(runs) == 2 + 2 * 3  # two teachers, one student each at T = 1 x 3 seeds
+    assert runs[0].train.schedule == "inverse_sqrt" and runs[0].train.warmup_steps == 4000
+    assert dict(runs[0].data.options)["subword_model"] == "bpe"
