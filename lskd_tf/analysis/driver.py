@@ -4,6 +4,9 @@
 the evaluation split, and hands the outputs to `lskd_tf.analysis.analyze`. It is the
 image-classification task's analysis (`lskd_tf.tasks.image_classification`): class
 triples, superclasses and Müller's mutual information under image augmentation.
+
+`finished_runs` and `write_study_report` are the steps every task's analysis shares
+(the translation task's token analyses use them too).
 """
 
 from __future__ import annotations
@@ -53,6 +56,38 @@ def _examples_of(dataset: tf.data.Dataset, classes: Sequence[int], per_class: in
     return np.stack(images), np.array(labels)
 
 
+def finished_runs(run_dirs: Sequence[str | os.PathLike]):
+    """``(run_dir, run.json contents, DataSpec)`` of each finished run, in order."""
+    from lskd_tf.experiment.specs import DataSpec
+
+    for run_dir in map(Path, run_dirs):
+        run = RunDir(run_dir)
+        info = run.read()
+        if info and run.is_finished():
+            yield run_dir, info, DataSpec.from_record(info["data"])
+
+
+def write_study_report(
+    entries: list[dict],
+    out_dir: Path,
+    *,
+    tensorboard_dir: str | os.PathLike | None,
+    title: str,
+) -> Path:
+    """``out_dir/report.md`` of the analyzed runs (`lskd_tf.analysis.write_report`),
+    also logged to TensorBoard under ``tensorboard_dir/analysis``."""
+    from lskd_tf import analysis
+
+    if not entries:
+        raise ValueError("no finished runs to analyze; pass run or study directories")
+    report = Path(out_dir) / "report.md"
+    analysis.write_report(
+        entries, report, title=title,
+        tensorboard_logdir=Path(tensorboard_dir) / "analysis" if tensorboard_dir else None,
+    )  # fmt: skip
+    return report
+
+
 def analyze_runs(
     task,
     run_dirs: Sequence[str | os.PathLike],
@@ -78,17 +113,12 @@ def analyze_runs(
     ``out_dir/report.md`` and everything in TensorBoard under ``tensorboard_dir``.
     """
     from lskd_tf import analysis
-    from lskd_tf.experiment.specs import DataSpec
 
     out_dir = Path(out_dir)
     entries = []
     teacher_cache: dict[str, dict] = {}
-    for run_dir in map(Path, run_dirs):
+    for run_dir, info, spec in finished_runs(run_dirs):
         run = RunDir(run_dir)
-        info = run.read()
-        if not info or not run.is_finished():
-            continue
-        spec = DataSpec.from_record(info["data"])
         dataset_info = task.dataset_info(spec)
         eval_ds = task.eval_dataset(spec, batch_size=batch_size)
         train_ds = task.dataset(
@@ -128,11 +158,4 @@ def analyze_runs(
             ),
         )
         entries.append({"name": run_dir.name, "config": info, "metrics": metrics})
-    if not entries:
-        raise ValueError("no finished runs to analyze; pass run or study directories")
-    report = out_dir / "report.md"
-    analysis.write_report(
-        entries, report, title=title,
-        tensorboard_logdir=Path(tensorboard_dir) / "analysis" if tensorboard_dir else None,
-    )  # fmt: skip
-    return report
+    return write_study_report(entries, out_dir, tensorboard_dir=tensorboard_dir, title=title)

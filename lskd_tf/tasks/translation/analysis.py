@@ -117,16 +117,12 @@ def analyze_runs(
     the verdict on BLEU, one row of token measures per run, reliability diagrams.
     """
     from lskd_tf import analysis
-    from lskd_tf.experiment.specs import DataSpec
+    from lskd_tf.analysis.driver import finished_runs, write_study_report
 
     out_dir = Path(out_dir)
     entries, teachers = [], {}
-    for run_dir in map(Path, run_dirs):
+    for run_dir, info, spec in finished_runs(run_dirs):
         run = RunDir(run_dir)
-        info = run.read()
-        if not info or not run.is_finished():
-            continue
-        spec = DataSpec.from_record(info["data"])
         dataset_info = task.dataset_info(spec)
         max_positions = max(1, int(max_values) // dataset_info.vocab_size)
         eval_ds = task.eval_dataset(spec, batch_size=batch_size)
@@ -154,13 +150,7 @@ def analyze_runs(
                 {"reliability": figure},
             )  # fmt: skip
         entries.append({"name": run_dir.name, "config": info, "metrics": metrics})
-    if not entries:
-        raise ValueError("no finished runs to analyze; pass run or study directories")
-    report = out_dir / "report.md"
-    analysis.write_report(
-        entries, report, title=title,
-        tensorboard_logdir=Path(tensorboard_dir) / "analysis" if tensorboard_dir else None,
-    )  # fmt: skip
+    report = write_study_report(entries, out_dir, tensorboard_dir=tensorboard_dir, title=title)
     positions = ", ".join(f"{e['name']}: {e['metrics']['positions']}" for e in entries)
     with open(report, "a") as handle:
         handle.write(
