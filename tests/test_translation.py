@@ -184,10 +184,10 @@ def test_sequence_level_students_learn_the_teachers_translations(finished, tmp_p
     model = task.load_model(teacher_path, info)
     ids, again = sequence_kd.teacher_translations(model, teacher_path, DATA)
     assert again["source"] == "read" and again["path"] == described["path"]
-    options = {k: v for k, v in DATA.options if k not in ("beam_size", "bleu_sentences")}
+    options, _ = data.split_options(DATA.options)
     x, _, _ = next(iter(data.eval_dataset("embedded", "train", batch_size=8, **options)))
-    assert ids[:8] == decoding.beam_outputs(model, x["source"].numpy(), 2,
-                                            max_length=info.max_length)  # fmt: skip
+    assert ids[:8] == decoding.translate_ids(model, x["source"].numpy(), beam_size=2,
+                                             max_length=info.max_length)  # fmt: skip
     train_fn, _ = task.sequence_level_train_fn(model, teacher_path, DATA, batch_size=32,
                                                seed=0, verbose=False)  # fmt: skip
     seen = []

@@ -232,18 +232,41 @@ def _config(name: str, data_dir, options: dict[str, Any]) -> _Config:
     )
 
 
+EVALUATION_OPTIONS = {
+    "max_tokens": None,
+    "beam_size": 4,
+    "length_penalty": 1.0,
+    "bleu_split": None,
+    "bleu_sentences": None,
+}
+"""Options of a translation DataSpec that are not the dataset's own (batching, decoding
+and BLEU settings), and their defaults."""
+
+
+def split_options(options) -> tuple[dict, dict]:
+    """``(dataset options, evaluation options)`` of a DataSpec's options."""
+    options = dict(options)
+    evaluation = {key: options.pop(key, default) for key, default in EVALUATION_OPTIONS.items()}
+    return options, evaluation
+
+
 def check_options(name: str, *, data_dir=None, max_tokens: int | None = None, **options) -> dict:
     """The dataset's options with their defaults, checked without reading any data
     (unknown options, languages, ``max_length``, a token budget below one sentence pair):
     a one-line ValueError before any run starts."""
     resolved = dict(_config(name, data_dir, options).opts)
-    max_length = int(resolved["max_length"])
-    if max_tokens is not None and int(max_tokens) < max_length:
-        raise ValueError(
-            f"max_tokens={max_tokens} is less than one sentence pair of max_length="
-            f"{max_length}; raise max_tokens or lower max_length"
-        )
+    if max_tokens is not None:
+        _check_batching(max_tokens, None, int(resolved["max_length"]), replicas=1)
     return resolved
+
+
+def train_split_in_order(
+    name: str, *, batch_size: int, data_dir: str | os.PathLike | None = None, **options: Any
+) -> tf.data.Dataset:
+    """The training split as `eval_dataset` batches in stored order (what a teacher's
+    stored outputs, aligned with `train_fn`'s examples, are computed on)."""
+    config = _config(name, data_dir, options)
+    return eval_dataset(name, config.splits[0], batch_size=batch_size, data_dir=data_dir, **options)
 
 
 def _text_dir(config: _Config) -> Path:

@@ -1,8 +1,8 @@
 """Greedy and beam-search decoding of a translation Transformer (`models.get`).
 
-`translate_ids` is what BLEU evaluation calls; `beam_search` returns every finished
-hypothesis and its score; `greedy_ids` is the argmax decoder; `beam_outputs` gives the
-best hypothesis per source (a teacher's outputs for sequence-level KD).
+`translate_ids` (the best hypothesis per source) is what BLEU evaluation and
+sequence-level KD call; `beam_search` returns every finished hypothesis and its score;
+`greedy_ids` is the argmax decoder.
 
 Beam search follows fairseq's ``SequenceGenerator``:
 
@@ -279,27 +279,3 @@ def greedy_ids(model: keras.Model, source_ids, *, max_length: int | None = None)
         if done.all():
             break
     return outputs
-
-
-def beam_outputs(
-    model: keras.Model,
-    source_ids,
-    beam_size: int = 4,
-    *,
-    max_length: int | None = None,
-    length_penalty: float = 1.0,
-) -> list[list[int]]:
-    """A teacher's best beam hypothesis per source (ids, no BOS/EOS): the targets of
-    sequence-level KD (Kim & Rush 2016), which trains the student on them instead of
-    the references.
-
-    Example:
-        >>> new_targets = beam_outputs(teacher, x["source"].numpy(), beam_size=4)
-    """
-    return translate_ids(
-        model,
-        source_ids,
-        beam_size=beam_size,
-        max_length=max_length,
-        length_penalty=length_penalty,
-    )

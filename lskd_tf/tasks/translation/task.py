@@ -32,22 +32,7 @@ from lskd_tf import tasks
 from lskd_tf.tasks.translation import bleu, data, decoding, models, sequence_kd, serving
 from lskd_tf.tasks.translation import teacher_cache as translation_cache
 
-EVALUATION_OPTIONS = {
-    "max_tokens": None,
-    "beam_size": 4,
-    "length_penalty": 1.0,
-    "bleu_split": None,
-    "bleu_sentences": None,
-}
-"""Options of a translation DataSpec that are not the dataset's own, and their defaults."""
 DECODE_BATCH = 64
-
-
-def split_options(options) -> tuple[dict, dict]:
-    """``(dataset options, evaluation options)`` of a DataSpec's options."""
-    options = dict(options)
-    evaluation = {key: options.pop(key, default) for key, default in EVALUATION_OPTIONS.items()}
-    return options, evaluation
 
 
 class Translation(tasks.Task):
@@ -64,17 +49,17 @@ class Translation(tasks.Task):
 
     def check_dataset(self, spec) -> None:
         super().check_dataset(spec)
-        options, evaluation = split_options(spec.options)
+        options, evaluation = data.split_options(spec.options)
         data.check_options(
             spec.name, data_dir=spec.data_dir, max_tokens=evaluation["max_tokens"], **options
         )
 
     def dataset_info(self, spec) -> data.TranslationInfo:
-        options, _ = split_options(spec.options)
+        options, _ = data.split_options(spec.options)
         return data.get_info(spec.name, data_dir=spec.data_dir, **options)
 
     def train_fn(self, spec, *, batch_size: int, seed: int) -> Callable:
-        options, evaluation = split_options(spec.options)
+        options, evaluation = data.split_options(spec.options)
         budget = evaluation["max_tokens"]
         return data.train_fn(
             spec.name, data_dir=spec.data_dir, seed=seed, max_tokens=budget,
@@ -82,7 +67,7 @@ class Translation(tasks.Task):
         )  # fmt: skip
 
     def eval_dataset(self, spec, *, batch_size: int):
-        options, _ = split_options(spec.options)
+        options, _ = data.split_options(spec.options)
         return data.eval_dataset(
             spec.name, batch_size=batch_size, data_dir=spec.data_dir, **options
         )
@@ -114,7 +99,7 @@ class Translation(tasks.Task):
         seed: int, verbose: bool,
     ) -> tuple[Callable, dict]:  # fmt: skip
         """Training batches carrying the teacher's cached logits (`teacher_cache`)."""
-        options, evaluation = split_options(spec.options)
+        options, evaluation = data.split_options(spec.options)
         budget = evaluation["max_tokens"]
         info = self.dataset_info(spec)
         return translation_cache.cached_train_fn(
@@ -134,7 +119,7 @@ class Translation(tasks.Task):
         target_ids, described = sequence_kd.teacher_translations(
             teacher, teacher_path, spec, verbose=verbose
         )
-        options, evaluation = split_options(spec.options)
+        options, evaluation = data.split_options(spec.options)
         budget = evaluation["max_tokens"]
         train_fn = data.train_fn(
             spec.name, data_dir=spec.data_dir, seed=seed, max_tokens=budget,
@@ -146,7 +131,7 @@ class Translation(tasks.Task):
 
     def translate(self, model: keras.Model, spec, info, split: str | None = None) -> dict:
         """Decode a split with ``model``: hypotheses, references and BLEU."""
-        options, evaluation = split_options(spec.options)
+        options, evaluation = data.split_options(spec.options)
         split = split or evaluation["bleu_split"] or info.test_split
         references = data.references(spec.name, split, data_dir=spec.data_dir, **options)
         count = int(evaluation["bleu_sentences"] or len(references))

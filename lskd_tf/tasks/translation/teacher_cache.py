@@ -13,11 +13,11 @@ stores, per real target position (EOS included, padding excluded):
   ~260,000 positions x 512 tokens are 270 MB in float16; a 10,000-token vocabulary is
   20x that), the same computation as online KD up to float16 rounding.
 
-The file is ``<teacher dir>/teacher_cache/<checkpoint stem>-tokens-<storage>-<digest>.npz``,
-keyed by the teacher's weights' SHA-256, the dataset and its options, ``max_length`` and
-the storage; a file whose recorded key differs is a one-line error naming it, never a
-silent reuse. Each use recomputes the first pairs with the teacher and compares (the
-kept values only, for top-k). Writes are atomic; the whole cache is held in memory.
+The file (`stored`) is ``<teacher dir>/teacher_cache/<checkpoint stem>-tokens-<storage>-
+<digest>.npz``, keyed by the teacher's weights' SHA-256, the dataset and its options,
+``max_length`` and the storage; another key is refused. Each use recomputes the first
+pairs with the teacher and compares (the kept values only, for top-k). The whole cache
+is held in memory.
 
 `cached_train_fn` gives the training batches of `data.train_fn` (same order, same
 batches for a (seed, epoch)) whose ``x`` carries the expanded teacher logits
@@ -26,8 +26,6 @@ batches for a (seed, epoch)) whose ``x`` carries the expanded teacher logits
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,10 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf import atomic
-from lskd_tf.checksums import weights_sha256
 from lskd_tf.distiller import with_teacher_logits
-from lskd_tf.tasks.translation import data
+from lskd_tf.tasks.translation import data, stored
 from lskd_tf.teacher_cache import CacheSpec, compress_topk
 
 DIRECTORY = "teacher_cache"
@@ -57,21 +53,12 @@ def check(cache: CacheSpec) -> None:
 
 def key_of(teacher: keras.Model, spec, cache: CacheSpec, options: dict) -> dict:
     """Everything the cached logits depend on."""
-    resolved = data.check_options(spec.name, data_dir=spec.data_dir, **options)
-    return {
-        "teacher_weights_sha256": weights_sha256(teacher),
-        "dataset": spec.name,
-        "options": sorted([k, v] for k, v in options.items()),
-        "max_length": int(resolved["max_length"]),
-        "storage": {"topk": cache.topk, "dtype": cache.dtype},
-    }
+    return {**stored.data_key(teacher, spec, options),
+            "storage": {"topk": cache.topk, "dtype": cache.dtype}}  # fmt: skip
 
 
 def stored_path(teacher_path: str | Path, cache: CacheSpec, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    teacher_path = Path(teacher_path)
-    name = f"{teacher_path.stem}-tokens-{cache.dirname}-{digest}.npz"
-    return teacher_path.parent / DIRECTORY / name
+    return stored.path_for(teacher_path, DIRECTORY, f"tokens-{cache.dirname}", key)
 
 
 def cached_logits(
@@ -82,10 +69,10 @@ def cached_logits(
     key = key_of(teacher, spec, cache, options)
     path = stored_path(teacher_path, cache, key)
     if path.exists():
-        arrays, source = _read(path, key), "read"
+        arrays, source = stored.read(path, key, "teacher cache"), "read"
     else:
         arrays, source = _build(teacher, spec, cache, options), "built"
-        _write(path, key, arrays)
+        stored.write(path, key, arrays)
     _verify(teacher, spec, cache, options, arrays, path)
     described = {"path": str(path), "source": source,
                  "positions": int(arrays["lengths"].sum()), **key}  # fmt: skip
@@ -93,10 +80,9 @@ def cached_logits(
 
 
 def _batches(spec, options: dict, stop: int | None = None):
-    info = data.get_info(spec.name, data_dir=spec.data_dir, **options)
-    batches = data.eval_dataset(
-        spec.name, info.train_split, batch_size=BUILD_BATCH, data_dir=spec.data_dir, **options
-    )  # the training split in stored order, as train_fn batches it
+    batches = data.train_split_in_order(
+        spec.name, batch_size=BUILD_BATCH, data_dir=spec.data_dir, **options
+    )
     return batches if stop is None else batches.take(-(-stop // BUILD_BATCH))
 
 
@@ -148,33 +134,6 @@ def _verify(teacher, spec, cache, options, arrays, path: Path) -> None:
             )
     if not np.array_equal(arrays["lengths"][: len(rows)], rows):
         raise ValueError(f"the teacher cache {path} has other sentences than the data: delete it")
-
-
-def _write(path: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, key=json.dumps(key, sort_keys=True), **arrays)
-
-    atomic.replace_with(path, save)
-
-
-def _read(path: Path, key: dict) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as stored:
-            recorded = json.loads(str(stored["key"]))
-            arrays = {name: stored[name] for name in stored.files if name != "key"}
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(
-            f"cannot read the teacher cache {path} ({error}); delete it to build it again"
-        ) from None
-    if recorded != json.loads(json.dumps(key, sort_keys=True)):
-        raise ValueError(
-            f"the teacher cache {path} was built for another teacher or setting; delete it "
-            "to build it again"
-        )
-    return arrays
 
 
 def expand(arrays: tuple, vocab_size: int) -> tf.Tensor:
