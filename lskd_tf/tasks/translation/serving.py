@@ -17,8 +17,9 @@ Decoding is the beam search of `decoding.beam_search` (fairseq's rules: 2k candi
 a step, an EOS among the first k finishes a hypothesis, scores normalized by
 length ** length_penalty, float64 scores, ties to the lower index), written with
 TensorFlow ops so it runs in the graph; ``beam_size`` and ``length_penalty`` are fixed
-at export (by default the run's BLEU settings). ``beam_size=1`` is greedy decoding
-(`decoding.greedy_ids`). The tests compare both against the Python decoders.
+at export (by default the run's BLEU settings). ``beam_size=1`` is greedy decoding, as
+in Python (`decoding.greedy_ids` equals ``translate_ids(..., beam_size=1)``). The tests
+compare the export against the Python decoders.
 
 Example:
     >>> export(model, info.vocabulary(), "exported/mt", max_length=info.max_length)
@@ -44,7 +45,7 @@ SIGNATURES = ("translate", "logits")
 
 
 class Translator(tf.Module):
-    """Strings in, strings out: tokenizer, model and greedy decoding in one module.
+    """Strings in, strings out: tokenizer, model and beam search in one module.
 
     Args:
         model: a translation model (`models.get` or its ``.keras`` file).
@@ -87,7 +88,7 @@ class Translator(tf.Module):
     def translate(self, sentences):
         """``{"translations": tf.string (B,)}`` of source sentences ``(B,)``."""
         source = self.source_ids(sentences)
-        ids = self.greedy_ids(source) if self.beam_size == 1 else self.beam_ids(source)
+        ids = self.beam_ids(source)
         keep = tf.logical_and(ids > EOS_ID, tf.cumsum(tf.cast(ids == EOS_ID, tf.int32), 1) == 0)
         pieces = tf.ragged.boolean_mask(ids, keep)
         return {"translations": self.tokenizer.detokenize(pieces)}
@@ -109,39 +110,6 @@ class Translator(tf.Module):
         pieces = self.tokenizer(sentences)[:, : self.max_length - 1]
         eos = tf.fill([pieces.nrows(), 1], tf.constant(EOS_ID, pieces.dtype))
         return tf.cast(tf.concat([pieces, eos], axis=1).to_tensor(PAD_ID), tf.int32)
-
-    def greedy_ids(self, source) -> tf.Tensor:
-        """int32 (B, L): argmax tokens after BOS, EOS-terminated, PAD after a row's EOS."""
-        layers = self._layers
-        memory, source_mask = encode(layers, source, training=False)
-        batch = tf.shape(source)[0]
-        limit = self._limit(source)
-        vocab = self.model.output_shape[-1]
-        never = tf.one_hot([PAD_ID, BOS_ID], vocab, on_value=True, off_value=False)
-        never = tf.reduce_any(never, axis=0)
-        only_eos = tf.logical_not(tf.one_hot(EOS_ID, vocab, on_value=True, off_value=False))
-
-        def step(t, prefix, done):
-            logits = decode(layers, memory, source_mask, prefix, training=False)
-            log_probs = tf.nn.log_softmax(tf.cast(logits[:, -1, :], tf.float32), axis=-1)
-            banned = tf.logical_or(never, tf.logical_and(t == limit - 1, only_eos))
-            log_probs = tf.where(banned[None, :], -float("inf"), log_probs)
-            token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
-            token = tf.where(done, PAD_ID, token)
-            done = tf.logical_or(done, token == EOS_ID)
-            return t + 1, tf.concat([prefix, token[:, None]], axis=1), done
-
-        _, prefix, _ = tf.while_loop(
-            lambda t, prefix, done: tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(done))),
-            step,
-            (tf.constant(0), tf.fill([batch, 1], BOS_ID), tf.zeros([batch], tf.bool)),
-            shape_invariants=(
-                tf.TensorShape([]),
-                tf.TensorShape([None, None]),
-                tf.TensorShape([None]),
-            ),
-        )
-        return prefix[:, 1:]
 
     def _limit(self, source):
         limit = 2 * tf.shape(source)[1] + 10  # as decoding._resolve_max_length
