@@ -588,5 +588,5 @@ def global_mean_share(sample_weight):
     if sample_weight is None or context is None or context.num_replicas_in_sync == 1:
         return None
     local = tf.reduce_sum(tf.cast(sample_weight, tf.float32))
-    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    total = global_weight_sum(sample_weight)
     return tf.math.divide_no_nan(local * float(context.num_replicas_in_sync), total)
