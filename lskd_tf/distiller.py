@@ -39,6 +39,7 @@ from lskd_tf.losses import (
     validate_smoothing,
     validate_temperature,
 )
+from lskd_tf.settings import ADDED_LATER, without_later_defaults
 
 INPUTS = "inputs"
 TEACHER_LOGITS = "teacher_logits"
@@ -64,8 +65,8 @@ class DistillSpec:
 
     Run records, TensorBoard hparams and flagfiles list these fields by iterating
     over them (`dataclasses.fields`), so a new field is one edit here. A field marked
-    ``added_later`` is left out of `to_dict` at its default, so runs recorded before it
-    existed keep their identity.
+    `lskd_tf.settings.ADDED_LATER` is left out of `to_dict` at its default, so runs
+    recorded before it existed keep their identity.
 
     Example:
 
@@ -79,7 +80,7 @@ class DistillSpec:
     smoothing: str = "uniform"
     t2_scaling: bool = True
     kd_loss: str = "kl"
-    sequence_level: bool = dataclasses.field(default=False, metadata={"added_later": True})
+    sequence_level: bool = dataclasses.field(default=False, metadata=ADDED_LATER)
 
     def __post_init__(self):
         validate_temperature(self.temperature)
@@ -93,11 +94,7 @@ class DistillSpec:
         validate_kd_loss(self.kd_loss)
 
     def to_dict(self) -> dict:
-        found = dataclasses.asdict(self)
-        for field in dataclasses.fields(self):
-            if field.metadata.get("added_later") and found[field.name] == field.default:
-                del found[field.name]
-        return found
+        return without_later_defaults(self, dataclasses.asdict(self))
 
 
 def with_teacher_logits(inputs, teacher_logits) -> dict:

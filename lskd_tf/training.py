@@ -36,6 +36,7 @@ from lskd_tf.models.weight_decay import adamw_exclusion_pattern, validate_weight
 from lskd_tf.run_dir import RunDir, as_run_dir
 from lskd_tf.schedules import SCHEDULES, WarmupDecay, check_warmup
 from lskd_tf.seeding import epoch_seed, reseed
+from lskd_tf.settings import ADDED_LATER, without_later_defaults
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 TrainData = tf.data.Dataset | Callable[[int], tf.data.Dataset] | tuple[np.ndarray, np.ndarray]
@@ -71,7 +72,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = (150, 180, 210)
     decay_rate: float = 0.1
     warmup_epochs: float = 0.0
-    warmup_steps: int = dataclasses.field(default=0, metadata={"added_later": True})
+    warmup_steps: int = dataclasses.field(default=0, metadata=ADDED_LATER)
     seed: int = 0
     steps_per_epoch: int | None = None
     jit_compile: bool = False
@@ -126,10 +127,9 @@ class TrainConfig:
         """
         config = self.to_dict()
         for field in dataclasses.fields(self):
-            at_default = config[field.name] == field.default
-            if not field.compare or (field.metadata.get("added_later") and at_default):
+            if not field.compare:
                 del config[field.name]
-        return config
+        return without_later_defaults(self, config)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
