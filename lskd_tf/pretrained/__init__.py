@@ -69,24 +69,18 @@ def is_torch_file(path: str | os.PathLike) -> bool:
 # ----------------------------------------------------------------------------- layouts
 
 
+_TO_TORCH_AXES = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1), "dense": (1, 0)}
+"""Keras kernel axes -> PyTorch weight axes per layout kind ("plain": unchanged)."""
+
+
 def _to_torch(kind: str, array: np.ndarray) -> np.ndarray:
-    if kind == "conv":
-        return array.transpose(3, 2, 0, 1)
-    if kind == "depthwise":
-        return array.transpose(2, 3, 0, 1)
-    if kind == "dense":
-        return array.T
-    return array
+    axes = _TO_TORCH_AXES.get(kind)
+    return array if axes is None else array.transpose(axes)
 
 
 def _to_keras(kind: str, array: np.ndarray) -> np.ndarray:
-    if kind == "conv":
-        return array.transpose(2, 3, 1, 0)
-    if kind == "depthwise":
-        return array.transpose(2, 3, 0, 1)
-    if kind == "dense":
-        return array.T
-    return array
+    axes = _TO_TORCH_AXES.get(kind)
+    return array if axes is None else array.transpose(np.argsort(axes))
 
 
 def torch_parameters(model: keras.Model) -> dict[str, tuple[keras.Variable, str]]:
