@@ -64,17 +64,11 @@ def timed_reference(out: Path) -> tuple[float, float]:
 
 def runs_left(reference: Path, killed: Path) -> float:
     """Share of the reference's runs not yet finished in ``killed``."""
+    from lskd_tf.run_dir import RunDir
+
     names = [p.parent.name for p in (reference / "runs" / "quick").glob("*/run.json")]
-    done = sum(_status(killed / "runs" / "quick" / name / "run.json") == "finished"
-               for name in names)  # fmt: skip
+    done = sum(RunDir(killed / "runs" / "quick" / name).is_finished() for name in names)
     return 1 - done / len(names)
-
-
-def _status(run_json: Path) -> str | None:
-    try:
-        return json.loads(run_json.read_text()).get("status")
-    except (OSError, ValueError):
-        return None
 
 
 def killed_at(out: Path, after_s: float) -> bool:
