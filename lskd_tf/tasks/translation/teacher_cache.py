@@ -10,7 +10,7 @@ stores, per real target position (EOS included, padding excluded):
   (`lskd_tf.teacher_cache.compress_topk`, shared with the image cache); students then
   learn from that compressed distribution, so it is another run than online KD;
 * ``topk = 0``: every logit (positions x vocabulary values: the embedded corpus's
-  ~260,000 positions x 512 tokens are 270 MB in float16; a 10,000-token vocabulary is
+  226,140 positions x 512 tokens are 232 MB in float16; a 10,000-token vocabulary is
   20x that), the same computation as online KD up to float16 rounding.
 
 The file (`stored`) is ``<teacher dir>/teacher_cache/<checkpoint stem>-tokens-<storage>-
