@@ -81,6 +81,13 @@ def test_default_study_outputs(quick_study, capsys):
 
 # run.json's last val_top1 and val_loss of every run of the quick_study fixture, measured
 # with the code before the task seam (commit c5fa692): a refactor must not move them.
+# They are float32 sums whose order depends on the CPU's thread count and kernels: run
+# with OMP_NUM_THREADS = TF_NUM_INTRAOP_THREADS = 1, 2 and 4 on the 2-core machine, the
+# val_loss values moved by up to 2.6e-5 relative (two fresh installs: 3.6e-6), so they
+# are pinned to 3e-4 (10x that spread). That still tells a student of the LS teacher
+# from one of the plain teacher (1.1e-3 apart) and catches any change of data,
+# seeds, model or loss, which moves them by far more.
+PIN_RTOL = 3e-4
 PINNED = {
     "student-resnet8-T1-seed0-from-resnet8-ls0-seed0": (0.009999999776482582, 0.12228447198867798),
     "student-resnet8-T1-seed0-from-resnet8-ls0.1-seed0": (0.009999999776482582, 0.12215498834848404),  # noqa: E501
@@ -95,7 +102,8 @@ def test_quick_study_numbers_are_pinned(quick_study):
     study_dir, _, _ = quick_study
     for name, (top1, loss) in PINNED.items():
         last = json.loads((study_dir / name / "run.json").read_text())["last"]
-        assert (last["val_top1"], last["val_loss"]) == pytest.approx((top1, loss), rel=1e-6)
+        assert last["val_top1"] == pytest.approx(top1, rel=1e-6)  # a count of examples
+        assert last["val_loss"] == pytest.approx(loss, rel=PIN_RTOL)
 
 
 def test_results_table_matches_run_json(quick_study):
