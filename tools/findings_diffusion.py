@@ -34,17 +34,19 @@ import numpy as np
 from scipy import stats
 
 MEASURES = (
-    "separation_ratio",
-    "same_superclass_overlap",
     "same_superclass_separation",
+    "same_superclass_overlap",
+    "sibling_margin_dprime",
+    "separation_ratio",
     "semantic_mass_ratio",
 )
 LABELS = {
     "top1": "top-1 % (last epoch)",
-    "separation_ratio": "separation ratio (falls with diffusion)",
+    "separation_ratio": "separation ratio (falls with diffusion and as unrelated classes part)",
     "same_superclass_overlap": "same-superclass overlap (rises with diffusion)",
-    "same_superclass_separation": "same-superclass separation",
-    "semantic_mass_ratio": "semantic mass ratio (rises with diffusion)",
+    "same_superclass_separation": "same-superclass separation (falls with diffusion)",
+    "sibling_margin_dprime": "sibling margin d' (falls with diffusion)",
+    "semantic_mass_ratio": "semantic mass ratio (rises with diffusion, and with sharper logits)",
     "projection_separation_ratio": "projection separation ratio",
 }
 

@@ -42,6 +42,34 @@ and K for the number of classes.
     separation_ratio falls. Cost: O(N D) for the centroids and variances (streamed in
     chunks) plus O(K^2 D) for one Gram matrix of the centroids; never O(N^2).
 
+(c) How far each example's logit stands above its closest sibling's (`sibling_margin`),
+    in units of its class's spread: with logits z_i and m_i = z_{i,y} - max_{k in S(y),
+    k != y} z_{i,k},
+
+        dprime_c = mean_{i in c} m_i / std_{i in c} m_i,
+        sibling_margin_dprime = mean over classes c with siblings and >= 2 examples.
+
+    Diffusion pulls siblings' logits toward the target's, so it falls.
+
+Which measures answer "did the siblings diffuse?" was checked on planted data
+(`tests/test_diffusion_planted.py`): features of two sibling classes moved toward each
+other by a known fraction while a third class stayed put, then two changes that are not
+diffusion: every feature scaled alike (a sharper or softer model) and the unrelated class
+moved away. Measured there (16-D Gaussians, 200 examples per class):
+
+* `same_superclass_separation` falls and `same_superclass_overlap` rises monotonically
+  with the planted amount (4.34 -> 1.81 and 0.10 -> 0.66 at 60 %) and neither moves
+  under scaling or the unrelated shift. They are the headline feature measures.
+* `sibling_margin_dprime` falls monotonically and is exactly invariant to both (its
+  logits are the features times fixed templates, no bias): the headline logit measure.
+* `separation_ratio` falls with diffusion but falls just as well when the unrelated class
+  moves away (1.01 -> 0.64 with no diffusion at all), because its denominator is the
+  other pairs' separation. Read it only beside `other_separation`.
+* `semantic_mass_ratio` rises with diffusion but also with the logits' scale at a fixed
+  geometry (1.26 -> 1.34 for 4x sharper logits at 40 % diffusion): it mixes diffusion
+  with confidence, so compare it only between models of similar confidence (e.g. the
+  same temperature and teacher accuracy).
+
 The same `feature_separation` applies to any embedding: e.g. the 2-D points of a
 `Projection` (what the papers plot) or logits.
 """
@@ -233,6 +261,63 @@ def feature_separation(
     }
 
 
+def sibling_margin(logits, labels, superclass) -> dict[str, float]:
+    """Measure (c): each example's logit margin over its closest sibling, standardized.
+
+    Args:
+        logits: (N, K) logits (not probabilities: the margin is scale-free only there).
+        labels: (N,) true classes.
+        superclass: (K,) superclass id of each class.
+
+    Returns:
+        dict with `sibling_margin` (mean m_i over examples whose class has siblings),
+        `sibling_margin_dprime` (mean over classes of mean/std of their m_i; classes with
+        fewer than 2 such examples or no spread are left out) and `num_margin_classes`.
+
+    Example:
+        >>> z = np.array([[3., 1, 0], [2, 1, 0], [1, 3, 0], [1, 2, 0]])
+        >>> m = sibling_margin(z, np.array([0, 0, 1, 1]), np.array([0, 0, 1]))
+        >>> m["sibling_margin"], m["sibling_margin_dprime"]  # margins 2, 1 and 2, 1
+        (1.5, 3.0)
+    """
+    z = np.asarray(logits)
+    if z.ndim != 2 or not np.issubdtype(z.dtype, np.number):
+        raise ValueError(f"`logits` must be a real (N, K) array; got shape {z.shape}.")
+    num_examples, num_classes = z.shape
+    y = check_labels(labels, num_classes, num_examples)
+    groups = check_superclass(superclass, num_classes)
+    margins = np.full(num_examples, np.nan)
+    for start in range(0, num_examples, _CHUNK_ROWS):
+        rows = slice(start, start + _CHUNK_ROWS)
+        chunk, targets = z[rows].astype(np.float64), y[rows]
+        if not np.all(np.isfinite(chunk)):
+            raise ValueError("`logits` contains NaN or infinite values.")
+        siblings = groups[None, :] == groups[targets][:, None]
+        siblings[np.arange(targets.size), targets] = False
+        closest = np.where(siblings, chunk, -np.inf).max(axis=1)
+        target = chunk[np.arange(targets.size), targets]
+        margins[rows] = np.where(np.isfinite(closest), target - closest, np.nan)
+    eligible = np.isfinite(margins)
+    if not np.any(eligible):
+        raise ValueError(
+            "No example's class shares its superclass with another class; the sibling "
+            "margin is undefined (check `superclass`)."
+        )
+    m, c = margins[eligible], y[eligible]
+    counts = np.bincount(c, minlength=num_classes)
+    means = np.bincount(c, weights=m, minlength=num_classes) / np.maximum(counts, 1)
+    spread = np.bincount(c, weights=(m - means[c]) ** 2, minlength=num_classes)
+    stds = np.sqrt(spread / np.maximum(counts, 1))
+    usable = (counts >= 2) & (stds > 0)
+    return {
+        "sibling_margin": float(m.mean()),
+        "sibling_margin_dprime": float(np.mean(means[usable] / stds[usable]))
+        if np.any(usable)
+        else float("nan"),
+        "num_margin_classes": int(usable.sum()),
+    }
+
+
 def diffusion_measures(
     probs,
     features,
@@ -240,8 +325,11 @@ def diffusion_measures(
     superclass,
     *,
     classes: Sequence[int] | np.ndarray | None = None,
+    logits=None,
 ) -> dict[str, float]:
-    """Both families, (a) on `probs` and (b) on `features`, in one flat dict."""
+    """(a) on `probs`, (b) on `features` and, given `logits`, (c), in one flat dict."""
     measures = semantic_mass(probs, labels, superclass)
     measures.update(feature_separation(features, labels, superclass, classes=classes))
+    if logits is not None:
+        measures.update(sibling_margin(logits, labels, superclass))
     return measures

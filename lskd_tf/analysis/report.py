@@ -25,7 +25,7 @@ from lskd_tf.analysis.agreement import (
     top_k_accuracy,
 )
 from lskd_tf.analysis.calibration import expected_calibration_error
-from lskd_tf.analysis.diffusion import feature_separation, semantic_mass
+from lskd_tf.analysis.diffusion import feature_separation, semantic_mass, sibling_margin
 from lskd_tf.analysis.figures import plot_projection, plot_reliability_diagram
 from lskd_tf.analysis.mutual_information import equivalent_smoothing, mutual_information_from_logits
 from lskd_tf.analysis.projection import (
@@ -101,7 +101,8 @@ def analyze(
     Returns:
         A flat dict: `top1_accuracy`, `top5_accuracy`, `one_minus_stability`, `ece`,
         diffusion measures (`semantic_mass_ratio`, `same_superclass_mass`, `other_mass`,
-        `separation_ratio`, `same_superclass_separation`, `other_separation`, overlaps),
+        `sibling_margin`, `sibling_margin_dprime`, `separation_ratio`,
+        `same_superclass_separation`, `other_separation`, overlaps),
         `teacher_*` versions at T, `agreement`, `kl` (and `kl_at_temperature`),
         `equivalent_smoothing` (teacher: at T, or 1), `mutual_information`, and `figures`
         (name -> PNG path), `classes`, `notes`.
@@ -138,7 +139,7 @@ def analyze(
     metrics["ece"] = expected_calibration_error(probs, labels, num_bins)
 
     if superclass is not None:
-        metrics.update(_diffusion(probs, features, labels, superclass, prefix=""))
+        metrics.update(_diffusion(logits, probs, features, labels, superclass, prefix=""))
     else:
         notes.append("no superclass mapping: diffusion measures skipped.")
 
@@ -163,7 +164,14 @@ def analyze(
         if superclass is not None:
             teacher_probs = softmax(teacher["logits"], soft_temperature)
             metrics.update(
-                _diffusion(teacher_probs, teacher["features"], labels, superclass, "teacher_")
+                _diffusion(
+                    teacher["logits"],
+                    teacher_probs,
+                    teacher["features"],
+                    labels,
+                    superclass,
+                    "teacher_",
+                )
             )
     else:
         metrics["equivalent_smoothing"] = equivalent_smoothing(
@@ -228,8 +236,9 @@ def analyze(
     return metrics
 
 
-def _diffusion(probs, features, labels, superclass, prefix: str) -> dict[str, float]:
+def _diffusion(logits, probs, features, labels, superclass, prefix: str) -> dict[str, float]:
     measures = semantic_mass(probs, labels, superclass)
+    measures.update(sibling_margin(logits, labels, superclass))
     present = _present_classes(labels, minimum=2)
     try:
         measures.update(feature_separation(features, labels, superclass, classes=present))
@@ -261,6 +270,8 @@ _COLUMNS = (
     ("ece", "ECE", "num"),
     ("semantic_mass_ratio", "semantic mass ratio", "num"),
     ("same_superclass_mass", "same-superclass mass", "num"),
+    ("same_superclass_separation", "sibling separation", "num"),
+    ("sibling_margin_dprime", "sibling margin d'", "num"),
     ("separation_ratio", "separation ratio", "num"),
     ("agreement", "agreement %", "pct"),
     ("kl", "KL teacher-student", "num"),

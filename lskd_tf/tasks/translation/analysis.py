@@ -14,7 +14,11 @@ measures are the functions of `lskd_tf.analysis`, unchanged:
   ``TranslationInfo.token_families``) against chance (`lskd_tf.analysis.diffusion`).
   This is Chandrasegaran's "systematic diffusion" toward semantically similar tokens.
   Only datasets with token families have it (the embedded corpus); tokens outside
-  every family are their own group and so never eligible;
+  every family are their own group and so never eligible. It also rises with sharper
+  logits at a fixed geometry (`lskd_tf.analysis.diffusion`, tested on planted data), so
+  ``sibling_margin_dprime`` (the reference token's logit margin over its closest
+  near-synonym, in units of its spread; falls with diffusion, free of the logits'
+  scale) is reported beside it;
 * students also get ``agreement`` (argmax equal to the teacher's) and ``kl`` (teacher ‖
   student at the run's T), on the same positions.
 
@@ -89,10 +93,13 @@ def token_measures(
         ).one_minus_stability,
     }
     if token_families is not None:
-        mass = analysis.semantic_mass(probs, labels, token_groups(token_families))
+        groups = token_groups(token_families)
+        mass = analysis.semantic_mass(probs, labels, groups)
+        margin = analysis.sibling_margin(logits, labels, groups)
         found.update(
             semantic_mass_ratio=mass["semantic_mass_ratio"],
             same_superclass_mass=mass["same_superclass_mass"],
+            sibling_margin_dprime=margin["sibling_margin_dprime"],
         )
     if teacher_outputs is not None:
         teacher = teacher_outputs["logits"][: labels.size]
