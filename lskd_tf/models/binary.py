@@ -81,9 +81,7 @@ def reactnet_resnet18(
     ):
         for b in range(blocks):
             stride = 2 if stage > 1 and b == 0 else 1
-            x = binary_block(
-                factory, x, planes, stride, f"stage{stage}_block{b}", binary_weights
-            )
+            x = binary_block(factory, x, planes, stride, f"stage{stage}_block{b}", binary_weights)
     logits = factory.classifier(global_pool(x), num_classes)
     return keras.Model(inputs, logits, name=name)
 
