@@ -168,7 +168,9 @@ PRETRAINED = flags.DEFINE_list(
     "pretrained", [],
     "Students' initial weights (fine-tuning): FILE for every student, or MODEL=FILE entries, "
     "e.g. resnet18=weights/resnet18-f37072fd.safetensors. PyTorch .safetensors/.pth "
-    "(torchvision/RepDistiller names) or .keras; a new classifier when the class counts differ.",
+    "(torchvision/RepDistiller names) or .keras; a new classifier when the class counts differ. "
+    "{seed} and {teacher} in a path are each student's seed and teacher run name (a student "
+    "starts from its own earlier run, e.g. ReActNet's step 2 from its step 1).",
 )  # fmt: skip
 TEACHER_PRETRAINED = flags.DEFINE_list(
     "teacher_pretrained", [],
