@@ -500,7 +500,7 @@ def test_each_student_can_start_from_its_own_earlier_run():
     )  # fmt: skip
     students = [run for run in plan_study(study) if run.kind == "student"]
     assert [s.pretrained for s in students] == [
-        step1.format(seed=seed, teacher=f"teacher-resnet8-ls{alpha}-seed0")
+        step1.format(seed=seed, teacher=f"resnet8-ls{alpha}-seed0")
         for alpha in ("0", "0.1") for seed in (0, 1)
     ]  # fmt: skip
     with pytest.raises(ValueError, match=r"unknown placeholder.*use \{seed\}, \{teacher\}"):
