@@ -31,8 +31,9 @@ def per_run_path(path: str | None, **fields) -> str | None:
     """A weights path with the run's fields filled in.
 
     ``{seed}`` (the student's seed) and ``{teacher}`` (its teacher as student run names
-    end: ``StudentSpec.teacher_name``) let every student start from its own earlier run: ReActNet's step 2 from the step-1 student
-    of the same teacher and seed (`flags/imagenet/shen_binary_resnet18_step2.flags`).
+    end: ``StudentSpec.teacher_name``) let every student start from its own earlier
+    run: ReActNet's step 2 from the step-1 student of the same teacher and seed
+    (`flags/imagenet/shen_binary_resnet18_step2.flags`).
 
     >>> per_run_path("runs/s/student-a-T1-seed{seed}-from-{teacher}/last.keras",
     ...              seed=2, teacher="r50-ls0-seed0")
