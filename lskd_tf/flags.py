@@ -10,6 +10,7 @@ student from each at T = 1 and T = 4 (pure KD), in about 3.5 minutes on a
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import re
@@ -70,6 +71,13 @@ TRAIN_PER_CLASS = flags.DEFINE_integer(
 TEST_PER_CLASS = flags.DEFINE_integer(
     "test_per_class", 20, "Embedded dataset only: test images per class."
 )
+DATA_OPTION = flags.DEFINE_multi_string(
+    "data_option", [],
+    "A dataset option as key=value, repeatable, e.g. --data_option=lighting=0.1 "
+    "(imagenet2012's PCA lighting noise). The dataset refuses a key it does not know and "
+    "lists its own. Values are Python literals (0.1, (0.2, 1.0), true) or plain strings; "
+    "they win over the per-option flags (--train_per_class, ...).",
+)  # fmt: skip
 TRAIN_SIZE = flags.DEFINE_integer(
     "train_size", None, "translation, embedded corpus: training sentence pairs (default 20000)."
 )
@@ -160,7 +168,9 @@ PRETRAINED = flags.DEFINE_list(
     "pretrained", [],
     "Students' initial weights (fine-tuning): FILE for every student, or MODEL=FILE entries, "
     "e.g. resnet18=weights/resnet18-f37072fd.safetensors. PyTorch .safetensors/.pth "
-    "(torchvision/RepDistiller names) or .keras; a new classifier when the class counts differ.",
+    "(torchvision/RepDistiller names) or .keras; a new classifier when the class counts differ. "
+    "{seed} and {teacher} in a path are each student's seed and teacher run name (a student "
+    "starts from its own earlier run, e.g. ReActNet's step 2 from its step 1).",
 )  # fmt: skip
 TEACHER_PRETRAINED = flags.DEFINE_list(
     "teacher_pretrained", [],
@@ -547,10 +557,38 @@ def data_spec() -> DataSpec:
     elif DATASET.value == "embedded":
         options = (("train_per_class", TRAIN_PER_CLASS.value),
                    ("test_per_class", TEST_PER_CLASS.value))  # fmt: skip
+    options = tuple({**dict(options), **data_options(DATA_OPTION.value)}.items())
     return DataSpec(
         name=DATASET.value, data_dir=DATA_DIR.value, download=DOWNLOAD.value,
         cache=CACHE.value, options=options,
     )  # fmt: skip
+
+
+def data_options(items: list[str]) -> dict:
+    """``["lighting=0.1", ...]`` (--data_option) as ``{"lighting": 0.1}``: each value a
+    Python literal, true/false, or else the plain string."""
+    parsed = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(
+                f"--data_option={item}: expected key=value, e.g. --data_option=lighting=0.1"
+            )
+        text = text.strip()
+        try:
+            value = {"true": True, "false": False}.get(text.lower(), None)
+            value = ast.literal_eval(text) if value is None else value
+        except (ValueError, SyntaxError):
+            value = text
+        parsed[key.strip()] = value
+    return parsed
+
+
+def _data_option_line(key: str, value) -> str:
+    """A dataset option as flags.txt writes it: its own flag if it has one."""
+    if key in flags.FLAGS:
+        return f"--{key}={value}"
+    return f"--data_option={key}={value if isinstance(value, str) else repr(value)}"
 
 
 def student_train_config() -> TrainConfig:
@@ -649,7 +687,7 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
     ]  # fmt: skip
     if spec.data.data_dir:
         lines.append(f"--data_dir={spec.data.data_dir}")
-    lines += [f"--{key}={value}" for key, value in spec.data.options]
+    lines += [_data_option_line(key, value) for key, value in spec.data.options]
     teacher = spec if isinstance(spec, TeacherSpec) else spec.teacher
     if teacher is not None:
         lines += [

@@ -1,6 +1,7 @@
 """Learning-rate schedules of the papers' recipes: linear warmup, then a decay.
 
-Image recipes decay by steps or a cosine; the translation recipe the papers point to
+Image recipes decay by steps, a cosine, or linearly per epoch (ReActNet, the binary
+student of Shen et al.); the translation recipe the papers point to
 (fairseq's ``--lr-scheduler inverse_sqrt --warmup-updates 4000``) decays as the inverse
 square root of the step after a warmup given in optimizer steps.
 """
@@ -13,12 +14,12 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-SCHEDULES = ("step", "cosine", "constant", "inverse_sqrt")
+SCHEDULES = ("step", "cosine", "constant", "inverse_sqrt", "linear")
 
 
 @keras.saving.register_keras_serializable(package="lskd_tf")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup to ``base_lr``, then step, cosine, constant or inverse-sqrt decay.
+    """Linear warmup to ``base_lr``, then step, cosine, constant, inverse-sqrt or linear decay.
 
     Epoch boundaries are converted to steps with ``steps_per_epoch`` so the
     schedule matches recipes written in epochs (RepDistiller: x0.1 at epochs
@@ -29,9 +30,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         base_lr: the learning rate after warmup.
         steps_per_epoch: optimizer steps in one epoch.
         epochs: total epochs (the cosine schedule reaches 0 at the end).
-        schedule: ``"step"``, ``"cosine"``, ``"constant"`` or ``"inverse_sqrt"``
+        schedule: ``"step"``, ``"cosine"``, ``"constant"``, ``"inverse_sqrt"``
             (``base_lr * sqrt(W / (step + 1))`` after the W warmup steps: fairseq's
-            ``inverse_sqrt``, which needs a warmup).
+            ``inverse_sqrt``, which needs a warmup) or ``"linear"`` (see below).
         milestones: epochs at which the step schedule multiplies by ``decay_rate``.
         decay_rate: factor of each step.
         warmup_epochs: epochs of linear warmup from ``base_lr / (warmup steps)``.
@@ -42,6 +43,14 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     last warmup step reaches ``base_lr`` and no step has a zero rate; fairseq's step
     ``s`` uses ``base_lr * s / W`` (from ``--warmup-init-lr`` 0), one step behind, and
     its inverse-sqrt decay ``base_lr * sqrt(W / s)`` likewise.
+
+    ``"linear"`` is ReActNet's decay to 0 (repo liuzechun/ReActNet,
+    `resnet/1_step1/train.py` and `resnet/2_step2/train.py`:
+    ``LambdaLR(optimizer, lambda step: 1.0 - step / epochs)``, whose ``scheduler.step()``
+    runs at the *start* of every epoch): epoch ``e`` (0-based) trains at the constant rate
+    ``base_lr * (1 - (e + 1) / epochs)``, so the first epoch is already one step down
+    and the last epoch trains at 0. This is the reference's schedule to the step, quirks
+    included.
 
     Example:
 
@@ -95,6 +104,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             total = max(self.epochs * self.steps_per_epoch - warmup_steps, 1.0)
             progress = ops.clip((step - warmup_steps) / total, 0.0, 1.0)
             decayed = 0.5 * self.base_lr * (1.0 + ops.cos(math.pi * progress))
+        elif self.schedule == "linear":
+            epoch = ops.floor(step / self.steps_per_epoch)
+            decayed = self.base_lr * ops.maximum(1.0 - (epoch + 1.0) / self.epochs, 0.0)
         elif self.schedule == "inverse_sqrt":
             decayed = self.base_lr * ops.sqrt(warmup_steps / (step + 1.0))
         else:

@@ -353,3 +353,51 @@ def test_from_tf_dataset():
         data.from_tf_dataset(
             source, num_classes=5, global_batch_size=4, training=True, augment="flip"
         )
+
+
+def _reactnet_lighting(img: np.ndarray, rnd: np.ndarray) -> np.ndarray:
+    """liuzechun/ReActNet utils.py `Lighting.__call__`, transcribed (PIL image = uint8 array)."""
+    eigval = np.asarray([0.2175, 0.0188, 0.0045])
+    eigvec = np.asarray(
+        [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
+    )
+    v = rnd.astype("float32")
+    old_dtype = np.asarray(img).dtype
+    v = (v * eigval).reshape((3, 1))
+    inc = np.dot(eigvec, v).reshape((3,))
+    img = np.add(img, inc)
+    if old_dtype == np.uint8:
+        img = np.clip(img, 0, 255)
+    return img.astype(old_dtype)
+
+
+def test_pca_lighting_equals_reactnets_lighting():
+    from lskd_tf.data import augment
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(9, 7, 3), dtype=np.uint8)
+    image[0, 0], image[0, 1] = 0, 255  # the clip at both ends
+    for rnd in ([0.1, -0.2, 0.05], [-0.03, 0.01, 0.2], [300.0, -400.0, 500.0]):
+        rnd = np.asarray(rnd, np.float32)
+        expected = _reactnet_lighting(image, rnd)
+        got = augment.apply_pca_lighting(image.astype(np.float32), rnd).numpy()
+        np.testing.assert_array_equal(got, expected.astype(np.float32))
+    # ReActNet's alphastd 0.1 on 0..255 pixels: at most one grey level (the uint8 cast)
+    lit = augment.pca_lighting(image.astype(np.float32), tf.constant([1, 2], tf.int64),
+                               alphastd=0.1).numpy()  # fmt: skip
+    assert np.abs(lit - image).max() <= 1
+
+
+def test_imagenet_lighting_option_changes_only_the_lighting():
+    with tfds.testing.mock_data(num_examples=4):
+        kwargs = dict(global_batch_size=4, training=True, seed=3)
+        plain, _ = _collect(data.make_dataset("imagenet2012", "train", **kwargs))
+        lit, _ = _collect(data.make_dataset("imagenet2012", "train", lighting=0.1, **kwargs))
+        info = data.get_info("imagenet2012", lighting=0.1)
+    # rounding to uint8 values and the truncation: at most two grey levels, normalized
+    two_levels = 2 / (255 * np.asarray(info.std)) + 1e-5
+    assert np.all(np.abs(lit[0] - plain[0]) <= two_levels)
+    assert not np.array_equal(lit[0], plain[0])
+    np.testing.assert_array_equal(lit[1], plain[1])
+    with pytest.raises(ValueError, match="unknown option.*lightning.*lighting"):
+        data.get_info("imagenet2012", lightning=0.1)

@@ -75,8 +75,14 @@ IMAGENET_TEACHER = (90, 256, "sgd", 0.1, 0.9, 1e-4, "step", (30, 60), 0.0)
 IMAGENET_STUDENT = (200, 256, "sgd", 0.1, 0.9, 1e-4, "step", (80, 160), 5.0)  # Chandrasegaran
 CUB_TEACHER = (90, 256, "sgd", 0.01, 0.9, 1e-4, "step", (30, 60), 0.0)  # ICML 2022 code
 CUB_STUDENT = (200, 256, "sgd", 0.01, 0.9, 1e-3, "step", (80, 160), 0.0)
-# ReActNet: Adam 5e-4, batch 256, 256 epochs, wd 1e-5; linear decay -> closest: cosine.
-REACTNET = (256, 256, "adam", 5e-4, 0.9, 1e-5, "cosine", (), 0.0)
+# ReActNet (liuzechun/ReActNet resnet/{1_step1,2_step2}/run.sh, 256-epoch setting):
+# Adam 1e-3, batch 512, linear decay per epoch, wd 1e-5 in step 1 and 0 in step 2.
+REACTNET_STEP1 = (256, 512, "adam", 1e-3, 0.9, 1e-5, "linear", (), 0.0)
+REACTNET_STEP2 = (256, 512, "adam", 1e-3, 0.9, 0.0, "linear", (), 0.0)
+# ... and in one step at half the batch and lr.
+REACTNET = (256, 256, "adam", 5e-4, 0.9, 1e-5, "linear", (), 0.0)
+# Chandrasegaran's student script read as -b 256 per process on 8 GPUs, lr 0.1 unscaled
+IMAGENET_STUDENT_B2048 = (200, 2048, "sgd", 0.1, 0.9, 1e-4, "step", (80, 160), 5.0)
 # The binary file's teachers share the ImageNet teacher recipe except the optimizer,
 # which the flags cannot set per teacher (the test pins that limitation).
 IMAGENET_TEACHER_ADAM = (90, 256, "adam", 0.1, 0.9, 1e-4, "step", (30, 60), 0.0)
@@ -109,6 +115,10 @@ class Expected:
     # Weight decay on every parameter, as the papers' SGD(model.parameters(), ...);
     # ReActNet decays its conv weights only (teachers: all).
     student_wd_scope: str = "all"
+    # RepDistiller's CIFAR scripts distill from the last teacher checkpoint, the ICML22
+    # ImageNet/CUB student scripts from the best.
+    use_teacher: str = "last"
+    data_options: tuple = ()
 
 
 EXPECTED: dict[str, Expected] = {}
@@ -129,28 +139,41 @@ EXPECTED["flags/cifar100/study.flags"] = Expected(
 EXPECTED["flags/imagenet/chandrasegaran_resnet50_resnet18.flags"] = Expected(
     "imagenet_chandrasegaran", "imagenet2012", ("resnet50",), ("resnet18",),
     (1.0, 2.0, 3.0, 64.0), (0,), "uniform", PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT,
+    use_teacher="best",
+)  # fmt: skip
+EXPECTED["flags/imagenet/chandrasegaran_resnet50_resnet18_b2048.flags"] = Expected(
+    "imagenet_chandrasegaran_b2048", "imagenet2012", ("resnet50",), ("resnet18",),
+    (1.0, 2.0, 3.0, 64.0), (0,), "uniform", PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT_B2048,
+    use_teacher="best",
 )  # fmt: skip
 EXPECTED["flags/imagenet/chandrasegaran_resnet50_resnet50.flags"] = Expected(
     "imagenet_chandrasegaran", "imagenet2012", ("resnet50",), ("resnet50",), (1.0, 3.0),
-    (0,), "uniform", PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT,
+    (0,), "uniform", PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT, use_teacher="best",
 )  # fmt: skip
 for _s in ("resnet18", "resnet50"):
     EXPECTED[f"flags/imagenet/shen_resnet50_{_s}.flags"] = Expected(
         "imagenet_shen", "imagenet2012", ("resnet50",), (_s,), (1.0,), (0, 1, 2), "others",
-        PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT,
+        PURE_KD, IMAGENET_TEACHER, IMAGENET_STUDENT, use_teacher="best",
     )  # fmt: skip
-EXPECTED["flags/imagenet/shen_binary_resnet18.flags"] = Expected(
-    "imagenet_shen", "imagenet2012", ("resnet50",), ("reactnet_resnet18",), (1.0,),
-    (0, 1, 2), "others", PURE_KD, IMAGENET_TEACHER_ADAM, REACTNET, student_wd_scope="kernels",
-)  # fmt: skip
+for _file, _student, _recipe in (
+    ("shen_binary_resnet18", "reactnet_resnet18", REACTNET),
+    ("shen_binary_resnet18_step1", "reactnet_resnet18_step1", REACTNET_STEP1),
+    ("shen_binary_resnet18_step2", "reactnet_resnet18", REACTNET_STEP2),
+):
+    EXPECTED[f"flags/imagenet/{_file}.flags"] = Expected(
+        "imagenet_shen", "imagenet2012", ("resnet50",), (_student,), (1.0,), (0, 1, 2),
+        "others", PURE_KD, IMAGENET_TEACHER_ADAM, _recipe, student_wd_scope="kernels",
+        use_teacher="best", data_options=(("lighting", 0.1),),
+    )  # fmt: skip
 for _s in ("resnet18", "mobilenet_v2"):
     EXPECTED[f"flags/cub200/resnet50_{_s}.flags"] = Expected(
         "cub200_chandrasegaran", "caltech_birds2011", ("resnet50",), (_s,),
         (1.0, 2.0, 3.0, 64.0), (0,), "uniform", PURE_KD, CUB_TEACHER, CUB_STUDENT,
+        use_teacher="best",
     )  # fmt: skip
 EXPECTED["flags/cub200/shen_resnet50_resnet18.flags"] = Expected(
     "cub200_shen", "caltech_birds2011", ("resnet50",), ("resnet18",), (1.0,), (0, 1, 2),
-    "others", PURE_KD, CUB_TEACHER, CUB_STUDENT,
+    "others", PURE_KD, CUB_TEACHER, CUB_STUDENT, use_teacher="best",
 )  # fmt: skip
 
 
@@ -236,6 +259,8 @@ def test_flagfile_study_matches_the_paper(path):
     assert study.student_train.decay_rate == study.teacher_train.decay_rate == 0.1
     assert study.teacher_train.weight_decay_scope == "all"
     assert study.student_train.weight_decay_scope == expected.student_wd_scope
+    assert study.use_teacher == expected.use_teacher
+    assert tuple(study.data.options) == expected.data_options
 
     runs = plan_study(study)
     teachers = [r for r in runs if isinstance(r, TeacherSpec)]
@@ -314,6 +339,7 @@ def test_full_cifar_grid_is_the_papers_pairs():
 SAME_STUDY = [
     ("cifar100/resnet56_resnet20", "cifar100/repdistiller/resnet56_resnet20"),
     ("imagenet/shen_resnet50_resnet18", "imagenet/shen_binary_resnet18"),
+    ("imagenet/shen_resnet50_resnet18", "imagenet/shen_binary_resnet18_step1"),
     ("imagenet/chandrasegaran_resnet50_resnet18", "imagenet/chandrasegaran_resnet50_resnet50"),
     ("cub200/resnet50_resnet18", "cub200/resnet50_mobilenet_v2"),
 ]
@@ -357,3 +383,17 @@ def test_readme_lists_every_experiment_file():
     readme = (FLAG_DIR / "README.md").read_text()
     for path in experiment_files():
         assert f"`{path}`" in readme, f"{path} missing from flags/README.md"
+
+
+def test_reactnet_step2_students_start_from_their_own_step1_runs():
+    step1, _ = study_of("flags/imagenet/shen_binary_resnet18_step1.flags")
+    step2, _ = study_of("flags/imagenet/shen_binary_resnet18_step2.flags")
+    step1_runs = {r.name: r for r in plan_study(step1) if r.kind == "student"}
+    step2_runs = [r for r in plan_study(step2) if r.kind == "student"]
+    assert len(step2_runs) == len(step1_runs) == 6  # 2 teachers x 3 seeds
+    for run in step2_runs:
+        source = Path(run.pretrained)
+        assert source.parts[:2] == ("runs", "imagenet_shen") and source.name == "last.keras"
+        origin = step1_runs[source.parent.name]
+        assert (origin.seed, origin.teacher) == (run.seed, run.teacher)
+        assert origin.model == "reactnet_resnet18_step1" and run.model == "reactnet_resnet18"

@@ -166,7 +166,7 @@ def _images(n, size, seed=0):
 
 # ---------------------------------------------------------------- registry
 def test_available_is_sorted_and_complete():
-    expected = CIFAR_NAMES + IMAGENET_NAMES + ["reactnet_resnet18"]
+    expected = CIFAR_NAMES + IMAGENET_NAMES + ["reactnet_resnet18", "reactnet_resnet18_step1"]
     assert models.available() == sorted(expected)
 
 
@@ -196,6 +196,7 @@ def test_cifar_param_count_equals_reference(name):
         ("mobilenet_v2", 3_504_872),
         ("efficientnet_b0", 5_288_548),
         ("reactnet_resnet18", _ref_birealnet18()),
+        ("reactnet_resnet18_step1", _ref_birealnet18()),  # nn.Conv2d has BinaryConv's shape
     ],
 )
 def test_imagenet_param_count_equals_reference(name, expected):
@@ -706,3 +707,33 @@ def test_weight_decay_scope_bad_input():
     unbuilt = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="build the model"):
         models.apply_weight_decay(unbuilt, WD, "all")
+
+
+def test_reactnet_step2_starts_from_step1_weights(tmp_path):
+    """ReActNet's two steps (resnet/1_step1, resnet/2_step2): real 3x3 convs first, then
+    the binary network initialized from that checkpoint by layer name."""
+    from lskd_tf import pretrained
+    from lskd_tf.models.layers import BinaryConv2D
+
+    step1 = models.get("reactnet_resnet18_step1", 6, input_shape=(32, 32, 3))
+    convs = [layer for layer in step1.layers if layer.name.endswith("_binary_conv")]
+    assert len(convs) == 16 and all(type(c) is keras.layers.Conv2D for c in convs)
+    _sgd_step(step1, _images(4, 32), np.array([0, 1, 2, 3]))  # move weights and BN stats
+    path = tmp_path / "step1.keras"
+    step1.save(path)
+    step2 = models.get("reactnet_resnet18", 6, input_shape=(32, 32, 3))
+    assert isinstance(step2.get_layer("stage1_block0_binary_conv"), BinaryConv2D)
+    record = pretrained.initialize(step2, path)
+    assert record["keys"] == len(step2.weights) and len(record["sha256"]) == 64
+    for a, b in zip(step1.weights, step2.weights, strict=True):
+        assert a.path == b.path
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="needs \\(7, 7, 3, 64\\)") as err:
+        pretrained.initialize(models.get("reactnet_resnet18", 6, input_shape=(32, 32, 3)),
+                              _saved(models.get("resnet8", 6), tmp_path / "r8.keras"))  # fmt: skip
+    assert "\n" not in str(err.value)
+
+
+def _saved(model, path):
+    model.save(path)
+    return path

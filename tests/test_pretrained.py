@@ -12,6 +12,7 @@ and fail, rather than skip, where it is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import keras
@@ -484,6 +485,26 @@ def test_initialize_keeps_a_new_head_only_for_another_class_count(tmp_path):
     assert weights_for(entries, "resnet18") == "r18.safetensors"
     assert weights_for(entries, "mobilenet_v2") == "all.safetensors"
     assert weights_for((), "resnet18") is None
+
+
+def test_each_student_can_start_from_its_own_earlier_run():
+    """ReActNet's step 2: every student from the step-1 run of its teacher and seed."""
+    from lskd_tf.experiment import DataSpec, StudySpec
+    from lskd_tf.experiment.planning import plan_study
+
+    step1 = "runs/s/student-reactnet_resnet18_step1-T1-seed{seed}-from-{teacher}/last.keras"
+    study = StudySpec(
+        data=DataSpec(name="embedded"), teacher_models=("resnet8",),
+        teacher_smoothings=(0.0, 0.1), student_models=("reactnet_resnet18",),
+        temperatures=(1.0,), seeds=(0, 1), pretrained=(("reactnet_resnet18", step1),),
+    )  # fmt: skip
+    students = [run for run in plan_study(study) if run.kind == "student"]
+    assert [s.pretrained for s in students] == [
+        step1.format(seed=seed, teacher=f"resnet8-ls{alpha}-seed0")
+        for alpha in ("0", "0.1") for seed in (0, 1)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown placeholder.*use \{seed\}, \{teacher\}"):
+        plan_study(dataclasses.replace(study, pretrained=(("", "w-{student_seed}.keras"),)))
 
 
 def test_study_runs_record_the_weights_they_start_from(tmp_path):

@@ -121,6 +121,23 @@ def test_warmup_and_decay_schedules():
     assert float(clone(150)) == pytest.approx(0.1)
 
 
+def test_linear_schedule_is_reactnets_lambda_lr():
+    """ReActNet (resnet/1_step1/train.py): LambdaLR(1 - step/epochs), stepped at the start
+    of each epoch, read here from PyTorch's own scheduler."""
+    torch = pytest.importorskip("torch")
+    base, epochs, steps_per_epoch = 1e-3, 6, 4
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / epochs)
+    reference = []
+    for _ in range(epochs):
+        scheduler.step()  # ReActNet's train(): first thing of every epoch
+        reference += [optimizer.param_groups[0]["lr"]] * steps_per_epoch
+    linear = WarmupDecay(base, steps_per_epoch=steps_per_epoch, epochs=epochs, schedule="linear")
+    got = [float(linear(s)) for s in range(epochs * steps_per_epoch)]
+    np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-12)
+    assert got[0] == pytest.approx(base * 5 / 6) and got[-1] == 0.0  # its quirks, kept
+
+
 def test_inverse_sqrt_schedule_is_fairseqs_one_step_ahead():
     # fairseq inverse_sqrt, warmup W, peak lr: step s uses lr*s/W while warming up and
     # lr*sqrt(W/s) after; ours uses s + 1 (no zero-rate first step).

@@ -204,6 +204,11 @@ def test_bad_values_the_flags_cannot_see_fail_before_any_work(study, tmp_path, c
             "does not exist",
         ),
         (["--mode=results", f"--run_dirs={tmp_path}/nothing"], "no runs found"),
+        (  # in a new study: in this one, the changed data is refused first
+            ["--data_option=lightning=0.1", f"--output_dir={tmp_path}/new"],
+            "valid options: data_seed, shuffle_buffer",
+        ),
+        (["--data_option=lighting"], "expected key=value"),
     ]
     for extra, says in cases:
         before = snapshot(root)

@@ -189,6 +189,45 @@ def random_resized_crop_flip(image, seed, *, size: int = 224, area_range=(0.08, 
     return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
+# ImageNet's RGB principal components (AlexNet; for pixels in [0, 1]) as ReActNet's and
+# MetaPruning's utils.py `imagenet_pca` give them: eigenvalues, eigenvectors as columns.
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+def pca_lighting(image, seed, *, alphastd: float):
+    """ReActNet's `Lighting(alphastd)` (liuzechun/ReActNet `resnet/*/train.py`, class in
+    its utils.py, from MetaPruning): AlexNet's PCA colour noise, one draw per image.
+
+    alpha ~ N(0, alphastd) per principal component; see `apply_pca_lighting`.
+    """
+    alpha = tf.random.stateless_normal([3], seed, dtype=tf.float64) * alphastd
+    return apply_pca_lighting(image, alpha)
+
+
+def apply_pca_lighting(image, alpha):
+    """Add ``eigvec @ (alpha * eigval)`` to every pixel the way the reference does.
+
+    The reference adds it to the *uint8* crop (a PIL image, before `ToTensor`), clips
+    to [0, 255] and casts back to uint8, which truncates. Its eigenvalues are those of
+    [0, 1] pixels, so at alphastd 0.1 the increment is ~0.02 grey levels: what remains
+    visible is the truncation, which lowers a channel by one level whenever its
+    increment is negative. Reproduced quirk included: the float crop is first rounded
+    to uint8 values, as PIL's resize returns, and the sum is taken in float64, as NumPy
+    does.
+    """
+    eigval = tf.constant(IMAGENET_PCA_EIGVAL, tf.float64)
+    eigvec = tf.constant(IMAGENET_PCA_EIGVEC, tf.float64)
+    increment = tf.linalg.matvec(eigvec, tf.cast(alpha, tf.float64) * eigval)
+    pixels = tf.round(tf.clip_by_value(tf.cast(image, tf.float64), 0.0, 255.0))
+    lit = tf.floor(tf.clip_by_value(pixels + increment, 0.0, 255.0))
+    return tf.cast(lit, tf.float32)
+
+
 # ------------------------------------------------------------------------------- CUB
 
 

@@ -8,6 +8,8 @@ torchvision ImageNet constants, as in both papers.
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 from lskd_tf.data import augment, semantic
 from lskd_tf.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 from lskd_tf.data.source import TfdsSource
@@ -24,7 +26,9 @@ class Imagenet2012(TfdsSource):
     name = "imagenet2012"
     splits = ("train", "validation")
     eval_split = "validation"
-    option_defaults = {"image_size": 224}
+    #: lighting: ReActNet's PCA lighting noise std (`Lighting(0.1)` in its binary
+    #: student's recipe), applied after the crop; 0 (off) in the papers' ResNet recipes.
+    option_defaults = {"image_size": 224, "lighting": 0.0}
     skip_decoding = True
     how_to_get = (
         "ImageNet cannot be downloaded automatically. Register at "
@@ -52,7 +56,11 @@ class Imagenet2012(TfdsSource):
         )
 
     def train_image(self, image, seed, options):
-        return augment.jpeg_random_resized_crop_flip(image, seed, size=options["image_size"])
+        image = augment.jpeg_random_resized_crop_flip(image, seed, size=options["image_size"])
+        if options["lighting"]:
+            lighting_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+            image = augment.pca_lighting(image, lighting_seed, alphastd=options["lighting"])
+        return image
 
     def eval_image(self, image, options):
         return augment.jpeg_resize_center_crop(image, size=options["image_size"])

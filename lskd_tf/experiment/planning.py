@@ -27,6 +27,29 @@ def weights_for(entries: Sequence[tuple[str, str]], key: str) -> str | None:
     return chosen
 
 
+def per_run_path(path: str | None, **fields) -> str | None:
+    """A weights path with the run's fields filled in.
+
+    ``{seed}`` (the student's seed) and ``{teacher}`` (its teacher as student run names
+    end: ``StudentSpec.teacher_name``) let every student start from its own earlier
+    run: ReActNet's step 2 from the step-1 student of the same teacher and seed
+    (`flags/imagenet/shen_binary_resnet18_step2.flags`).
+
+    >>> per_run_path("runs/s/student-a-T1-seed{seed}-from-{teacher}/last.keras",
+    ...              seed=2, teacher="r50-ls0-seed0")
+    'runs/s/student-a-T1-seed2-from-r50-ls0-seed0/last.keras'
+    """
+    if path is None or "{" not in path:
+        return path
+    try:
+        return path.format(**fields)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(
+            f"weights path {path!r} has an unknown placeholder ({err}); "
+            f"use {{{'}, {'.join(sorted(fields))}}}"
+        ) from None
+
+
 def plan_study(study: StudySpec) -> list[RunSpec]:
     """Every run of a study, each teacher before the students that need it."""
     runs: list[RunSpec] = []
@@ -43,22 +66,24 @@ def plan_study(study: StudySpec) -> list[RunSpec]:
             for student_model in study.students_of(teacher_model):
                 for temperature in study.temperatures:
                     for seed in study.seeds:
-                        runs.append(
-                            StudentSpec(
-                                task=study.task,
-                                model=student_model,
-                                teacher=teacher,
-                                distill=dataclasses.replace(
-                                    study.distill, temperature=float(temperature)
-                                ),
-                                seed=int(seed),
-                                train=dataclasses.replace(study.student_train, seed=int(seed)),
-                                data=study.data,
-                                use_teacher=study.use_teacher,
-                                teacher_cache=study.teacher_cache,
-                                pretrained=weights_for(study.pretrained, student_model),
-                            )  # fmt: skip
-                        )
+                        student = StudentSpec(
+                            task=study.task,
+                            model=student_model,
+                            teacher=teacher,
+                            distill=dataclasses.replace(
+                                study.distill, temperature=float(temperature)
+                            ),
+                            seed=int(seed),
+                            train=dataclasses.replace(study.student_train, seed=int(seed)),
+                            data=study.data,
+                            use_teacher=study.use_teacher,
+                            teacher_cache=study.teacher_cache,
+                        )  # fmt: skip
+                        weights = per_run_path(
+                            weights_for(study.pretrained, student_model),
+                            seed=student.seed, teacher=student.teacher_name,
+                        )  # fmt: skip
+                        runs.append(dataclasses.replace(student, pretrained=weights))
     return runs
 
 

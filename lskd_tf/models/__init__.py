@@ -248,6 +248,16 @@ _register(
     conv_init="torch_default",
     size_multiple=32,
 )
+_register(
+    "reactnet_resnet18_step1",
+    "binary",
+    32,
+    "ReActNet resnet/1_step1/birealnet.py birealnet18 (real 3x3 convs)",
+    11_704_424,
+    binary.reactnet_resnet18_step1,
+    conv_init="torch_default",
+    size_multiple=32,
+)
 
 
 def available() -> list[str]:

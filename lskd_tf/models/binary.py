@@ -1,5 +1,13 @@
 """ReActNet's binary ResNet-18 (repo liuzechun/ReActNet, `resnet/2_step2/birealnet.py`,
-`birealnet18`), the backbone of Shen et al.'s binary-network experiment.
+`birealnet18`), the backbone of Shen et al.'s binary-network experiment, and the real-weight
+network of ReActNet's first training step (`resnet/1_step1/birealnet.py`).
+
+ReActNet trains in two steps: step 1 (`reactnet_resnet18_step1`) has binary activations
+but real-valued 3x3 convs (`nn.Conv2d`); step 2 (`reactnet_resnet18`) binarizes the
+weights too and starts from step 1's weights (its `checkpoint_ba.pth.tar`, loaded with
+the same key names). Both builders use the same layer names, so a step-1 checkpoint
+initializes a step-2 model (`lskd_tf.pretrained.initialize` copies a `.keras` file's
+weights by layer name).
 
 Bi-Real structure: every 3x3 conv is its own residual block (4 stages x 4 blocks = 16
 binary convs, 64/128/256/512 channels), each
@@ -25,11 +33,16 @@ from lskd_tf.models.layers import BinaryActivation, BinaryConv2D, ConstantPaddin
 STAGE_BLOCKS = (4, 4, 4, 4)
 
 
-def binary_block(f: LayerFactory, x, planes: int, stride: int, name: str):
+def binary_block(
+    f: LayerFactory, x, planes: int, stride: int, name: str, binary_weights: bool = True
+):
     inplanes = x.shape[-1]
     out = LearnableBias(name=f"{name}_move0")(x)
     out = BinaryActivation(name=f"{name}_sign")(out)
-    out = BinaryConv2D(planes, 3, stride, name=f"{name}_binary_conv")(out)
+    if binary_weights:
+        out = BinaryConv2D(planes, 3, stride, name=f"{name}_binary_conv")(out)
+    else:  # step 1: conv3x3 = nn.Conv2d(bias=False), PyTorch's default init
+        out = f.conv(out, planes, 3, stride, name=f"{name}_binary_conv")
     out = f.bn(out, name=f"{name}_bn")
     shortcut = x
     if stride != 1 or inplanes != planes:
@@ -47,9 +60,14 @@ def binary_block(f: LayerFactory, x, planes: int, stride: int, name: str):
 
 
 def reactnet_resnet18(
-    name: str, num_classes: int, input_shape: tuple[int, int, int], factory: LayerFactory
+    name: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    factory: LayerFactory,
+    binary_weights: bool = True,
 ) -> keras.Model:
-    """Builds ReActNet's `birealnet18` (PyTorch default init for real convs and Linear)."""
+    """Builds ReActNet's `birealnet18` (PyTorch default init for real convs and Linear);
+    `binary_weights=False` is step 1's network (binary activations, real 3x3 convs)."""
     inputs = model_input(input_shape)
     x = factory.conv(
         inputs, 64, 7, 2, name="stem_conv", kernel_initializer=torch_default_uniform(3 * 7 * 7)
@@ -63,6 +81,13 @@ def reactnet_resnet18(
     ):
         for b in range(blocks):
             stride = 2 if stage > 1 and b == 0 else 1
-            x = binary_block(factory, x, planes, stride, f"stage{stage}_block{b}")
+            x = binary_block(factory, x, planes, stride, f"stage{stage}_block{b}", binary_weights)
     logits = factory.classifier(global_pool(x), num_classes)
     return keras.Model(inputs, logits, name=name)
+
+
+def reactnet_resnet18_step1(
+    name: str, num_classes: int, input_shape: tuple[int, int, int], factory: LayerFactory
+) -> keras.Model:
+    """ReActNet's step-1 `birealnet18` (`resnet/1_step1/birealnet.py`): real 3x3 convs."""
+    return reactnet_resnet18(name, num_classes, input_shape, factory, binary_weights=False)

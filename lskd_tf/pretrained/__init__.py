@@ -355,6 +355,38 @@ def build_from_file(
     return net
 
 
+def copy_by_layer_name(model: keras.Model, source: keras.Model, *, source_name: str = "") -> int:
+    """Every weight of `model` from the same-named layer of `source`; returns the count.
+
+    Keras to Keras, for architectures without a PyTorch name map whose checkpoints
+    initialize a sibling architecture with the same layer names: ReActNet's step 2
+    (`reactnet_resnet18`, binary weights) starts from step 1 (`reactnet_resnet18_step1`,
+    real weights), as its `load_state_dict(checkpoint_ba)` does. A missing layer or a
+    shape that differs is a one-line ValueError; nothing is assigned until all fit.
+    """
+    layers = {layer.name: layer for layer in source.layers}
+    planned = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        other = layers.get(layer.name)
+        if other is None or len(other.weights) != len(layer.weights):
+            raise ValueError(
+                f"{source_name or source.name} has no layer {layer.name!r} with "
+                f"{len(layer.weights)} weights to initialize {model.name} from"
+            )
+        for mine, theirs in zip(layer.weights, other.weights, strict=True):
+            if tuple(mine.shape) != tuple(theirs.shape):
+                raise ValueError(
+                    f"{source_name or source.name}: {theirs.path} has shape "
+                    f"{tuple(theirs.shape)}, {model.name} needs {tuple(mine.shape)}"
+                )
+            planned.append((mine, theirs))
+    for mine, theirs in planned:
+        mine.assign(keras.ops.cast(theirs.value, mine.dtype))
+    return len(planned)
+
+
 def initialize(model: keras.Model, path: str | os.PathLike) -> dict:
     """`load_pretrained` for study runs: a new head exactly when the class counts differ.
 
@@ -362,6 +394,10 @@ def initialize(model: keras.Model, path: str | os.PathLike) -> dict:
     initialized classifier, as both papers' fine-tuning does (`fc = nn.Linear(..., 200)`);
     weights of the same class count load completely.
     """
+    if Path(path).suffix.lower() == ".keras" and model.name not in TRANSLATIONS:
+        keys = copy_by_layer_name(model, keras.models.load_model(path), source_name=str(path))
+        return {"path": str(path), "sha256": file_sha256(path), "skip_classifier": False,
+                "keys": keys}  # fmt: skip
     state = read_state_dict(path)
     head = f"{TRANSLATIONS.get(model.name, lambda _: '')(CLASSIFIER_NAME)}.weight"
     classes = np.shape(state[head])[0] if head in state else None
