@@ -148,6 +148,36 @@ def test_embedded_determinism_balance_and_size():
         embedded.generate("train", examples_per_class=0)
 
 
+# sha256 of generate("test", examples_per_class=2)["image"] before the separable variant
+# existed: the original set, and so every run made on it, must not change.
+SUBTLE_TEST_IMAGES_SHA256 = "ee6c1b16d1c388ab"
+
+
+def test_embedded_separable_siblings_keep_the_scenes_and_separate_the_classes():
+    import hashlib
+
+    subtle = embedded.generate("test", examples_per_class=2)
+    digest = hashlib.sha256(subtle["image"].tobytes()).hexdigest()
+    assert digest[:16] == SUBTLE_TEST_IMAGES_SHA256
+    separable = embedded.generate("test", examples_per_class=2, siblings="separable")
+    np.testing.assert_array_equal(separable["label"], subtle["label"])
+    assert not np.array_equal(separable["image"], subtle["image"])
+    # every class keeps its own stripe orientation under the training flip (t -> 180 - t)
+    proto = embedded._class_prototypes(0, "separable")
+    angles = np.rad2deg(proto["stripe_angle"]).reshape(20, 5) % 180
+    folded = np.minimum(angles, 180 - angles)  # what survives a horizontal flip
+    for family in folded:
+        assert np.min(np.diff(np.sort(family))) == pytest.approx(22.5)
+    # the superclass cues are the original set's
+    original = embedded._class_prototypes(0, "subtle")
+    for key in ("lobes", "background", "hue", "background_hue"):
+        np.testing.assert_array_equal(proto[key], original[key])
+    info = data.get_info("embedded", siblings="separable", train_per_class=2)
+    assert info.mean != data.get_info("embedded", train_per_class=2).mean
+    with pytest.raises(ValueError, match="siblings must be one of subtle, separable"):
+        data.get_info("embedded", siblings="clear")
+
+
 def test_embedded_superclass_structure():
     """Nearest class centroid on 8x8 colour thumbnails: errors stay in the family."""
 

@@ -173,7 +173,13 @@ class Embedded(Cifar100):
     """The procedurally generated stand-in for CIFAR-100 (`lskd_tf.data.embedded`)."""
 
     name = "embedded"
-    option_defaults = {"train_per_class": 100, "test_per_class": 20, "data_seed": 0}
+    #: siblings: "subtle" (the original set) or "separable" (see lskd_tf.data.embedded)
+    option_defaults = {
+        "train_per_class": 100,
+        "test_per_class": 20,
+        "data_seed": 0,
+        "siblings": "subtle",
+    }
 
     def _per_class(self, split, options):
         return options["train_per_class"] if split == "train" else options["test_per_class"]
@@ -182,7 +188,14 @@ class Embedded(Cifar100):
         for key in ("train_per_class", "test_per_class"):
             if int(options[key]) != options[key] or options[key] < 1:
                 raise ValueError(f"{key} must be a positive integer, got {options[key]!r}")
-        mean, std = embedded.channel_stats(options["train_per_class"], options["data_seed"])
+        if options["siblings"] not in embedded.SIBLINGS:
+            raise ValueError(
+                f"siblings must be one of {', '.join(embedded.SIBLINGS)}, "
+                f"got {options['siblings']!r}"
+            )
+        mean, std = embedded.channel_stats(
+            options["train_per_class"], options["data_seed"], options["siblings"]
+        )
         return DatasetInfo(
             name=self.name,
             num_classes=embedded.NUM_CLASSES,
@@ -208,5 +221,6 @@ class Embedded(Cifar100):
             split,
             examples_per_class=self._per_class(split, options),
             data_seed=options["data_seed"],
+            siblings=options["siblings"],
         )
         return tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))

@@ -29,6 +29,27 @@ different families differ in coarse, easy cues: confusions concentrate within
 superclasses, as the papers' "semantically similar classes" analyses need. Class
 prototypes depend only on `data_seed`, so train and test share classes; the examples
 of each split come from independent random streams.
+
+Separable siblings (``siblings="separable"``)
+-------------------------------------------
+With the default (``"subtle"``) siblings overlap from the start: a trained network finds
+the superclass (top-5 ~98 %) but not the class (top-1 ~40 %), so a teacher has no
+well-separated sibling clusters that could diffuse into each other (Chandrasegaran's
+mechanism). Two things hide the siblings' stripe orientation: per-example jitter of 12
+degrees against 36-degree class steps, and the horizontal flip of the training
+augmentation, which maps an angle t to 180 - t and so merges the classes at 36 and 144
+degrees (and 72 and 108). ``"separable"`` keeps every superclass cue and every source
+of per-example variation, and changes only the sibling cues:
+
+* stripe angles 0, 22.5, 45, 67.5 and 90 degrees from the horizontal, with no family
+  offset: a flip gives 180 - t, which no other class uses, so each class stays itself;
+* angle jitter 4 degrees (a fifth of the class step) and stripes twice as contrasted
+  (0.3..0.45);
+* lobe depths 0.08..0.50 instead of 0.12..0.36.
+
+The hue offsets, everything else per class, and every per-example draw are unchanged,
+and the random streams are consumed identically, so the two variants show the same
+scenes with different sibling cues.
 """
 
 from __future__ import annotations
@@ -52,6 +73,13 @@ BACKGROUNDS = ("flat", "gradient", "grating", "speckle")
 _HUE_OFFSETS = np.linspace(-0.02, 0.02, CLASSES_PER_SUPERCLASS)
 _LOBE_DEPTHS = np.linspace(0.12, 0.36, CLASSES_PER_SUPERCLASS)
 _STRIPE_ANGLES = np.deg2rad(np.arange(CLASSES_PER_SUPERCLASS) * 180.0 / CLASSES_PER_SUPERCLASS)
+
+SIBLINGS = ("subtle", "separable")
+# The separable variant's sibling cues (see the module docstring).
+_SEPARABLE_STRIPE_ANGLES = np.deg2rad(np.linspace(0.0, 90.0, CLASSES_PER_SUPERCLASS))
+_SEPARABLE_LOBE_DEPTHS = np.linspace(0.08, 0.50, CLASSES_PER_SUPERCLASS)
+_SEPARABLE_ANGLE_JITTER = np.deg2rad(4.0)
+_SEPARABLE_STRIPE_CONTRAST = (0.3, 0.45)
 
 # Example-level noise.
 _HUE_JITTER = 0.01
@@ -78,8 +106,9 @@ def coarse_labels() -> np.ndarray:
     return np.arange(NUM_CLASSES, dtype=np.int64) // CLASSES_PER_SUPERCLASS
 
 
-def _class_prototypes(data_seed: int) -> dict[str, np.ndarray]:
+def _class_prototypes(data_seed: int, siblings: str = "subtle") -> dict[str, np.ndarray]:
     """Per-class traits, each an array of shape (100,); depends on data_seed only."""
+    separable = siblings == "separable"
     rng = np.random.default_rng([data_seed, 0])
     family = np.arange(NUM_SUPERCLASSES)
     family_hue = (rng.permutation(NUM_SUPERCLASSES) + rng.uniform(-0.15, 0.15, 20)) / 20
@@ -90,13 +119,16 @@ def _class_prototypes(data_seed: int) -> dict[str, np.ndarray]:
         return np.concatenate([values[rng.permutation(len(values))] for _ in family])
 
     repeat = functools.partial(np.repeat, repeats=CLASSES_PER_SUPERCLASS)
+    hue = (repeat(family_hue) + deal(_HUE_OFFSETS)) % 1.0
+    lobe_depth = deal(_SEPARABLE_LOBE_DEPTHS if separable else _LOBE_DEPTHS)
+    angles = deal(_SEPARABLE_STRIPE_ANGLES if separable else _STRIPE_ANGLES)
     return {
         "lobes": repeat(np.array(LOBES)[family % len(LOBES)]),
         "background": repeat(family // len(LOBES)),
-        "hue": (repeat(family_hue) + deal(_HUE_OFFSETS)) % 1.0,
+        "hue": hue,
         "background_hue": repeat(background_hue) % 1.0,
-        "lobe_depth": deal(_LOBE_DEPTHS),
-        "stripe_angle": repeat(stripe_base) + deal(_STRIPE_ANGLES),
+        "lobe_depth": lobe_depth,
+        "stripe_angle": angles if separable else repeat(stripe_base) + angles,
     }
 
 
@@ -108,10 +140,14 @@ def _hsv_to_rgb(h, s, v):
     return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def _example_params(rng: np.random.Generator, labels: np.ndarray, proto) -> dict:
+def _example_params(
+    rng: np.random.Generator, labels: np.ndarray, proto, siblings: str = "subtle"
+) -> dict:
     """Draw every random quantity of every example up front (chunking-invariant)."""
     n = len(labels)
     u = functools.partial(rng.uniform, size=n)
+    separable = siblings == "separable"
+    angle_jitter = _SEPARABLE_ANGLE_JITTER if separable else _STRIPE_ANGLE_JITTER
     return {
         "cx": u(16 - 5, 16 + 5),
         "cy": u(16 - 5, 16 + 5),
@@ -120,10 +156,10 @@ def _example_params(rng: np.random.Generator, labels: np.ndarray, proto) -> dict
         "hue": proto["hue"][labels] + rng.normal(0, _HUE_JITTER, n),
         "sat": u(0.55, 0.9),
         "val": u(0.6, 0.95),
-        "stripe_angle": proto["stripe_angle"][labels] + rng.normal(0, _STRIPE_ANGLE_JITTER, n),
+        "stripe_angle": proto["stripe_angle"][labels] + rng.normal(0, angle_jitter, n),
         "stripe_period": u(3.5, 5.5),
         "stripe_phase": u(0, 2 * np.pi),
-        "stripe_contrast": u(0.15, 0.3),
+        "stripe_contrast": u(*(_SEPARABLE_STRIPE_CONTRAST if separable else (0.15, 0.3))),
         "bg_hue": proto["background_hue"][labels] + rng.normal(0, 0.03, n),
         "bg_sat": u(0.2, 0.5),
         "bg_val": u(0.25, 0.55),
@@ -186,12 +222,12 @@ def _render(p: dict, lobes: np.ndarray, lobe_depth: np.ndarray, background: np.n
 
 
 @functools.lru_cache(maxsize=8)
-def _generate_cached(split: str, examples_per_class: int, data_seed: int):
-    proto = _class_prototypes(data_seed)
+def _generate_cached(split: str, examples_per_class: int, data_seed: int, siblings: str):
+    proto = _class_prototypes(data_seed, siblings)
     rng = np.random.default_rng([data_seed, 1 + SPLITS.index(split)])
     labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), examples_per_class)
     labels = labels[rng.permutation(len(labels))]  # mixed order, like CIFAR's files
-    params = _example_params(rng, labels, proto)
+    params = _example_params(rng, labels, proto, siblings)
     images = np.empty((len(labels), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for start in range(0, len(labels), _CHUNK):
         sl = slice(start, start + _CHUNK)
@@ -210,7 +246,11 @@ def _generate_cached(split: str, examples_per_class: int, data_seed: int):
 
 
 def generate(
-    split: str = "train", *, examples_per_class: int | None = None, data_seed: int = 0
+    split: str = "train",
+    *,
+    examples_per_class: int | None = None,
+    data_seed: int = 0,
+    siblings: str = "subtle",
 ) -> dict[str, np.ndarray]:
     """Generate one split of the embedded dataset.
 
@@ -219,6 +259,8 @@ def generate(
         examples_per_class: images per class; the split has `100 * examples_per_class`
             images, balanced. Default 100 for train, 20 for test.
         data_seed: fixes the classes (shared by both splits) and the examples.
+        siblings: `"subtle"` (the original set) or `"separable"` (sibling classes a
+            network can tell apart; see the module docstring).
 
     Returns:
         `{"image": uint8 (N, 32, 32, 3), "label": int64 (N,), "coarse_label": int64 (N,)}`,
@@ -237,13 +279,19 @@ def generate(
         raise ValueError(
             f"examples_per_class must be a positive integer, got {examples_per_class!r}"
         )
-    return _generate_cached(split, int(examples_per_class), int(data_seed))
+    if siblings not in SIBLINGS:
+        raise ValueError(f"siblings must be one of {', '.join(SIBLINGS)}, got {siblings!r}")
+    return _generate_cached(split, int(examples_per_class), int(data_seed), siblings)
 
 
 @functools.lru_cache(maxsize=8)
-def channel_stats(examples_per_class: int, data_seed: int) -> tuple[tuple, tuple]:
+def channel_stats(
+    examples_per_class: int, data_seed: int, siblings: str = "subtle"
+) -> tuple[tuple, tuple]:
     """Per-channel (mean, std) of the train split in [0, 1] units (the normalization)."""
-    images = generate("train", examples_per_class=examples_per_class, data_seed=data_seed)
+    images = generate(
+        "train", examples_per_class=examples_per_class, data_seed=data_seed, siblings=siblings
+    )
     pixels = images["image"].reshape(-1, 3).astype(np.float64) / 255.0
     mean = tuple(round(float(m), 4) for m in pixels.mean(axis=0))
     std = tuple(round(float(s), 4) for s in pixels.std(axis=0))
