@@ -36,9 +36,10 @@ def planted(t: float = 0.0, scale: float = 1.0, c_away: float = 0.0):
 
 
 def measures(features, labels, logits) -> dict:
-    return analysis.diffusion_measures(
+    found = analysis.diffusion_measures(
         analysis.softmax(logits), features, labels, SUPERCLASS, logits=logits
     )
+    return {**found, **analysis.sibling_confusion(logits, labels, SUPERCLASS)}
 
 
 def _strictly(values, direction: int) -> bool:
@@ -50,6 +51,7 @@ HEADLINE = {  # measure -> its direction under diffusion
     "same_superclass_separation": FALL,
     "same_superclass_overlap": RISE,
     "sibling_margin_dprime": FALL,
+    "sibling_confusion": RISE,
 }
 
 
@@ -102,3 +104,18 @@ def test_translation_near_synonym_measures_on_planted_tokens():
     for change in (dict(scale=2.0), dict(c_away=1.0)):
         moved = token_measures(tokens(0.0, **change), token_families=families)
         assert moved["sibling_margin_dprime"] == pytest.approx(base, rel=1e-5)
+
+
+def test_sibling_confusion_by_hand():
+    # classes 0, 1, 2 form one superclass, 3 is alone
+    logits = np.array([
+        [5.0, 1, 0, 0],  # y=0 -> 0: right, inside
+        [1.0, 5, 0, 0],  # y=0 -> 1: a sibling
+        [0.0, 0, 5, 0],  # y=1 -> 2: a sibling
+        [0.0, 0, 0, 5],  # y=2 -> 3: outside the superclass, not counted
+        [0.0, 0, 0, 5],  # y=3: no siblings, not counted
+    ])  # fmt: skip
+    found = analysis.sibling_confusion(logits, np.array([0, 0, 1, 2, 3]), np.array([0, 0, 0, 1]))
+    assert found["sibling_confusion"] == pytest.approx(2 / 3)
+    assert found["sibling_chance"] == pytest.approx(2 / 3)  # 2 of 3 classes are siblings
+    assert found["superclass_accuracy"] == pytest.approx(4 / 5)

@@ -40,6 +40,7 @@ from lskd_tf.analysis.diffusion import (
     diffusion_measures,
     feature_separation,
     semantic_mass,
+    sibling_confusion,
     sibling_margin,
 )
 from lskd_tf.analysis.figures import plot_projection, plot_reliability_diagram
@@ -84,6 +85,7 @@ __all__ = [
     "project_features",
     "reliability_bins",
     "semantic_mass",
+    "sibling_confusion",
     "sibling_margin",
     "softmax",
     "stability",

@@ -318,6 +318,40 @@ def sibling_margin(logits, labels, superclass) -> dict[str, float]:
     }
 
 
+def sibling_confusion(logits, labels, superclass) -> dict[str, float]:
+    """How often a model that finds the superclass still picks the wrong sibling.
+
+    Among examples whose top-1 prediction lies in the true superclass S(y) (classes
+    with siblings only), `sibling_confusion` is the share predicted as a sibling
+    rather than y; `sibling_chance` is that share for a uniform pick inside S(y),
+    mean of (|S(y)| - 1) / |S(y)|. A teacher with separable siblings is well below
+    chance; one that only finds superclasses is near it.
+
+    Example:
+        >>> z = np.array([[3., 1, 0], [1, 3, 0], [3, 1, 0]])
+        >>> sibling_confusion(z, np.array([0, 1, 1]), np.array([0, 0, 1]))["sibling_confusion"]
+        0.3333333333333333
+    """
+    z = np.asarray(logits)
+    if z.ndim != 2:
+        raise ValueError(f"`logits` must be a (N, K) array; got shape {z.shape}.")
+    y = check_labels(labels, z.shape[1], z.shape[0])
+    groups = check_superclass(superclass, z.shape[1])
+    _, group_index = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(group_index)[group_index]  # per class: its superclass's size
+    predicted = np.argmax(z, axis=1)
+    within = (groups[predicted] == groups[y]) & (sizes[y] > 1)
+    if not np.any(within):
+        raise ValueError(
+            "No prediction falls in its true superclass; sibling confusion is undefined."
+        )
+    return {
+        "sibling_confusion": float(np.mean(predicted[within] != y[within])),
+        "sibling_chance": float(np.mean((sizes[y[within]] - 1) / sizes[y[within]])),
+        "superclass_accuracy": float(np.mean(groups[predicted] == groups[y])),
+    }
+
+
 def diffusion_measures(
     probs,
     features,

@@ -25,7 +25,12 @@ from lskd_tf.analysis.agreement import (
     top_k_accuracy,
 )
 from lskd_tf.analysis.calibration import expected_calibration_error
-from lskd_tf.analysis.diffusion import feature_separation, semantic_mass, sibling_margin
+from lskd_tf.analysis.diffusion import (
+    feature_separation,
+    semantic_mass,
+    sibling_confusion,
+    sibling_margin,
+)
 from lskd_tf.analysis.figures import plot_projection, plot_reliability_diagram
 from lskd_tf.analysis.mutual_information import equivalent_smoothing, mutual_information_from_logits
 from lskd_tf.analysis.projection import (
@@ -239,6 +244,10 @@ def analyze(
 def _diffusion(logits, probs, features, labels, superclass, prefix: str) -> dict[str, float]:
     measures = semantic_mass(probs, labels, superclass)
     measures.update(sibling_margin(logits, labels, superclass))
+    try:
+        measures.update(sibling_confusion(logits, labels, superclass))
+    except ValueError as error:  # no prediction inside its superclass (an untrained model)
+        measures["sibling_confusion_error"] = str(error)
     present = _present_classes(labels, minimum=2)
     try:
         measures.update(feature_separation(features, labels, superclass, classes=present))
@@ -270,6 +279,7 @@ _COLUMNS = (
     ("ece", "ECE", "num"),
     ("semantic_mass_ratio", "semantic mass ratio", "num"),
     ("same_superclass_mass", "same-superclass mass", "num"),
+    ("sibling_confusion", "sibling confusion", "num"),
     ("same_superclass_separation", "sibling separation", "num"),
     ("sibling_margin_dprime", "sibling margin d'", "num"),
     ("separation_ratio", "separation ratio", "num"),
