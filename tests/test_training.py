@@ -254,7 +254,7 @@ def dense_model(seed=0):
     return keras.Model(inputs, outputs)
 
 
-def test_max_updates_stops_mid_epoch_after_exactly_n_updates(tmp_path, tiny_cnn):
+def test_max_updates_stops_mid_epoch_after_exactly_n_updates(tmp_path, tiny_cnn, capsys):
     """8 updates of 6-update epochs: a row after epoch 1 and one 2 updates into epoch 2;
     the first row is the epoch-counted run's, bit for bit (same reseeding)."""
 
@@ -264,7 +264,8 @@ def test_max_updates_stops_mid_epoch_after_exactly_n_updates(tmp_path, tiny_cnn)
             config=config(**{"batch_size": 16, "epochs": 5, **overrides}),
         )  # fmt: skip
 
-    capped = train(tmp_path / "capped", max_updates=8)
+    capped = train(tmp_path / "capped", max_updates=8, verbose=1)
+    assert "capped updates 6-8 of 8 (epoch 2)" in capsys.readouterr().out  # the progress bar
     history = pd.read_csv(tmp_path / "capped" / "history.csv")
     assert list(history["epoch"]) == [1, 2] and list(history["updates"]) == [6, 8]
     assert int(capped.model.optimizer.iterations) == 8
@@ -307,6 +308,27 @@ def test_validation_periods_read_each_epoch_once_in_order(overrides, ends):
         epochs.append(np.concatenate([x.numpy() for x, _ in epoch_fn(epoch)]))
     assert not np.array_equal(epochs[0], epochs[1])  # two different shuffles
     np.testing.assert_array_equal(np.concatenate(seen), np.concatenate(epochs)[: ends[-1][2] * 16])
+
+
+def test_periods_keep_an_epoch_function_s_input_context_parameter():
+    """A function ``fn(epoch, input_context=None)`` (translation, per-worker shards) keeps
+    its signature, so `lskd_tf.distribute` still hands each worker its context."""
+    train = config(batch_size=16, epochs=2, validate_every_updates=4)
+    plain = lskd_tf.training.as_epoch_fn((np.arange(96, dtype="float32"), Y), train)
+
+    def with_context(epoch, input_context=None):
+        assert input_context is None  # one process: global batches
+        return plain(epoch)
+
+    for epoch_fn, takes in ((plain, False), (with_context, True)):
+        periods = lskd_tf.training.UpdatePeriods(train, epoch_fn, steps_per_epoch=6)
+        periods.next(0)
+        period = periods.next(1)  # batches 4-5 of epoch 1, 0-1 of epoch 2
+        assert lskd_tf.distribute.takes_input_context(period.data) is takes
+        got = np.concatenate([x.numpy() for x, _ in period.data(period.index)])
+        lskd_tf.seeding.set_global_seeds(lskd_tf.seeding.epoch_seed(train.seed, 0))
+        first = np.concatenate([x.numpy() for x, _ in plain(0)])
+        np.testing.assert_array_equal(got[:32], first[64:])
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, tiny_cnn):
