@@ -361,6 +361,20 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, tiny_cnn):
     )
 
 
+def test_validation_periods_under_mirrored_strategy(tmp_path, tiny_cnn, mirrored_strategy):
+    """Two replicas: periods across an epoch boundary, cut by max_updates, train exactly
+    that many global batches (the pieces of a period are one distributed dataset)."""
+    with mirrored_strategy.scope():
+        model = tiny_cnn(name="t", seed=1, synchronized=True)
+        result = lskd_tf.train_teacher(
+            model, DATA, DATA, run_dir=tmp_path,
+            config=config(batch_size=16, epochs=5, validate_every_updates=4, max_updates=10),
+        )  # fmt: skip
+    assert int(keras.ops.convert_to_numpy(result.model.optimizer.iterations)) == 10
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["updates"]) == [4, 8, 10] and list(history["epoch"]) == [1, 2, 2]
+
+
 def test_patience_stops_after_that_many_validations_without_improvement(tmp_path):
     """lr 1e-10 on a Dense model: val_top1 never changes, so only the first validation is
     an improvement (strictly better). Patience 2 stops at the 3rd validation (6 updates,
