@@ -26,7 +26,9 @@ example once). At a period's start every RNG of the step is reseeded from
 ``period_seed(seed, epoch, batch)`` (`lskd_tf.seeding`): a restart at a committed
 period boundary replays exactly what the uninterrupted run did. The resume state
 keeps the period's end (`lskd_tf.callbacks.Position`). Skipping replays the input
-pipeline of the skipped batches (its map functions run; the model does not).
+pipeline of the skipped batches (its map functions run; the model does not). A user
+callback that stops `fit` inside a period (``stop_training``) ends that period early,
+as it ends an epoch early: the next period still starts at the planned position.
 """
 
 from __future__ import annotations
