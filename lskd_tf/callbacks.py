@@ -12,11 +12,18 @@ reseeded first, `lskd_tf.seeding`) and gives every call these callbacks, in this
 
 A kill between two of them loses nothing: on restart the run resumes from the last
 committed state and `RunRecorder` rewrites ``history.csv`` from it.
+
+A run counted in updates (``TrainConfig.max_updates`` / ``validate_every_updates``)
+calls `fit` once per *validation period* instead of once per epoch; the same callbacks
+then write one row per period, and `EpochRow` and `ResumeState` are given the period's
+end (`Position`): the row's ``epoch`` and ``updates``, and where a restart continues.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -24,23 +31,54 @@ import tensorflow as tf
 
 from lskd_tf.run_dir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
 
-REPORTED = ("epoch", "loss", "val_loss", "val_agreement")
+REPORTED = ("epoch", "updates", "loss", "val_loss", "val_agreement")
 """Keys of a history row kept in run.json's ``best``/``last`` besides the task's metrics."""
 
 
-class EpochRow(keras.callbacks.Callback):
-    """Appends ``{"epoch": e, **logs, "learning_rate", "epoch_time_s"}`` to ``history``."""
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a run counted in updates stands: its next batch is batch ``batch`` (0-based)
+    of epoch ``epoch`` (0-based), after ``updates`` training steps.
 
-    def __init__(self, history: list[dict]):
+    An update is one training step (one global batch). With float32 it is one
+    ``optimizer.iterations``; under mixed_float16 Keras's loss-scale optimizer skips the
+    step of non-finite gradients without advancing ``iterations``, but it still counts
+    here (fairseq does not count it).
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    updates: int = 0
+
+    def row_keys(self) -> dict:
+        """The keys a history row made here starts with: the 1-based epoch its last
+        update belongs to, and the updates done."""
+        return {"epoch": self.epoch + (1 if self.batch else 0), "updates": self.updates}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class EpochRow(keras.callbacks.Callback):
+    """Appends ``{"epoch": e, **logs, "learning_rate", "epoch_time_s"}`` to ``history``.
+
+    With ``at`` (a run counted in updates: the end of the current period), the row
+    starts with ``at().row_keys()`` (``epoch`` and ``updates``) instead, and
+    ``epoch_time_s`` is the period's time.
+    """
+
+    def __init__(self, history: list[dict], at: Callable[[], Position] | None = None):
         super().__init__()
         self.history = history
+        self.at = at
         self.started = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        keys = self.at().row_keys() if self.at else {"epoch": epoch + 1}
+        row = {**keys, **{k: float(v) for k, v in (logs or {}).items()}}
         rate = self.model.optimizer.learning_rate
         row["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
         row["epoch_time_s"] = time.time() - self.started
@@ -79,31 +117,47 @@ class ResumeState(keras.callbacks.Callback):
         train_model: the compiled model `fit` trains (the model, or a `Distiller`).
         saved_model: the model whose weights are the state (the teacher, or the
             student: a `Distiller`'s frozen teacher is not copied into every epoch).
+        at: a run counted in updates: the end of the current period (`Position`),
+            saved with the state so that a restart continues there, mid-epoch or not.
     """
 
     def __init__(
-        self, source: RunDir, target: RunDir, train_model: keras.Model, saved_model: keras.Model
+        self,
+        source: RunDir,
+        target: RunDir,
+        train_model: keras.Model,
+        saved_model: keras.Model,
+        at: Callable[[], Position] | None = None,
     ):
         super().__init__()
         self.source = source
         self.target = target
         self.train_model = train_model
         self.saved_model = saved_model
+        self.at = at
         self.history: list[dict] = []
+        self.position: Position | None = None
 
     def restore(self) -> list[dict]:
-        """Load the last committed epoch's weights and optimizer; its history, or []."""
+        """Load the last committed period's weights and optimizer; its history, or [].
+
+        ``self.position`` becomes the saved `Position` (None when the state has none:
+        no state, or one written by an epoch-counted run).
+        """
         state = self.source.read_resume_state()
         if state is None:
             return self.history
         optimizer = self.train_model.optimizer
         self.source.load_resume_state(state, self.saved_model, optimizer, self.train_model)
         self.history[:] = state["history"]
+        if state.get("position") is not None:
+            self.position = Position(**state["position"])
         return self.history
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = self.train_model.optimizer
-        self.target.save_resume_state(self.saved_model, optimizer, self.history)
+        position = self.at().to_dict() if self.at else None
+        self.target.save_resume_state(self.saved_model, optimizer, self.history, position)
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -168,7 +222,8 @@ class RunRecorder(keras.callbacks.Callback):
                 for key, value in row.items():
                     if key == "epoch" or key.startswith("val_") != bool(prefix):
                         continue
-                    tf.summary.scalar(f"epoch_{key.removeprefix(prefix)}", value, step=epoch)
+                    name = f"epoch_{key.removeprefix(prefix)}"  # the HParams dashboard's tags
+                    tf.summary.scalar(name, value, step=row.get("updates", epoch))
             self.writers[split].flush()
         self.run.write_history(self.history)
         self._update_metrics()
@@ -205,19 +260,34 @@ class RunRecorder(keras.callbacks.Callback):
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """A per-epoch progress bar with ETA, labelled ``<run> epoch e/E`` of the whole run."""
+    """A per-epoch progress bar with ETA, labelled ``<run> epoch e/E`` of the whole run.
+
+    ``describe`` (a run counted in updates) labels each period instead, e.g.
+    ``<run> updates 2000-4000 of 300000``; its bar is as long as `fit`'s steps.
+    """
 
     SHOWN = ("loss", "top1", "agreement", "val_top1")
 
-    def __init__(self, epochs: int, steps_per_epoch: int, name: str):
+    def __init__(
+        self,
+        epochs: int,
+        steps_per_epoch: int,
+        name: str,
+        describe: Callable[[], str] | None = None,
+    ):
         super().__init__()
         self.epochs = epochs
         self.steps = steps_per_epoch
         self.name = name
+        self.describe = describe
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        print(f"{self.name} epoch {epoch + 1}/{self.epochs}", flush=True)
+        if self.describe:
+            self.steps = self.params.get("steps") or self.steps
+            print(f"{self.name} {self.describe()}", flush=True)
+        else:
+            print(f"{self.name} epoch {epoch + 1}/{self.epochs}", flush=True)
         # Keras's logs are already running means: show them as they are.
         self.bar = keras.utils.Progbar(self.steps, stateful_metrics=self.SHOWN)
 
@@ -233,3 +303,14 @@ class ProgressBar(keras.callbacks.Callback):
 def best_row(history: list[dict], monitor: str) -> dict | None:
     """The first epoch with the highest ``monitor`` (None for an empty history)."""
     return max(history, key=lambda row: row.get(monitor, -1.0)) if history else None
+
+
+def validations_without_improvement(history: list[dict], monitor: str) -> int:
+    """How many rows came after the best one (`best_row`): the validations in a row
+    that did not improve ``monitor`` (higher is better, as for ``best.keras``).
+
+    Derived from the history, which the resume state holds, so a resumed run
+    continues the count where it stopped (``TrainConfig.patience``).
+    """
+    best = best_row(history, monitor)
+    return 0 if best is None else len(history) - 1 - history.index(best)

@@ -207,6 +207,22 @@ WARMUP_STEPS = flags.DEFINE_integer(
 STEPS_PER_EPOCH = flags.DEFINE_integer(
     "steps_per_epoch", None, "Cap the steps of an epoch (default: one pass over the data)."
 )
+MAX_UPDATES = flags.DEFINE_integer(
+    "max_updates", None, "Stop after this many updates (training steps of one global batch), "
+    "mid-epoch if need be (fairseq's --max-update); --epochs stays a limit too, whichever "
+    "comes first. --schedule=cosine then decays over the shorter of the two. 0/unset: none.",
+)  # fmt: skip
+VALIDATE_EVERY_UPDATES = flags.DEFINE_integer(
+    "validate_every_updates", None, "Validate every this many updates instead of after every "
+    "epoch (fairseq's --save-interval-updates): a history row, last/best checkpoints and a "
+    "resume point each time; a killed run resumes there exactly, mid-epoch too. 0/unset: "
+    "every epoch.",
+)  # fmt: skip
+PATIENCE = flags.DEFINE_integer(
+    "patience", None, "Stop after this many validations in a row without improvement of the "
+    "monitored metric (top-1 / token accuracy on the validation data; the fork's "
+    "--early-stop). 0/unset: never.",
+)  # fmt: skip
 TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 4, "Teacher epochs.")
 TEACHER_LR = flags.DEFINE_float("teacher_lr", None, "Teacher learning rate (default: --lr).")
 TEACHER_MILESTONES = flags.DEFINE_list(
@@ -217,6 +233,16 @@ TEACHER_WARMUP_EPOCHS = flags.DEFINE_float(
 )
 TEACHER_WARMUP_STEPS = flags.DEFINE_integer(
     "teacher_warmup_steps", None, "Teacher warmup steps (default: --warmup_steps)."
+)
+TEACHER_MAX_UPDATES = flags.DEFINE_integer(
+    "teacher_max_updates", None, "Teacher --max_updates (default: --max_updates; 0: none)."
+)
+TEACHER_VALIDATE_EVERY_UPDATES = flags.DEFINE_integer(
+    "teacher_validate_every_updates", None,
+    "Teacher --validate_every_updates (default: --validate_every_updates; 0: every epoch).",
+)  # fmt: skip
+TEACHER_PATIENCE = flags.DEFINE_integer(
+    "teacher_patience", None, "Teacher --patience (default: --patience; 0: never)."
 )
 TEACHER_WEIGHT_DECAY = flags.DEFINE_float(
     "teacher_weight_decay", None, "Teacher weight decay (default: --weight_decay)."
@@ -449,6 +475,17 @@ for _name, _check, _says in (
     ("teacher_warmup_epochs", _in_range(0.0), "finite and >= 0"),
     ("warmup_steps", _in_range(0), ">= 0"),
     ("teacher_warmup_steps", _in_range(0), ">= 0"),
+    *(
+        (_name, _in_range(0), ">= 0 (0: off)")
+        for _name in (
+            "max_updates",
+            "validate_every_updates",
+            "patience",
+            "teacher_max_updates",
+            "teacher_validate_every_updates",
+            "teacher_patience",
+        )
+    ),
     ("kd_weight", _in_range(0.0), "finite and >= 0"),
     ("ce_weight", _in_range(0.0), "finite and >= 0"),
     ("teacher_seed", _in_range(0, 2**31), "in [0, 2^31)"),
@@ -505,7 +542,8 @@ TRAIN_FLAGS = {
     "schedule": "schedule", "milestones": "milestones",
     "decay_rate": "decay_rate", "warmup_epochs": "warmup_epochs",
     "warmup_steps": "warmup_steps", "steps_per_epoch": "steps_per_epoch",
-    "jit_compile": "jit_compile", "verbose": "verbose",
+    "max_updates": "max_updates", "validate_every_updates": "validate_every_updates",
+    "patience": "patience", "jit_compile": "jit_compile", "verbose": "verbose",
 }  # fmt: skip
 """`TrainConfig` field -> flag (students, and teachers where no teacher_* flag is set).
 ``seed`` comes from --seeds / --teacher_seed."""
@@ -515,8 +553,14 @@ TEACHER_TRAIN_FLAGS = {
     "weight_decay_scope": "teacher_weight_decay_scope",
     "schedule": "teacher_schedule", "milestones": "teacher_milestones",
     "warmup_epochs": "teacher_warmup_epochs", "warmup_steps": "teacher_warmup_steps",
+    "max_updates": "teacher_max_updates",
+    "validate_every_updates": "teacher_validate_every_updates",
+    "patience": "teacher_patience",
 }  # fmt: skip
 """Teacher overrides: `TrainConfig` field -> flag (unset: the student's value)."""
+OFF_AS_ZERO = ("max_updates", "validate_every_updates", "patience")
+"""`TrainConfig` fields whose None (off) is the flag value 0: an unset teacher_* flag
+means "the student's value", so a teacher without the student's limit says 0."""
 DISTILL_FLAGS = {
     "temperature": "temperatures", "kd_weight": "kd_weight", "ce_weight": "ce_weight",
     "label_smoothing": "student_smoothing", "smoothing": "smoothing",
@@ -532,6 +576,10 @@ def _flag_value(field: str, flag: str):
     if field == "milestones" and value is not None:
         return tuple(_ints(value, flag))
     return value
+
+
+def _off_as_none(values: dict) -> dict:
+    return {k: None if k in OFF_AS_ZERO and v == 0 else v for k, v in values.items()}
 
 
 def _as_flag(value) -> str:
@@ -592,14 +640,14 @@ def _data_option_line(key: str, value) -> str:
 
 
 def student_train_config() -> TrainConfig:
-    return TrainConfig(**{field: _flag_value(field, flag) for field, flag in TRAIN_FLAGS.items()})
+    values = {field: _flag_value(field, flag) for field, flag in TRAIN_FLAGS.items()}
+    return TrainConfig(**_off_as_none(values))
 
 
 def teacher_train_config() -> TrainConfig:
     overrides = {field: _flag_value(field, flag) for field, flag in TEACHER_TRAIN_FLAGS.items()}
-    return dataclasses.replace(
-        student_train_config(), **{k: v for k, v in overrides.items() if v is not None}
-    )
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # unset: the student's
+    return dataclasses.replace(student_train_config(), **_off_as_none(overrides))
 
 
 def distill_spec() -> DistillSpec:
@@ -695,10 +743,13 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
             f"--teacher_smoothings={teacher.label_smoothing!r}",
             f"--teacher_seed={teacher.seed}",
         ]
-        lines += [
-            f"--{flag}={_as_flag(getattr(teacher.train, field))}"
-            for field, flag in TEACHER_TRAIN_FLAGS.items()
-        ]
+        for field, flag in TEACHER_TRAIN_FLAGS.items():
+            value = getattr(teacher.train, field)
+            if value is None and field in OFF_AS_ZERO:
+                if getattr(spec.train, field) is None:
+                    continue  # off for both: the flag's default
+                value = 0  # off for the teacher only
+            lines.append(f"--{flag}={_as_flag(value)}")
         if teacher.pretrained:
             lines.append(f"--teacher_pretrained={teacher.pretrained}")
     if isinstance(spec, TeacherSpec):

@@ -4,7 +4,7 @@
 
     <run>/
       run.json            what the run is (spec, config), its status, best and last metrics
-      history.csv         one row per finished epoch
+      history.csv         one row per finished epoch (or validation period, when counted in updates)
       best.keras          the model at its best monitored validation metric
       last.keras          the model after the last finished epoch
       flags.txt           the flagfile that re-runs exactly this run (`run.py`)
@@ -159,14 +159,17 @@ class RunDir:
 
     # ------------------------------------------------------------------ resume state
 
-    def save_resume_state(self, model, optimizer, history: list[dict]) -> None:
+    def save_resume_state(
+        self, model, optimizer, history: list[dict], position: dict | None = None
+    ) -> None:
         """The finished epoch's training state, then the JSON that points to it.
 
         The state is the trained model's weights (BatchNorm statistics included), the
         optimizer's variables (iterations, momenta, loss scale) and the history. A
         student's frozen teacher is not saved again: it is read from its checkpoint. The
         JSON is the commit point: a kill before it is written leaves the previous epoch's
-        complete state in place.
+        complete state in place. ``position`` (a run counted in updates,
+        `lskd_tf.callbacks.Position`): where the next period starts, kept in the JSON.
         """
         import keras
 
@@ -179,6 +182,8 @@ class RunDir:
         atomic.replace_with(slots, lambda path: np.savez(path, *values))
         state = {"epoch": len(history), "weights": weights.name, "optimizer": slots.name,
                  "history": history}  # fmt: skip
+        if position is not None:
+            state["position"] = position
         atomic.write_json(self.resume_dir / RESUME_STATE, state, indent=1)
         for old in self.resume_dir.glob("epoch*"):
             if old not in (weights, slots):

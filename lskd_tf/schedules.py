@@ -38,6 +38,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         warmup_epochs: epochs of linear warmup from ``base_lr / (warmup steps)``.
         warmup_steps: the warmup in optimizer steps instead (fairseq's
             ``--warmup-updates``); at most one of the two is non-zero.
+        total_steps: the steps the cosine decays over (it reaches 0 there); default
+            ``epochs * steps_per_epoch``. `lskd_tf.training` passes the smaller of that
+            and ``TrainConfig.max_updates`` when a run is limited in updates.
 
     Step ``s`` (0-based) of a warmup of W steps uses ``base_lr * (s + 1) / W``, so the
     last warmup step reaches ``base_lr`` and no step has a zero rate; fairseq's step
@@ -72,6 +75,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         decay_rate: float = 0.1,
         warmup_epochs: float = 0,
         warmup_steps: int = 0,
+        total_steps: int | None = None,
     ):
         if schedule not in SCHEDULES:
             choices = ", ".join(SCHEDULES)
@@ -86,6 +90,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.decay_rate = float(decay_rate)
         self.warmup_epochs = float(warmup_epochs)
         self.warmup_steps = int(warmup_steps)
+        self.total_steps = None if total_steps is None else int(total_steps)
         check_warmup(schedule, self.warmup_epochs, self.warmup_steps)
 
     def total_warmup_steps(self) -> float:
@@ -101,7 +106,8 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             )
             decayed = self.base_lr * ops.power(self.decay_rate, passed)
         elif self.schedule == "cosine":
-            total = max(self.epochs * self.steps_per_epoch - warmup_steps, 1.0)
+            steps = self.total_steps or self.epochs * self.steps_per_epoch
+            total = max(steps - warmup_steps, 1.0)
             progress = ops.clip((step - warmup_steps) / total, 0.0, 1.0)
             decayed = 0.5 * self.base_lr * (1.0 + ops.cos(math.pi * progress))
         elif self.schedule == "linear":
@@ -117,7 +123,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return decayed
 
     def get_config(self) -> dict:
-        return {
+        config = {
             "base_lr": self.base_lr,
             "steps_per_epoch": self.steps_per_epoch,
             "epochs": self.epochs,
@@ -127,6 +133,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_epochs": self.warmup_epochs,
             "warmup_steps": self.warmup_steps,
         }
+        if self.total_steps is not None:  # older checkpoints' configs stay as they were
+            config["total_steps"] = self.total_steps
+        return config
 
 
 def check_warmup(schedule: str, warmup_epochs: float, warmup_steps: int) -> None:

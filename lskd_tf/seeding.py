@@ -3,7 +3,10 @@
 A run is exactly resumable because each epoch starts from ``epoch_seed(seed, epoch)``:
 the data order and augmentation of epoch k (`lskd_tf.data` takes the seed) and every
 random number generator of the step (`reseed`) depend on (seed, k) only, never on
-what ran before in the process.
+what ran before in the process. A run counted in updates (`lskd_tf.training`,
+``validate_every_updates``) can also start a period inside an epoch: the step's RNGs
+then start from ``period_seed(seed, epoch, batch)``, the epoch's data still from
+``epoch_seed(seed, epoch)``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
     (3, 1000003)
     """
     return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
+
+
+def period_seed(seed: int, epoch: int, batch: int) -> int:
+    """The seed of the step's RNGs for a training period that starts at ``batch`` of ``epoch``.
+
+    At an epoch's first batch it is the epoch's own seed, so a run that only adds
+    ``max_updates`` reseeds exactly as an epoch-counted run; inside an epoch it is a
+    number of (seed, epoch, batch), identical across restarts.
+
+    >>> period_seed(0, 3, 0), period_seed(0, 3, 5)
+    (3, 3000014)
+    """
+    start = epoch_seed(seed, epoch)
+    if not batch:
+        return start
+    return (start * 1_000_003 + int(batch)) % (2**31 - 1)
 
 
 def set_global_seeds(seed: int) -> None:

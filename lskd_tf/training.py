@@ -12,15 +12,33 @@ whatever it produces.
 
 What is written after each epoch, and in which order, is the business of the
 callbacks in `lskd_tf.callbacks`; every file is written atomically.
+
+Runs counted in updates (``TrainConfig.max_updates`` / ``validate_every_updates``)
+keep that guarantee mid-epoch. The unit of history rows, checkpoints, ``best``/``last``,
+the resume state and ``patience`` is then a *validation period*: the next
+``validate_every_updates`` updates (without it: the rest of the current epoch), cut at
+``max_updates`` and at the end of the last epoch. A period may start inside an epoch
+and run into the next one. Its data are epoch e's dataset, rebuilt and skipped to the
+period's first batch (`tf.data.Dataset.skip`), then the following epochs' from their
+start; each epoch's dataset is built right after seeding the global RNGs with
+``epoch_seed(seed, e)``, so every period of epoch e reads the very same epoch (each
+example once). At a period's start every RNG of the step is reseeded from
+``period_seed(seed, epoch, batch)`` (`lskd_tf.seeding`): a restart at a committed
+period boundary replays exactly what the uninterrupted run did. The resume state
+keeps the period's end (`lskd_tf.callbacks.Position`). Skipping replays the input
+pipeline of the skipped batches (its map functions run; the model does not). A user
+callback that stops `fit` inside a period (``stop_training``) ends that period early,
+as it ends an epoch early: the next period still starts at the planned position.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +47,21 @@ import numpy as np
 import tensorflow as tf
 
 from lskd_tf import distribute
-from lskd_tf.callbacks import Checkpoints, EpochRow, ProgressBar, ResumeState, RunRecorder
+from lskd_tf.callbacks import (
+    Checkpoints,
+    EpochRow,
+    Position,
+    ProgressBar,
+    ResumeState,
+    RunRecorder,
+    validations_without_improvement,
+)
 from lskd_tf.distiller import Distiller, DistillSpec, default_metrics
 from lskd_tf.losses import SmoothedCrossEntropy, validate_smoothing
 from lskd_tf.models.weight_decay import adamw_exclusion_pattern, validate_weight_decay_scope
 from lskd_tf.run_dir import RunDir, as_run_dir
 from lskd_tf.schedules import SCHEDULES, WarmupDecay, check_warmup
-from lskd_tf.seeding import epoch_seed, reseed
+from lskd_tf.seeding import epoch_seed, period_seed, reseed, set_global_seeds
 from lskd_tf.settings import ADDED_LATER, without_later_defaults
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -58,6 +84,24 @@ class TrainConfig:
     The warmup is given in epochs (``warmup_epochs``, image recipes) or in optimizer
     steps (``warmup_steps``, fairseq's ``--warmup-updates``; with ``schedule=
     "inverse_sqrt"`` the papers' translation recipe), never both (`WarmupDecay`).
+
+    Training length in updates (fairseq's ``--max-update``, ``--save-interval-updates``
+    and the fork's ``--early-stop``; see `run_training`). An update is one training
+    step (one global batch). All three default to None: training as before, one
+    validation per epoch for ``epochs`` epochs.
+
+    - ``max_updates``: stop after this many updates, mid-epoch if need be. ``epochs``
+      stays a limit too: training ends at whichever comes first (the fork has no epoch
+      limit: give a large ``epochs``). The ``cosine`` schedule then decays to 0 over
+      ``min(epochs * steps_per_epoch, max_updates)`` updates (``steps_per_epoch``:
+      epoch 0's); ``step`` milestones stay in epochs, ``inverse_sqrt`` and
+      ``constant`` do not depend on the length.
+    - ``validate_every_updates``: validate every this many updates instead of after
+      every epoch. Each validation is a history row (with ``epoch`` and ``updates``),
+      updates ``last.keras`` (and ``best.keras``), and commits the resume state: a
+      killed run resumes at the last validation, mid-epoch if it was there.
+    - ``patience``: stop after this many validations in a row without improvement of
+      the monitored metric (higher is better, strictly, as for ``best.keras``).
     """
 
     epochs: int = 240
@@ -75,6 +119,9 @@ class TrainConfig:
     warmup_steps: int = dataclasses.field(default=0, metadata=ADDED_LATER)
     seed: int = 0
     steps_per_epoch: int | None = None
+    max_updates: int | None = dataclasses.field(default=None, metadata=ADDED_LATER)
+    validate_every_updates: int | None = dataclasses.field(default=None, metadata=ADDED_LATER)
+    patience: int | None = dataclasses.field(default=None, metadata=ADDED_LATER)
     jit_compile: bool = False
     verbose: int = dataclasses.field(default=1, compare=False)  # display only
 
@@ -112,6 +159,15 @@ class TrainConfig:
         validate_weight_decay_scope(self.weight_decay_scope)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        for name in ("max_updates", "validate_every_updates", "patience"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, or None (off); got {value!r}")
+
+    @property
+    def counts_updates(self) -> bool:
+        """Whether training is measured in updates (`run_training`'s validation periods)."""
+        return self.max_updates is not None or self.validate_every_updates is not None
 
     def to_dict(self) -> dict:
         config = dataclasses.asdict(self)
@@ -143,6 +199,11 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         decay_rate=config.decay_rate,
         warmup_epochs=config.warmup_epochs,
         warmup_steps=config.warmup_steps,
+        total_steps=(
+            min(config.epochs * steps_per_epoch, config.max_updates)
+            if config.max_updates is not None
+            else None
+        ),
     )
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
@@ -221,6 +282,121 @@ def steps_in(dataset: tf.data.Dataset, config: TrainConfig) -> int:
     return steps
 
 
+# --------------------------------------------------------------------------- periods
+
+
+@dataclasses.dataclass(frozen=True)
+class Period:
+    """One `fit` call of the loop: an epoch, or a validation period (module docstring).
+
+    ``index`` is the epoch `fit` and the callbacks see (the row's index for periods);
+    ``seed`` reseeds every RNG of the step first; ``data`` is the ``epoch_fn`` to train
+    on (called with ``index``); ``steps`` is `fit`'s ``steps_per_epoch``; ``end`` is
+    where a period leaves the run (None for epochs).
+    """
+
+    index: int
+    seed: int
+    data: Callable
+    steps: int | None
+    end: Position | None = None
+    start: Position | None = None
+
+
+def epoch_periods(config: TrainConfig, epoch_fn: Callable, first: int) -> Iterator[Period]:
+    """An epoch-counted run: epochs ``first`` .. ``config.epochs - 1``, as always."""
+    for epoch in range(first, config.epochs):
+        yield Period(epoch, epoch_seed(config.seed, epoch), epoch_fn, config.steps_per_epoch)
+
+
+class UpdatePeriods:
+    """The validation periods of a run counted in updates (see the module docstring).
+
+    ``position`` is where the next period starts; `next` plans it from there and
+    moves ``position`` to its end. ``current`` is the period being trained, whose end
+    `EpochRow` and `ResumeState` record.
+    """
+
+    def __init__(self, config: TrainConfig, epoch_fn: Callable, steps_per_epoch: int):
+        self.config = config
+        self.epoch_fn = epoch_fn
+        self.epoch_steps = {0: steps_per_epoch}
+        self.position = Position()
+        self.current: Period | None = None
+
+    def steps_of(self, epoch: int) -> int:
+        """Batches of epoch ``epoch``: ``steps_per_epoch``, or its dataset's cardinality."""
+        if epoch not in self.epoch_steps:
+            self.epoch_steps[epoch] = steps_in(self.epoch_fn(epoch), self.config)
+        return self.epoch_steps[epoch]
+
+    def resume_at(self, saved: Position | None, history: list[dict]) -> None:
+        """Continue from a saved position; a state without one (an epoch-counted run's)
+        has one row per whole epoch."""
+        if saved is None:
+            done = len(history)
+            saved = Position(done, 0, sum(self.steps_of(e) for e in range(done)))
+        self.position = saved
+
+    def end_of_current(self) -> Position:
+        return self.current.end
+
+    def describe_current(self) -> str:
+        start, end = self.current.start, self.current.end
+        limit = f" of {self.config.max_updates}" if self.config.max_updates else ""
+        return f"updates {start.updates}-{end.updates}{limit} (epoch {end.row_keys()['epoch']})"
+
+    def reached_max_updates(self) -> bool:
+        limit = self.config.max_updates
+        return limit is not None and self.position.updates >= limit
+
+    def next(self, index: int) -> Period | None:
+        """Plan the period that starts at ``position`` (None: training is over)."""
+        config, start = self.config, self.position
+        if start.epoch >= config.epochs or self.reached_max_updates():
+            return None
+        length = config.validate_every_updates or self.steps_of(start.epoch) - start.batch
+        if config.max_updates is not None:
+            length = min(length, config.max_updates - start.updates)
+        pieces, epoch, batch, left = [], start.epoch, start.batch, length
+        while left > 0 and epoch < config.epochs:
+            count = min(left, self.steps_of(epoch) - batch)
+            pieces.append((epoch, batch, count))
+            batch, left = batch + count, left - count
+            if batch == self.steps_of(epoch):
+                epoch, batch = epoch + 1, 0
+        end = Position(epoch, batch, start.updates + length - left)
+        seed = period_seed(config.seed, start.epoch, start.batch)
+        self.current = Period(index, seed, self._data(pieces), length - left, end, start)
+        self.position = end
+        return self.current
+
+    def _data(self, pieces: list[tuple[int, int, int]]) -> Callable:
+        """An ``epoch_fn`` (same signature) that reads ``(epoch, first batch, count)`` pieces."""
+        epoch_fn, seed = self.epoch_fn, self.config.seed
+        per_worker = distribute.takes_input_context(epoch_fn)
+
+        def period_data(index: int, input_context: tf.distribute.InputContext | None = None):
+            parts = []
+            for epoch, first, count in pieces:
+                set_global_seeds(epoch_seed(seed, epoch))  # the same epoch in every period
+                per_step = 1  # batches of the dataset per global step
+                if per_worker and input_context is not None:
+                    dataset = epoch_fn(epoch, input_context=input_context)
+                    pipelines = input_context.num_input_pipelines
+                    per_step = max(1, input_context.num_replicas_in_sync // pipelines)
+                else:
+                    dataset = epoch_fn(epoch)
+                if first:
+                    dataset = dataset.skip(first * per_step)
+                parts.append(dataset.take(count * per_step))
+            return functools.reduce(tf.data.Dataset.concatenate, parts)
+
+        if per_worker:
+            return period_data
+        return lambda index: period_data(index)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -270,11 +446,23 @@ def run_training(
     steps_per_epoch = steps_in(epoch_fn(0), config)
 
     keras.utils.set_random_seed(config.seed)
-    resume = ResumeState(run, out, train_model, saved_model)
+    periods = UpdatePeriods(config, epoch_fn, steps_per_epoch) if config.counts_updates else None
+    at = periods.end_of_current if periods else None
+    resume = ResumeState(run, out, train_model, saved_model, at=at)
     with strategy.scope():
         compile_fn(make_optimizer(config, steps_per_epoch))
         history = resume.restore()
     distribute.check_same_on_all_workers(strategy, len(history), "the epoch to start from")
+    if periods:
+        periods.resume_at(resume.position, history)
+        plan = iter(lambda: periods.next(len(history)), None)
+    elif resume.position is not None:
+        raise ValueError(
+            f"the resume state in {run.path} was written by a run counted in updates "
+            "(max_updates / validate_every_updates); resume it with the same TrainConfig"
+        )
+    else:
+        plan = epoch_periods(config, epoch_fn, len(history))
     monitor_key = f"val_{monitor}" if eval_ds is not None else monitor
     info = {
         "name": run_info.get("name", run.name),
@@ -294,28 +482,34 @@ def run_training(
     )  # fmt: skip
     epoch_callbacks = list(callbacks)
     if config.verbose:
-        epoch_callbacks.append(ProgressBar(config.epochs, steps_per_epoch, info["name"]))
+        describe = periods.describe_current if periods else None
+        epoch_callbacks.append(
+            ProgressBar(config.epochs, steps_per_epoch, info["name"], describe=describe)
+        )
     epoch_callbacks += [
-        EpochRow(history),
+        EpochRow(history, at=at),
         Checkpoints(out, saved_model, history, monitor_key),
         resume,
         recorder,
     ]
-    start_epoch = len(history)
+    first = True
     try:
-        for epoch in range(start_epoch, config.epochs):
-            reseed(train_model, epoch_seed(config.seed, epoch))
+        for period in plan:
+            if _patience_exhausted(config, history, monitor_key):
+                break
+            reseed(train_model, period.seed)
             profiler = []
-            if profile_batches and epoch == start_epoch:
+            if profile_batches and first:
                 profiler = [
                     keras.callbacks.TensorBoard(
                         str(Path(tensorboard_dir) / "profile"), profile_batch=profile_batches
                     )
                 ]
+            first = False
             # Keras fit, or the multi-worker loop around the same train_step.
             distribute.run_epoch(
-                train_model, epoch_fn, epoch, validation_data=eval_ds,
-                steps_per_epoch=config.steps_per_epoch, callbacks=profiler + epoch_callbacks,
+                train_model, period.data, period.index, validation_data=eval_ds,
+                steps_per_epoch=period.steps, callbacks=profiler + epoch_callbacks,
             )  # fmt: skip
             _check_finite(history[-1], run)
     except BaseException as error:
@@ -325,12 +519,26 @@ def run_training(
         raise
     finally:
         recorder.close()
+    if _patience_exhausted(config, history, monitor_key):
+        info["stopped_by"] = (
+            f"patience: {config.patience} validations without a better {monitor_key}"
+        )
+    elif periods and periods.reached_max_updates():
+        info["stopped_by"] = f"max_updates: {config.max_updates}"
     recorder.finish(final_metrics(out) if final_metrics else None)
     # Multi-worker: nobody moves on (e.g. to load this teacher) before the chief wrote it.
     distribute.barrier(strategy, f"the end of {info['name']}")
     distribute.discard_write_dir(out.path, run.path)
     print(summary_line(info), flush=True)  # one line per finished run, even with verbose=0
     return RunResult(run.path, saved_model, history, info["best"], info["last"])
+
+
+def _patience_exhausted(config: TrainConfig, history: list[dict], monitor: str) -> bool:
+    """Whether the last ``config.patience`` validations did not improve ``monitor``."""
+    return (
+        config.patience is not None
+        and validations_without_improvement(history, monitor) >= config.patience
+    )
 
 
 class NonFiniteLossError(ValueError):
@@ -351,10 +559,12 @@ def summary_line(info: dict) -> str:
     last, best = info.get("last", {}), info.get("best", {})
     key = info.get("monitor", "val_top1")
     nan = float("nan")
+    at = f"epoch {best.get('epoch', '?')}"
+    if "updates" in best:  # a run counted in updates
+        at += f", update {best['updates']}"
     return (
         f"[{info.get('status', '?')}] {info.get('name')}: {key} last {last.get(key, nan):.4f}"
-        f", best {best.get(key, nan):.4f} @ epoch {best.get('epoch', '?')}"
-        f" ({info.get('wall_time_s', 0.0):.0f} s)"
+        f", best {best.get(key, nan):.4f} @ {at} ({info.get('wall_time_s', 0.0):.0f} s)"
     )
 
 

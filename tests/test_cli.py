@@ -179,6 +179,7 @@ def test_evaluate_export_and_results_modes(quick_study, capsys, tmp_path):
         (["--profile_batches=3"], "two batch numbers"),
         (["--cache_views=0"], "--cache_views must be >= 1"),
         (["--teacher_cache=all"], "value should be one of"),
+        (["--patience=-1"], "--patience must be >= 0 (0: off)"),
     ],
 )
 def test_flag_validation(argv, message):

@@ -188,8 +188,11 @@ def recipe(train) -> tuple:
 
 
 # The translation recipe of the fork both papers point to (papers.md), teachers = students:
-# (epochs, optimizer, lr, weight decay, schedule, warmup steps, warmup epochs)
-TRANSLATION_RECIPE = (100, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0)
+# (optimizer, lr, weight decay, schedule, warmup steps, warmup epochs, max updates,
+# validate every); RayeRen/multilingual-kd-pytorch runs/train.sh and runs/train_distill.sh:
+# --max-update 300000, --save-interval-updates 2000, no --max-epoch (1000 epochs: a bound).
+TRANSLATION_RECIPE = (1000, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0, 300_000, 2000)
+TRANSLATION_PATIENCE = {"teacher": 20, "student": 100}  # the fork's --early-stop
 # flagfile -> (study, dataset, source, target, vocabulary, temperatures, seeds)
 TRANSLATION = {
     "flags/translation/shen_iwslt14_de_en.flags": (
@@ -224,7 +227,7 @@ def test_translation_flagfile_is_the_forks_recipe(path):
     distill = study.distill
     assert (distill.kd_weight, distill.ce_weight, distill.label_smoothing) == (0.9, 0.1, 0.1)
     assert distill.t2_scaling is True and study.smoothing == "uniform"
-    for train in (study.teacher_train, study.student_train):
+    for kind, train in (("teacher", study.teacher_train), ("student", study.student_train)):
         assert (
             train.epochs,
             train.optimizer,
@@ -233,7 +236,10 @@ def test_translation_flagfile_is_the_forks_recipe(path):
             train.schedule,
             train.warmup_steps,
             train.warmup_epochs,
+            train.max_updates,
+            train.validate_every_updates,
         ) == TRANSLATION_RECIPE
+        assert train.patience == TRANSLATION_PATIENCE[kind]
     runs = plan_study(study)
     assert len(runs) == 2 + 2 * len(temperatures) * len(seeds)
 
@@ -325,6 +331,36 @@ def test_weight_decay_scope_flags_round_trip(argv, teacher_scope, student_scope,
         again = lf.single_run_spec()
     assert again == spec
     assert again.teacher.train == spec.teacher.train and again.train == spec.train
+
+
+@pytest.mark.parametrize(
+    "argv, teacher, student",
+    [
+        ((), (None, None, None), (None, None, None)),  # off: training as before
+        (("--max_updates=50", "--validate_every_updates=10", "--patience=3"),
+         (50, 10, 3), (50, 10, 3)),  # the teacher follows the student
+        (("--patience=3", "--teacher_patience=0", "--teacher_max_updates=40"),
+         (40, None, None), (None, None, 3)),  # 0: off for the teacher only
+    ],
+)  # fmt: skip
+def test_update_limit_flags_round_trip(argv, teacher, student, tmp_path):
+    """--max_updates / --validate_every_updates / --patience reach TrainConfig (0 = None)
+    and the run's flags.txt re-creates them, a teacher's "off" included."""
+    with parsed(*argv):
+        spec, env = lf.single_run_spec(), lf.run_env()
+
+    def limits(train):
+        return (train.max_updates, train.validate_every_updates, train.patience)
+
+    assert (limits(spec.teacher.train), limits(spec.train)) == (teacher, student)
+    text = lf.flagfile_for(spec, env)
+    if not argv:  # a run without them writes the flags.txt it always wrote
+        assert "updates" not in text and "patience" not in text
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text(text)
+    with parsed(f"--flagfile={flagfile}"):
+        again = lf.single_run_spec()
+    assert again == spec and again.teacher.train == spec.teacher.train
 
 
 def test_full_cifar_grid_is_the_papers_pairs():

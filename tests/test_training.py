@@ -163,6 +163,10 @@ def test_an_older_runs_identity_survives_a_setting_added_later():
         TrainConfig(epochs=2, schedule="inverse_sqrt", warmup_steps=10).identity()["warmup_steps"]
         == 10
     )
+    later = ("max_updates", "validate_every_updates", "patience")
+    assert not set(later) & set(config.identity())  # off (None): as every older run
+    counted = TrainConfig(epochs=2, max_updates=9, validate_every_updates=3, patience=4)
+    assert [counted.identity()[name] for name in later] == [9, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -176,6 +180,9 @@ def test_an_older_runs_identity_survives_a_setting_added_later():
         (dict(warmup_steps=-1), "warmup_steps must be >= 0"),
         (dict(learning_rate=0), "learning_rate must be > 0"),
         (dict(weight_decay_scope="bn"), "unknown weight_decay_scope 'bn'; choose one of: kernels"),
+        (dict(max_updates=0), "max_updates must be an integer >= 1, or None"),
+        (dict(validate_every_updates=-2), "validate_every_updates must be an integer >= 1"),
+        (dict(patience=1.5), "patience must be an integer >= 1"),
     ],
 )
 def test_bad_config(overrides, message):
@@ -250,3 +257,186 @@ def test_export_round_trip(tmp_path, teacher_run):
     )
     reloaded = keras.models.load_model(path / "model.keras")
     np.testing.assert_allclose(reloaded.predict(X, verbose=0), model.predict(X, verbose=0))
+
+
+# ------------------------------------------------------------ training length in updates
+# 96 examples at batch 16: 6 updates per epoch.
+
+
+def dense_model(seed=0):
+    """A few-parameter model without BatchNorm (its inference output moves only with lr)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(10, dtype="float32")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_max_updates_stops_mid_epoch_after_exactly_n_updates(tmp_path, tiny_cnn, capsys):
+    """8 updates of 6-update epochs: a row after epoch 1 and one 2 updates into epoch 2;
+    the first row is the epoch-counted run's, bit for bit (same reseeding)."""
+
+    def train(run_dir, **overrides):
+        return lskd_tf.train_teacher(
+            tiny_cnn(name="t", seed=1), DATA, DATA, run_dir=run_dir, label_smoothing=0.1,
+            config=config(**{"batch_size": 16, "epochs": 5, **overrides}),
+        )  # fmt: skip
+
+    capped = train(tmp_path / "capped", max_updates=8, verbose=1)
+    assert "capped updates 6-8 of 8 (epoch 2)" in capsys.readouterr().out  # the progress bar
+    history = pd.read_csv(tmp_path / "capped" / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and list(history["updates"]) == [6, 8]
+    assert int(capped.model.optimizer.iterations) == 8
+    info = json.loads((tmp_path / "capped" / "run.json").read_text())
+    assert info["status"] == "finished" and info["stopped_by"] == "max_updates: 8"
+    assert info["last"]["updates"] == 8
+    epochs = train(tmp_path / "epochs", epochs=1)
+    reference = pd.read_csv(tmp_path / "epochs" / "history.csv")
+    assert "updates" not in reference  # an epoch-counted run's files are as before
+    for key in ("loss", "top1", "val_loss", "val_top1", "learning_rate"):
+        assert history[key].iloc[0] == reference[key].iloc[0], key
+    assert int(epochs.model.optimizer.iterations) == 6
+
+
+@pytest.mark.parametrize(
+    "overrides, ends",
+    [
+        (dict(validate_every_updates=4), [(0, 4, 4), (1, 2, 8), (2, 0, 12)]),
+        (dict(validate_every_updates=4, max_updates=9), [(0, 4, 4), (1, 2, 8), (1, 3, 9)]),
+        (dict(max_updates=8), [(1, 0, 6), (1, 2, 8)]),
+    ],
+)
+def test_validation_periods_read_each_epoch_once_in_order(overrides, ends):
+    """The periods' batches, put end to end, are the epochs' batches (each shuffled by
+    its own seed), however the periods cut them."""
+    train = config(batch_size=16, epochs=2, **overrides)
+    ids = np.arange(96, dtype="float32")
+    epoch_fn = lskd_tf.training.as_epoch_fn((ids, Y), train)
+    periods = lskd_tf.training.UpdatePeriods(train, epoch_fn, steps_per_epoch=6)
+    seen, reached = [], []
+    while (period := periods.next(len(reached))) is not None:
+        batches = [x.numpy() for x, _ in period.data(period.index)]
+        assert len(batches) == period.steps == period.end.updates - period.start.updates
+        seen += batches
+        reached.append((period.end.epoch, period.end.batch, period.end.updates))
+    assert reached == ends
+    epochs = []
+    for epoch in (0, 1):  # as an epoch-counted run builds them: after reseeding the epoch
+        lskd_tf.seeding.set_global_seeds(lskd_tf.seeding.epoch_seed(train.seed, epoch))
+        epochs.append(np.concatenate([x.numpy() for x, _ in epoch_fn(epoch)]))
+    assert not np.array_equal(epochs[0], epochs[1])  # two different shuffles
+    np.testing.assert_array_equal(np.concatenate(seen), np.concatenate(epochs)[: ends[-1][2] * 16])
+
+
+def test_periods_keep_an_epoch_function_s_input_context_parameter():
+    """A function ``fn(epoch, input_context=None)`` (translation, per-worker shards) keeps
+    its signature, so `lskd_tf.distribute` still hands each worker its context."""
+    train = config(batch_size=16, epochs=2, validate_every_updates=4)
+    plain = lskd_tf.training.as_epoch_fn((np.arange(96, dtype="float32"), Y), train)
+
+    def with_context(epoch, input_context=None):
+        assert input_context is None  # one process: global batches
+        return plain(epoch)
+
+    for epoch_fn, takes in ((plain, False), (with_context, True)):
+        periods = lskd_tf.training.UpdatePeriods(train, epoch_fn, steps_per_epoch=6)
+        periods.next(0)
+        period = periods.next(1)  # batches 4-5 of epoch 1, 0-1 of epoch 2
+        assert lskd_tf.distribute.takes_input_context(period.data) is takes
+        got = np.concatenate([x.numpy() for x, _ in period.data(period.index)])
+        lskd_tf.seeding.set_global_seeds(lskd_tf.seeding.epoch_seed(train.seed, 0))
+        first = np.concatenate([x.numpy() for x, _ in plain(0)])
+        np.testing.assert_array_equal(got[:32], first[64:])
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, tiny_cnn):
+    """Validation every 4 updates of 6-update epochs: periods [0, 4) in epoch 1, [4, 8)
+    across epochs 1-2, [8, 12) in epoch 2. Killed after the first (its resume state is 4
+    batches into epoch 1), the run resumes mid-epoch and ends bit-identical to an
+    uninterrupted one (Dropout's RNG included)."""
+    cfg = config(batch_size=16, epochs=2, validate_every_updates=4)
+
+    def train(run_dir, callbacks=()):
+        return lskd_tf.train_teacher(
+            tiny_cnn(name="t", seed=1), DATA, DATA, run_dir=run_dir, label_smoothing=0.1,
+            config=cfg, callbacks=callbacks,
+        )  # fmt: skip
+
+    reference = train(tmp_path / "uninterrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed", callbacks=[StopAtEpoch(1)])
+    state = json.loads((tmp_path / "resumed" / "resume" / "state.json").read_text())
+    assert state["position"] == {"epoch": 0, "batch": 4, "updates": 4}
+    resumed = train(tmp_path / "resumed")
+    for a, b in zip(weights(resumed.model), weights(reference.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(resumed.model.optimizer.iterations) == 12
+    history = pd.read_csv(tmp_path / "resumed" / "history.csv")
+    expected = pd.read_csv(tmp_path / "uninterrupted" / "history.csv")
+    assert list(history["updates"]) == [4, 8, 12] and list(history["epoch"]) == [1, 2, 2]
+    pd.testing.assert_frame_equal(
+        history.drop(columns="epoch_time_s"), expected.drop(columns="epoch_time_s")
+    )
+
+
+def test_validation_periods_under_mirrored_strategy(tmp_path, tiny_cnn, mirrored_strategy):
+    """Two replicas: periods across an epoch boundary, cut by max_updates, train exactly
+    that many global batches (the pieces of a period are one distributed dataset)."""
+    with mirrored_strategy.scope():
+        model = tiny_cnn(name="t", seed=1, synchronized=True)
+        result = lskd_tf.train_teacher(
+            model, DATA, DATA, run_dir=tmp_path,
+            config=config(batch_size=16, epochs=5, validate_every_updates=4, max_updates=10),
+        )  # fmt: skip
+    assert int(keras.ops.convert_to_numpy(result.model.optimizer.iterations)) == 10
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["updates"]) == [4, 8, 10] and list(history["epoch"]) == [1, 2, 2]
+
+
+def test_patience_stops_after_that_many_validations_without_improvement(tmp_path):
+    """lr 1e-10 on a Dense model: val_top1 never changes, so only the first validation is
+    an improvement (strictly better). Patience 2 stops at the 3rd validation (6 updates,
+    epochs and max_updates far away); killed after 2 validations, the resumed run
+    remembers one validation without improvement and stops after one more, not two."""
+    cfg = config(
+        batch_size=32, epochs=50, learning_rate=1e-10, validate_every_updates=2,
+        max_updates=1000, patience=2,
+    )  # fmt: skip
+
+    def train(run_dir, callbacks=()):
+        return lskd_tf.train_teacher(
+            dense_model(), DATA, DATA, run_dir=run_dir, config=cfg, callbacks=callbacks
+        )
+
+    result = train(tmp_path / "once")
+    history = pd.read_csv(tmp_path / "once" / "history.csv")
+    assert list(history["updates"]) == [2, 4, 6]
+    assert history["val_top1"].nunique() == 1  # the hand-checkable premise
+    assert int(result.model.optimizer.iterations) == 6
+    info = json.loads((tmp_path / "once" / "run.json").read_text())
+    assert info["stopped_by"].startswith("patience: 2 validations")
+    assert info["best"]["updates"] == 2
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed", callbacks=[StopAtEpoch(2)])
+    resumed = train(tmp_path / "resumed")
+    assert list(pd.read_csv(tmp_path / "resumed" / "history.csv")["updates"]) == [2, 4, 6]
+    assert int(resumed.model.optimizer.iterations) == 6
+
+
+def rates(train, steps, steps_per_epoch=10):
+    """The learning rates `make_optimizer` gives at optimizer steps ``steps``."""
+    optimizer = lskd_tf.training.make_optimizer(train, steps_per_epoch=steps_per_epoch)
+    values = []
+    for step in steps:
+        optimizer.iterations.assign(step)
+        values.append(float(optimizer.learning_rate))
+    return values
+
+
+def test_cosine_decays_over_max_updates_when_they_come_first():
+    capped = config(schedule="cosine", milestones=(), epochs=10, max_updates=20)
+    np.testing.assert_allclose(rates(capped, (0, 10, 20, 50)), [0.1, 0.05, 0, 0], atol=1e-7)
+    # epochs come first (10 x 10 updates): the cosine spans them, as without max_updates
+    longer = config(schedule="cosine", milestones=(), epochs=10, max_updates=1000)
+    plain = config(schedule="cosine", milestones=(), epochs=10)
+    assert rates(longer, (0, 50, 100)) == rates(plain, (0, 50, 100))
+    np.testing.assert_allclose(rates(plain, (50,)), [0.05], rtol=1e-6)
