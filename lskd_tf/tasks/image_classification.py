@@ -34,6 +34,14 @@ class ImageClassification(tasks.Task):
     def dataset_info(self, data) -> datasets.DatasetInfo:
         return datasets.get_info(data.name, data_dir=data.data_dir, **dict(data.options))
 
+    def data_identity(self, data) -> dict:
+        """The dataset, its options, and for ImageNet and CUB every resolved option
+        (`lskd_tf.data.source.Source.preprocessing`: their preprocessing changed after
+        runs were recorded; embedded and CIFAR-100 identities are unchanged)."""
+        found = super().data_identity(data)
+        preprocessing = datasets.get_source(data.name).preprocessing(dict(data.options))
+        return {**found, "preprocessing": preprocessing} if preprocessing else found
+
     def dataset(self, data, split: str, *, batch_size: int, training: bool, seed: int = 0):
         """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`)."""
         return datasets.make_dataset(
