@@ -42,12 +42,16 @@ class ImageClassification(tasks.Task):
         preprocessing = datasets.get_source(data.name).preprocessing(dict(data.options))
         return {**found, "preprocessing": preprocessing} if preprocessing else found
 
-    def dataset(self, data, split: str, *, batch_size: int, training: bool, seed: int = 0):
-        """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`)."""
+    def dataset(
+        self, data, split: str, *, batch_size: int, training: bool, seed: int = 0,
+        classes=None, per_class: int | None = None,
+    ):  # fmt: skip
+        """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`;
+        ``classes`` and ``per_class``: only the first ``per_class`` of each class)."""
         return datasets.make_dataset(
             data.name, split, global_batch_size=batch_size, training=training, seed=seed,
             data_dir=data.data_dir, cache=data.cache, download=data.download,
-            **dict(data.options),
+            classes=classes, per_class=per_class, **dict(data.options),
         )  # fmt: skip
 
     def train_fn(self, data, *, batch_size: int, seed: int) -> Callable:
