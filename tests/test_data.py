@@ -404,6 +404,11 @@ def test_eval_transform_matches_torchvision_on_a_photograph():
         assert error.max() <= 1.0 and error.mean() <= 0.25, (error.max(), error.mean())
     plain = augment.jpeg_resize_center_crop(jpeg, antialias=False).numpy()
     assert np.abs(plain - _torchvision_eval(photo)).max() > 20  # what antialias fixes
+    # Computing only the crop (ScaleAndTranslate) = resizing everything, then cropping.
+    whole = tf.image.resize(np.asarray(photo), [300, 256], antialias=True)[38:262, 16:240]
+    np.testing.assert_array_equal(
+        augment.resize_center_crop(np.asarray(photo)).numpy(), np.clip(np.round(whole), 0, 255)
+    )
 
 
 @pytest.mark.parametrize(

@@ -217,14 +217,29 @@ def resize_center_crop(
     `size` with torchvision's offset rounding; values rounded to integers in [0, 255]
     like PIL's 8-bit output. On a real photograph this is within 1 level of
     torchvision's transform on the same decoded pixels (module comment above).
+
+    With antialias only the crop's pixels are computed: `ScaleAndTranslate` with the
+    scale `tf.image.resize` uses and the crop offset as translation gives bit-identical
+    values to resizing the whole image and cropping, for about half the work.
     """
     shape = tf.shape(image)
     new_hw = torchvision_resize_shape(shape[0], shape[1], round(size * resize_ratio))
     new_hw = tf.maximum(new_hw, size)
-    image = tf.image.resize(image, new_hw, method="bilinear", antialias=antialias)
     top = center_crop_offset(new_hw[0], size)
     left = center_crop_offset(new_hw[1], size)
-    image = tf.image.crop_to_bounding_box(image, top, left, size, size)
+    if antialias:
+        scale = tf.cast(new_hw, tf.float32) / tf.cast(shape[:2], tf.float32)
+        image = tf.raw_ops.ScaleAndTranslate(
+            images=tf.cast(image, tf.float32)[None],
+            size=tf.constant([size, size], tf.int32),
+            scale=scale,
+            translation=-tf.cast(tf.stack([top, left]), tf.float32),
+            kernel_type="triangle",
+            antialias=True,
+        )[0]
+    else:
+        image = tf.image.resize(image, new_hw, method="bilinear")
+        image = tf.image.crop_to_bounding_box(image, top, left, size, size)
     return tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
 
