@@ -470,6 +470,9 @@ def test_cub_steps_each_do_what_torchvision_does():
     image = tf.constant(rng.integers(0, 256, (16, 16, 3)), tf.float32)
     seeds = range(12)
     np.testing.assert_allclose(_cub(image, [0], **_OFF)[0], image.numpy(), atol=1e-4)
+    # the defaults: a seed pins the whole draw (sampled teacher caches replay it)
+    np.testing.assert_array_equal(_cub(image, [3, 3])[0], _cub(image, [3, 3])[1])
+    assert not np.array_equal(*_cub(image, [3, 4]))
     # flip: half of the draws mirror the image, the others leave it
     flipped = _cub(image, seeds, **{**_OFF, "flip": True})
     mirrored = [np.allclose(out, image.numpy()[:, ::-1], atol=1e-4) for out in flipped]
