@@ -246,7 +246,7 @@ def test_projection_bad_inputs_are_named():
 
 
 def test_default_class_triple():
-    assert default_class_triple(np.zeros(1000, int), dataset="imagenet2012") == (265, 266, 0)
+    assert default_class_triple(np.zeros(1000, int), dataset="imagenet2012") == (266, 267, 833)
     # Two classes of the first superclass with two members, then the first class outside.
     assert default_class_triple(np.array([1, 0, 0, 1, 2])) == (1, 2, 0)
     assert default_class_triple(np.array([0, 1, 2, 2])) == (2, 3, 0)
@@ -707,3 +707,121 @@ def test_docstring_examples_hold(module):
         importlib.import_module(f"lskd_tf.analysis.{module}"), extraglobs={"np": np}
     )
     assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------- projection sample (ICML 2022 script)
+
+# sutd-visual-computing-group/LS-KD-compatibility,
+# src/visualization/alpha-LS-KD_imagenet_centroids.py: CLASSES_idx = [266, 267, 833],
+# the first 150 training and 50 validation images of each.
+IMAGENET_TRIPLE = (266, 267, 833)
+
+
+def _mock_imagenet(labels_of_split):
+    """A 1000-class mock ImageNet (`tfds.testing.mock_data`) whose splits hold JPEGs of
+    the given labels, each image filled with its position so the test can tell them apart."""
+    import tensorflow_datasets as tfds
+
+    def as_dataset(self, split, *args, **kwargs):
+        labels = labels_of_split[str(split).split("[")[0]]
+        images = [
+            tf.io.encode_jpeg(np.full((40, 48, 3), 3 * i, np.uint8), quality=100).numpy()
+            for i in range(len(labels))
+        ]
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": images, "label": np.asarray(labels, np.int64)}
+        )
+
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def _first_per_class(labels, classes, per_class):
+    """Positions of the first `per_class` examples of each of `classes`, in order."""
+    seen = dict.fromkeys(classes, 0)
+    kept = []
+    for position, label in enumerate(labels):
+        if label in seen and seen[label] < per_class:
+            seen[label] += 1
+            kept.append(position)
+    return kept
+
+
+def test_imagenet_projection_triple_is_the_icml22_scripts():
+    from lskd_tf import data
+
+    info = data.get_info("imagenet2012")
+    assert default_class_triple(info.superclass, info.class_names, "imagenet2012") == (
+        266,
+        267,
+        833,
+    )
+    names = [info.class_names[c] for c in IMAGENET_TRIPLE]
+    assert names == ["miniature_poodle", "standard_poodle", "submarine"]
+
+
+def test_class_sample_takes_the_first_per_class_before_decoding():
+    from lskd_tf import data
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, 5, 266, 267, 833, 999], size=40).tolist()
+    with _mock_imagenet({"train": labels, "validation": labels}):
+        sample = data.make_dataset(
+            "imagenet2012", "train", global_batch_size=4, training=False,
+            classes=IMAGENET_TRIPLE, per_class=3, image_size=32,
+        )  # fmt: skip
+        images, got = (np.concatenate(part) for part in zip(*sample.as_numpy_iterator()))
+        full = data.make_dataset(
+            "imagenet2012", "train", global_batch_size=40, training=False, image_size=32
+        )
+        all_images = next(iter(full))[0].numpy()
+        with pytest.raises(ValueError, match="class ids in 0..999"):
+            data.make_dataset("imagenet2012", "train", global_batch_size=4, training=False,
+                              classes=(1, 2, 1000), per_class=1)  # fmt: skip
+    kept = _first_per_class(labels, IMAGENET_TRIPLE, 3)
+    assert got.tolist() == [labels[i] for i in kept]
+    np.testing.assert_array_equal(images, all_images[kept])
+
+
+def test_analysis_projects_the_first_150_and_50_of_the_triple(tmp_path, monkeypatch):
+    """The driver on a 1000-class mock ImageNet: the projection is fitted on the first
+    `train_per_class` training and shown on the first `val_per_class` validation images of
+    266/267/833 (scaled down from 150/50), wherever they are in the splits."""
+    import keras
+
+    from lskd_tf import analysis, tasks
+    from lskd_tf.analysis import driver
+    from lskd_tf.run_dir import RunDir
+
+    rng = np.random.default_rng(1)
+    train = rng.choice([3, 266, 267, 833, 700], size=60).tolist()
+    val = rng.choice([266, 267, 833, 1, 2], size=30).tolist()
+    run = RunDir(tmp_path / "teacher-tiny")
+    run.path.mkdir()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(1000, name="classifier")(x)).save(run.checkpoint("last"))
+    run.write({"status": "finished", "kind": "teacher", "data": {"name": "imagenet2012",
+               "options": [["image_size", 32]]}})  # fmt: skip
+    seen = {}
+    real_analyze = analysis.analyze
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real_analyze(**kwargs)
+
+    monkeypatch.setattr(analysis, "analyze", spy)
+    with _mock_imagenet({"train": train, "validation": val}):
+        driver.analyze_runs(tasks.get("image_classification"), [run.path], tmp_path / "out",
+                            batch_size=8, train_per_class=4, val_per_class=2,
+                            mi_examples_per_class=3, mi_augmentations=2)  # fmt: skip
+    assert seen["classes"] == IMAGENET_TRIPLE
+    assert seen["train_outputs"]["labels"].tolist() == [
+        train[i] for i in _first_per_class(train, IMAGENET_TRIPLE, 4)
+    ]
+    assert seen["val_outputs"]["labels"].tolist() == [
+        val[i] for i in _first_per_class(val, IMAGENET_TRIPLE, 2)
+    ]
+    assert len(seen["student_outputs"]["labels"]) == 30  # the other measures: the whole split
+    metrics = json.loads((tmp_path / "out" / "teacher-tiny" / "analysis.json").read_text())
+    assert metrics["classes"] == list(IMAGENET_TRIPLE)

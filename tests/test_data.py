@@ -431,3 +431,159 @@ def test_imagenet_lighting_option_changes_only_the_lighting():
     np.testing.assert_array_equal(lit[1], plain[1])
     with pytest.raises(ValueError, match="unknown option.*lightning.*lighting"):
         data.get_info("imagenet2012", lightning=0.1)
+
+
+# --------------------------------------------- fidelity to torchvision on PIL images
+
+
+def _photograph() -> str:
+    """A real JPEG photograph every install has: matplotlib (a dependency) ships
+    sample_data/grace_hopper.jpg (512 x 600, Grace Hopper, US Navy photo, public domain)."""
+    import matplotlib.cbook
+
+    return matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+
+
+def _torchvision_eval(image, resize=256, crop=224):
+    """`Resize(256)` + `CenterCrop(224)` on a PIL image, transcribed from pytorch/vision
+    torchvision/transforms/functional.py (`_compute_resized_output_size`, `center_crop`)."""
+    from PIL import Image
+
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = resize, int(resize * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+    top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
+    return np.asarray(image.crop((left, top, left + crop, top + crop)), np.float64)
+
+
+def test_eval_transform_matches_torchvision_on_a_photograph():
+    """Measured: max 1 level, mean 0.16 (plain bilinear: max 68, mean 2.3); the decode is
+    exact. Tolerance: max 1, mean 0.25 (PIL's 8-bit fixed-point passes vs float)."""
+    import io
+
+    from PIL import Image
+
+    from lskd_tf.data import augment
+
+    path = _photograph()
+    jpeg = open(path, "rb").read()
+    photo = Image.open(path).convert("RGB")
+    np.testing.assert_array_equal(augment.decode_image(jpeg).numpy(), np.asarray(photo))
+    # Downscaling (600 x 512 -> 300 x 256) and upscaling (a 240 x 204 PNG -> 301 x 256).
+    small = photo.resize((204, 240), Image.BILINEAR)
+    png = io.BytesIO()
+    small.save(png, "PNG")
+    for encoded, image in ((jpeg, photo), (png.getvalue(), small)):
+        ours = augment.jpeg_resize_center_crop(encoded).numpy()
+        error = np.abs(ours - _torchvision_eval(image))
+        assert error.max() <= 1.0 and error.mean() <= 0.25, (error.max(), error.mean())
+    plain = augment.jpeg_resize_center_crop(jpeg, antialias=False).numpy()
+    assert np.abs(plain - _torchvision_eval(photo)).max() > 20  # what antialias fixes
+    # Computing only the crop (ScaleAndTranslate) = resizing everything, then cropping.
+    whole = tf.image.resize(np.asarray(photo), [300, 256], antialias=True)[38:262, 16:240]
+    np.testing.assert_array_equal(
+        augment.resize_center_crop(np.asarray(photo)).numpy(), np.clip(np.round(whole), 0, 255)
+    )
+
+
+@pytest.mark.parametrize(
+    "height,width", [(600, 512), (333, 500), (500, 333), (256, 300), (225, 1000), (481, 481)]
+)
+def test_resize_shape_and_crop_offset_follow_torchvision(height, width):
+    from lskd_tf.data import augment
+
+    short, long = min(height, width), max(height, width)
+    new_long = int(256 * long / short)  # torchvision truncates
+    expected = (256, new_long) if height <= width else (new_long, 256)
+    assert tuple(augment.torchvision_resize_shape(height, width, 256).numpy()) == expected
+    for length in expected:
+        assert int(augment.center_crop_offset(length, 224)) == int(round((length - 224) / 2.0))
+    # half-to-even rounding of the offset, as Python's round
+    assert [int(augment.center_crop_offset(n, 224)) for n in (257, 259)] == [16, 18]
+
+
+# ------------------------------------------------------ CUB augmentation (ICML 2022 code)
+
+
+def _cub(image, seeds, **settings):
+    from lskd_tf.data import augment
+
+    return np.stack(
+        [augment.cub_train(image, [seed, 7], size=16, **settings).numpy() for seed in seeds]
+    )
+
+
+# Everything off: the output is the resized input, so each step can be tested alone.
+_OFF = dict(area_range=(1.0, 1.0), aspect_ratio_range=(1.0, 1.0), flip=False,
+            max_rotation_degrees=0.0, grayscale_probability=0.0, brightness=0.0,
+            contrast=0.0)  # fmt: skip
+
+
+def test_cub_defaults_are_the_icml22_code():
+    """sutd-visual-computing-group/LS-KD-compatibility src/image_classification/cub/
+    train_{teacher,student}.py: RandomResizedCrop(224, scale=(0.2, 1), ratio=(0.8, 1.25)),
+    flip, RandomRotation(45), RandomGrayscale(0.2), ColorJitter(0.2, 0.2, 0, 0)."""
+    from lskd_tf.data import augment
+
+    assert augment.CUB_AUGMENTATION_DEFAULTS == {
+        "area_range": (0.2, 1.0), "aspect_ratio_range": (0.8, 1.25), "flip": True,
+        "max_rotation_degrees": 45.0, "grayscale_probability": 0.2, "brightness": 0.2,
+        "contrast": 0.2, "saturation": 0.0, "hue": 0.0, "antialias": True,
+    }  # fmt: skip
+    info_options = data.get_source("caltech_birds2011").resolve_options({})
+    assert {k: info_options[k] for k in augment.CUB_AUGMENTATION_DEFAULTS} == (
+        augment.CUB_AUGMENTATION_DEFAULTS
+    )
+    with pytest.raises(ValueError, match="grayscale_probability must be in \\[0, 1\\], got 2"):
+        data.get_info("caltech_birds2011", grayscale_probability=2)
+    with pytest.raises(ValueError, match="unknown option.*jitter.*brightness"):
+        data.get_info("caltech_birds2011", jitter=0.4)
+
+
+def test_cub_steps_each_do_what_torchvision_does():
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(0, 256, (16, 16, 3)), tf.float32)
+    seeds = range(12)
+    np.testing.assert_allclose(_cub(image, [0], **_OFF)[0], image.numpy(), atol=1e-4)
+    # the defaults: a seed pins the whole draw (sampled teacher caches replay it)
+    np.testing.assert_array_equal(_cub(image, [3, 3])[0], _cub(image, [3, 3])[1])
+    assert not np.array_equal(*_cub(image, [3, 4]))
+    # flip: half of the draws mirror the image, the others leave it
+    flipped = _cub(image, seeds, **{**_OFF, "flip": True})
+    mirrored = [np.allclose(out, image.numpy()[:, ::-1], atol=1e-4) for out in flipped]
+    kept = [np.allclose(out, image.numpy(), atol=1e-4) for out in flipped]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 0 < sum(mirrored) < len(seeds)
+    # grayscale: PIL's luma (0.299, 0.587, 0.114) in all three channels
+    gray = _cub(image, [0], **{**_OFF, "grayscale_probability": 1.0})[0]
+    luma = image.numpy() @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(gray, np.repeat(luma[..., None], 3, -1), atol=1e-3)
+    # brightness: one factor in [0.8, 1.2] per image, clipped to 255
+    flat = tf.fill([16, 16, 3], 100.0)
+    bright = _cub(flat, seeds, **{**_OFF, "brightness": 0.2})
+    factors = bright[:, 0, 0, 0] / 100.0
+    np.testing.assert_allclose(bright / factors[:, None, None, None], 100.0, rtol=1e-5)
+    assert factors.min() >= 0.8 and factors.max() <= 1.2 and np.ptp(factors) > 0.1
+    # contrast: blends with the mean gray level, so a flat image stays as it is
+    np.testing.assert_allclose(_cub(flat, seeds, **{**_OFF, "contrast": 0.2}), 100.0, rtol=1e-5)
+    mid = 60.0 + image.numpy() * (140.0 / 255.0)  # [60, 200]: nothing is clipped at 0.8..1.2
+    mean = (mid @ np.array([0.299, 0.587, 0.114])).mean()
+    for out in _cub(tf.constant(mid, tf.float32), seeds, **{**_OFF, "contrast": 0.2}):
+        factor = (out - mean).ravel() @ (mid - mean).ravel() / np.sum((mid - mean) ** 2)
+        np.testing.assert_allclose(out, factor * mid + (1 - factor) * mean, atol=2e-3)
+        assert 0.8 - 1e-4 <= factor <= 1.2 + 1e-4
+    # rotation: about the center with 0 in the corners; up to 45 degrees keeps the center
+    rotated = _cub(flat, seeds, **{**_OFF, "max_rotation_degrees": 45.0})
+    assert np.all(rotated[:, 7:9, 7:9] > 99.9) and (rotated[:, 0, 0, 0] < 50).sum() >= 3
+
+
+def test_cub_grayscale_comes_before_the_jitter():
+    """Order of the reference: RandomGrayscale, then ColorJitter. A saturated red pixel
+    (250, 0, 0) turns gray 74.75, then brightness x in [0, 2] gives 74.75 x (up to 149.5);
+    the other order would clip red to 255 first and give at most 0.299 * 255 = 76.2."""
+    red = tf.constant(np.tile([250.0, 0.0, 0.0], (16, 16, 1)), tf.float32)
+    out = _cub(red, range(16), **{**_OFF, "grayscale_probability": 1.0, "brightness": 1.0})
+    np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-3)
+    assert out.max() > 80.0 and out.max() <= 149.5 + 1e-3

@@ -169,6 +169,35 @@ def test_an_older_runs_identity_survives_a_setting_added_later():
     assert [counted.identity()[name] for name in later] == [9, 3, 4]
 
 
+def test_preprocessing_enters_only_imagenet_and_cub_identities():
+    """ImageNet/CUB preprocessing changed after runs existed (antialiased resize, the ICML
+    2022 CUB augmentation): their identities list every resolved option, so an older run
+    is refused as changed; embedded and CIFAR-100 identities are what they were."""
+    from lskd_tf.experiment import DataSpec, RunEnv, TeacherSpec
+    from lskd_tf.experiment.identity import differences, identity
+
+    env = RunEnv()
+    assert identity(TeacherSpec(model="resnet8"), env)["data"] == {
+        "name": "embedded",
+        "options": [],
+    }
+    cifar = TeacherSpec(model="resnet8", data=DataSpec(name="cifar100"))
+    assert identity(cifar, env)["data"] == {"name": "cifar100", "options": []}
+    rotation = (("max_rotation_degrees", 15.0),)
+    cub = TeacherSpec(model="resnet8", data=DataSpec(name="caltech_birds2011", options=rotation))
+    found = identity(cub, env)
+    recorded = found["data"]["preprocessing"]
+    assert recorded["max_rotation_degrees"] == 15.0 and recorded["grayscale_probability"] == 0.2
+    assert recorded["antialias"] is True and "shuffle_buffer" not in recorded
+    older = {**found, "data": {"name": "caltech_birds2011", "options": [list(rotation[0])]}}
+    assert "data.preprocessing.grayscale_probability: (unset) → 0.2" in differences(older, found)
+    imagenet = TeacherSpec(model="resnet8", data=DataSpec(name="imagenet2012"))
+    assert identity(imagenet, env)["data"]["preprocessing"] == {
+        "antialias": True,
+        "image_size": 224,
+    }
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -56,6 +56,14 @@ def _examples_of(dataset: tf.data.Dataset, classes: Sequence[int], per_class: in
     return np.stack(images), np.array(labels)
 
 
+def _class_sample(task, spec, split: str, classes, per_class: int, batch_size: int):
+    """The first ``per_class`` images of each of ``classes`` in ``split`` (eval transform),
+    picked from the labels before decoding (`lskd_tf.data.pipeline.first_per_class`)."""
+    return task.dataset(
+        spec, split, batch_size=batch_size, training=False, classes=classes, per_class=per_class
+    )
+
+
 def finished_runs(run_dirs: Sequence[str | os.PathLike]):
     """``(run_dir, run.json contents, DataSpec)`` of each finished run, in order."""
     from lskd_tf.experiment.specs import DataSpec
@@ -95,7 +103,8 @@ def analyze_runs(
     *,
     tensorboard_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
-    train_batches: int = 4,
+    train_per_class: int = 150,
+    val_per_class: int = 50,
     mi_examples_per_class: int = 300,
     mi_augmentations: int = 10,
     title: str = "lskd_tf analysis",
@@ -104,8 +113,13 @@ def analyze_runs(
 
     ``task`` is the `lskd_tf.tasks.image_classification` task that reads the runs' data.
 
-    For each run: the model's last checkpoint on the evaluation split (and
-    ``train_batches`` training batches for the projection's PCA), the teacher's
+    For each run: the model's last checkpoint on the evaluation split; the projection
+    of the first ``train_per_class`` training and ``val_per_class`` validation images of
+    each class of the triple (eval transform), as Chandrasegaran et al.'s script
+    (sutd-visual-computing-group/LS-KD-compatibility,
+    src/visualization/alpha-LS-KD_imagenet_centroids.py: 150 and 50, its PCA fitted on
+    the training sample; on ImageNet the triple is theirs, 266/267/833, with the bias
+    indexed by class id, fixing their bias-index bug: `lskd_tf.analysis.projection`); the teacher's
     outputs on the same examples for students, Müller's mutual information on up
     to ``mi_examples_per_class`` evaluation images of the two similar projection
     classes under ``mi_augmentations`` draws of `augment_normalized`; every measure of
@@ -121,16 +135,23 @@ def analyze_runs(
         run = RunDir(run_dir)
         dataset_info = task.dataset_info(spec)
         eval_ds = task.eval_dataset(spec, batch_size=batch_size)
-        train_ds = task.dataset(
-            spec, dataset_info.train_split, batch_size=batch_size, training=False
-        ).take(train_batches)
         model = keras.models.load_model(run.checkpoint("last"))
         outputs = analysis.collect_outputs(model, eval_ds)
         classes = analysis.default_class_triple(
             dataset_info.superclass, dataset_info.class_names, dataset_info.name
         )
+        train_sample, val_sample = (
+            _class_sample(task, spec, split, classes, per_class, batch_size)
+            for split, per_class in (
+                (dataset_info.train_split, train_per_class),
+                (dataset_info.eval_split, val_per_class),
+            )
+        )
         # Müller's MI between example index and the logit gap of the two similar classes.
-        pair_images, pair_labels = _examples_of(eval_ds, classes[:2], mi_examples_per_class)
+        pair = _class_sample(
+            task, spec, dataset_info.eval_split, classes[:2], mi_examples_per_class, batch_size
+        )
+        pair_images, pair_labels = _examples_of(pair, classes[:2], mi_examples_per_class)
         augmented = analysis.collect_augmented_logits(
             model, pair_images, pair_labels, augment_normalized, mi_augmentations
         )
@@ -146,7 +167,8 @@ def analyze_runs(
             student_outputs=outputs,
             superclass=dataset_info.superclass,
             class_names=dataset_info.class_names,
-            train_outputs=analysis.collect_outputs(model, train_ds),
+            train_outputs=analysis.collect_outputs(model, train_sample),
+            val_outputs=analysis.collect_outputs(model, val_sample),
             out_dir=out_dir / run_dir.name,
             name=run_dir.name,
             classes=classes,

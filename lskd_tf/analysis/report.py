@@ -73,6 +73,7 @@ def analyze(
     superclass=None,
     class_names: Sequence[str] | None = None,
     train_outputs: dict | None = None,
+    val_outputs: dict | None = None,
     classes: Sequence[int] | None = None,
     out_dir: str | os.PathLike,
     name: str,
@@ -92,6 +93,9 @@ def analyze(
         class_names: names for figure legends.
         train_outputs: the analyzed model's outputs on (part of) the training split; the
             projection's PCA is fitted on them. None: fitted on the evaluation split.
+        val_outputs: the analyzed model's outputs on the validation examples the projection
+            shows with `train_outputs` (the driver: the first 50 of each projection
+            class). None: `student_outputs`.
         classes: the three classes of the projection (default: `default_class_triple`).
         out_dir: directory for `analysis.json` and the PNGs.
         name: run name, used in file names and titles.
@@ -201,14 +205,15 @@ def analyze(
         metrics["classes"] = list(triple)
     if "kernel" in student and "bias" in student and triple is not None:
         fit = _check_outputs(train_outputs, "train_outputs") if train_outputs else student
+        shown = _check_outputs(val_outputs, "val_outputs") if val_outputs else student
         projection = penultimate_projection(
             student["kernel"],
             student["bias"],
             triple,
             fit["features"],
             fit["labels"],
-            features if train_outputs else None,
-            labels if train_outputs else None,
+            shown["features"] if train_outputs else None,
+            shown["labels"] if train_outputs else None,
         )
         figures["projection"] = plot_projection(
             projection,

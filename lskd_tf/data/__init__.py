@@ -16,7 +16,7 @@ Every pipeline yields `(image float32 (B, H, W, C) normalized, label int32 (B,))
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -115,6 +115,8 @@ def make_dataset(
     download: bool = False,
     with_index: bool = False,
     choose_view=None,
+    classes: Sequence[int] | None = None,
+    per_class: int | None = None,
     **options,
 ) -> tf.data.Dataset:
     """One split of a registered dataset as a batched, prefetched pipeline.
@@ -126,13 +128,25 @@ def make_dataset(
     `download=True` lets TFDS download/prepare missing data; otherwise missing data
     raises `DataNotFoundError` saying how to get it. `cache=True` caches the raw
     examples in memory (CIFAR-sized data). `choose_view` is the teacher cache's hook
-    (`lskd_tf.teacher_cache`). See `lskd_tf.data.pipeline` for the order.
+    (`lskd_tf.teacher_cache`). ``classes`` with ``per_class`` keeps only the first
+    ``per_class`` examples of each of those classes, in stored order, selected before
+    decoding (`pipeline.first_per_class`; the projection figure's sample). See
+    `lskd_tf.data.pipeline` for the order.
     """
     source = get_source(name)
     opts = source.resolve_options(options)
     split = source.check_split(split)
     info = source.info(data_dir, opts)
+    if (classes is None) != (per_class is None):
+        raise ValueError("pass both classes and per_class (a class sample), or neither")
     examples = source.examples(split, data_dir, download, opts)
+    if classes is not None:
+        if int(per_class) < 1 or any(not 0 <= int(c) < info.num_classes for c in classes):
+            raise ValueError(
+                f"a class sample needs per_class >= 1 and class ids in 0..{info.num_classes - 1}; "
+                f"got classes={list(classes)}, per_class={per_class}"
+            )
+        examples = pipeline.first_per_class(examples, classes, per_class)
     return pipeline.build(
         examples,
         info=info,

@@ -1,9 +1,15 @@
 """ImageNet-1K (TFDS `imagenet2012`, manual download) and CUB-200-2011 (`caltech_birds2011`).
 
-Both read JPEG bytes (`tfds.decode.SkipDecoding`) and decode in the pipeline's map:
-ImageNet training decodes only the sampled crop window (`decode_and_crop_jpeg`).
-Eval for both: resize the short side to 256, center crop 224. Normalization: the
-torchvision ImageNet constants, as in both papers.
+Both read JPEG bytes (`tfds.decode.SkipDecoding`) and decode in the pipeline's map
+with PIL's accurate DCT: ImageNet training decodes only the sampled crop window
+(`decode_and_crop_jpeg`). Eval for both: torchvision's `Resize(256)` +
+`CenterCrop(224)`, antialiased like PIL (`augment.resize_center_crop`). Normalization:
+the torchvision ImageNet constants, as in both papers.
+
+Option ``antialias`` (default True) antialiases every resize (the eval resize and the
+training crop's), as torchvision does on PIL images; False gives `tf.image.resize`'s
+plain bilinear. Runs record all these options in their identity (`Source.preprocessing`):
+the preprocessing changed after ImageNet/CUB runs were recorded.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ class Imagenet2012(TfdsSource):
     eval_split = "validation"
     #: lighting: ReActNet's PCA lighting noise std (`Lighting(0.1)` in its binary
     #: student's recipe), applied after the crop; 0 (off) in the papers' ResNet recipes.
-    option_defaults = {"image_size": 224, "lighting": 0.0}
+    option_defaults = {"image_size": 224, "antialias": True, "lighting": 0.0}
     skip_decoding = True
+    records_preprocessing = True
     how_to_get = (
         "ImageNet cannot be downloaded automatically. Register at "
         "https://image-net.org, download ILSVRC2012_img_train.tar and "
@@ -56,18 +63,28 @@ class Imagenet2012(TfdsSource):
         )
 
     def train_image(self, image, seed, options):
-        image = augment.jpeg_random_resized_crop_flip(image, seed, size=options["image_size"])
+        image = augment.jpeg_random_resized_crop_flip(
+            image, seed, size=options["image_size"], antialias=bool(options["antialias"])
+        )
         if options["lighting"]:
             lighting_seed = tf.random.experimental.stateless_fold_in(seed, 1)
             image = augment.pca_lighting(image, lighting_seed, alphastd=options["lighting"])
         return image
 
     def eval_image(self, image, options):
-        return augment.jpeg_resize_center_crop(image, size=options["image_size"])
+        return augment.jpeg_resize_center_crop(
+            image, size=options["image_size"], antialias=bool(options["antialias"])
+        )
 
 
 class CaltechBirds2011(Imagenet2012):
-    """CUB-200-2011: 5,994 train / 5,794 test images of 200 bird species, no superclasses."""
+    """CUB-200-2011: 5,994 train / 5,794 test images of 200 bird species, no superclasses.
+
+    Training: `augment.CubAugmentation`, Chandrasegaran et al.'s CUB augmentation
+    (sutd-visual-computing-group/LS-KD-compatibility,
+    src/image_classification/cub/train_{teacher,student}.py); each of its fields is a
+    dataset option (``max_rotation_degrees=15``, ``brightness=0.4``, ...), defaults the code's.
+    """
 
     name = "caltech_birds2011"
     splits = ("train", "test")
@@ -77,15 +94,10 @@ class CaltechBirds2011(Imagenet2012):
         "`tfds build caltech_birds2011 --data_dir={data_dir}` on a machine with "
         "internet access (~1.2 GB)"
     )
-    option_defaults = {
-        "image_size": 224,
-        "area_range": (0.2, 1.0),
-        "max_rotation_degrees": 15.0,
-        "grayscale_probability": 0.1,
-        "jitter": 0.4,
-    }
+    option_defaults = {"image_size": 224, **augment.CUB_AUGMENTATION_DEFAULTS}
 
     def info(self, data_dir, options):
+        self.augmentation(options)  # bad augmentation options: a ValueError now, not in tf.data
         size = int(options["image_size"])
         return DatasetInfo(
             name=self.name,
@@ -102,12 +114,12 @@ class CaltechBirds2011(Imagenet2012):
         )
 
     def train_image(self, image, seed, options):
-        return augment.cub_train(
-            augment.decode_image(image),
-            seed,
-            size=options["image_size"],
-            area_range=tuple(options["area_range"]),
-            max_rotation_degrees=options["max_rotation_degrees"],
-            grayscale_probability=options["grayscale_probability"],
-            jitter=options["jitter"],
+        return self.augmentation(options)(
+            augment.decode_image(image), seed, size=options["image_size"]
+        )
+
+    def augmentation(self, options) -> augment.CubAugmentation:
+        """The training augmentation the (resolved) options ask for."""
+        return augment.CubAugmentation(
+            **{name: options[name] for name in augment.CUB_AUGMENTATION_DEFAULTS}
         )

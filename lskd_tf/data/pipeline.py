@@ -16,7 +16,7 @@ Order (why):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
@@ -38,6 +38,33 @@ def batch_size_for(global_batch_size: int, input_context: tf.distribute.InputCon
             f"global_batch_size={global_batch_size} is not divisible by the "
             f"{input_context.num_replicas_in_sync} replicas; choose a multiple of it"
         ) from None
+
+
+def first_per_class(
+    examples: tf.data.Dataset, classes: Sequence[int], per_class: int
+) -> tf.data.Dataset:
+    """The first `per_class` raw `(image, label)` examples of each of `classes`, in order.
+
+    Filters on the label before any decoding and stops once every class is full, so a
+    projection's sample of ImageNet's training split reads records, not images (the
+    ICML 2022 script takes the first 150 training and 50 validation images of each class
+    of its triple: `lskd_tf.analysis.driver`). A class with fewer examples gives all of
+    them.
+    """
+    wanted = tf.constant(list(classes), tf.int64)
+    limit = tf.constant(int(per_class), tf.int64)
+
+    def count(seen, example):
+        hit = tf.equal(wanted, tf.cast(example[1], tf.int64))  # which class of the triple
+        keep = tf.reduce_any(hit & (seen < limit))
+        return seen + tf.cast(hit & keep, tf.int64), (example, keep)
+
+    ds = examples.filter(
+        lambda image, label: tf.reduce_any(tf.equal(wanted, tf.cast(label, tf.int64)))
+    )
+    ds = ds.scan(tf.zeros([len(classes)], tf.int64), count)
+    ds = ds.filter(lambda example, keep: keep).map(lambda example, keep: example)
+    return ds.take(len(classes) * int(per_class))
 
 
 def build(

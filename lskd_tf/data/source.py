@@ -30,6 +30,10 @@ class Source:
     option_defaults: Mapping[str, Any] = {}
     #: default shuffle buffer (examples); capped by the split size
     shuffle_buffer: int = 10_000
+    #: True when a run's identity lists every resolved option, defaults included
+    #: (`preprocessing`): for sources whose default preprocessing changed after runs
+    #: were recorded, so that those runs are refused as changed, not silently reused.
+    records_preprocessing: bool = False
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults updated with `options`; unknown keys are a clear ValueError."""
@@ -41,6 +45,21 @@ class Source:
                 f"valid options: {', '.join(sorted(valid)) or 'none'}"
             )
         return {**valid, **options}
+
+    def preprocessing(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The resolved options that shape the examples, for a run's identity.
+
+        Every option but ``shuffle_buffer`` (which only orders them) when
+        `records_preprocessing`, else ``{}``: the sources whose preprocessing never changed
+        (embedded, CIFAR-100) keep the identities their runs were recorded with, while
+        ImageNet and CUB runs recorded before the antialiased resize and the ICML 2022 CUB
+        augmentation lack this entry and are refused as changed
+        (`lskd_tf.experiment.identity`).
+        """
+        if not self.records_preprocessing:
+            return {}
+        resolved = self.resolve_options(options)
+        return {key: value for key, value in sorted(resolved.items()) if key != "shuffle_buffer"}
 
     def check_split(self, split: str) -> str:
         """Accept a split name or a TFDS slice of one (`"train[:10%]"`)."""

@@ -267,7 +267,7 @@ def from_image_folder(
 
     Class ids follow the sorted sub-folder names. The eval split is `eval_path` (same
     layout, same class folders) or, without it, a seeded per-class hold-out of
-    `eval_fraction` of `path`. JPEG/PNG/BMP/GIF are read with `tf.io.decode_image`.
+    `eval_fraction` of `path`. JPEG/PNG/BMP/GIF are read with `augment.decode_image`.
 
     Corrupt files: with `check_images=True` (default) every file is decoded once up
     front; unreadable ones are counted, logged in one warning and left out (so

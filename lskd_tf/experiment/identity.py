@@ -7,7 +7,9 @@ the run it holds has exactly the identity of the run asked for. The identity is:
   the seed, the teacher run or checkpoint, the teacher cache when it changes training);
 * every `TrainConfig` field that changes results (`TrainConfig.identity`);
 * the dataset and its options (not where it is stored: ``data_dir``, ``download``,
-  ``cache`` do not change the examples);
+  ``cache`` do not change the examples), as the task reports them (`Task.data_identity`:
+  ImageNet and CUB runs also record every resolved preprocessing option, since their
+  preprocessing changed after runs existed);
 * the mixed-precision policy;
 * for a student, its teacher's identity (a study's teacher run: retraining the teacher
   with other settings makes new students) or the SHA-256 of the teacher checkpoint file.
@@ -26,6 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
+from lskd_tf import tasks
 from lskd_tf.checksums import file_sha256
 from lskd_tf.experiment.specs import RunEnv, RunSpec, TeacherSpec
 from lskd_tf.run_dir import RunDir
@@ -43,7 +46,7 @@ def identity(spec: RunSpec, env: RunEnv) -> dict:
     found = {
         **spec.record(),
         "train": spec.train.identity(),
-        "data": {"name": spec.data.name, "options": [list(o) for o in spec.data.options]},
+        "data": tasks.get(spec.task).data_identity(spec.data),
         "mixed_precision": env.mixed_precision,
     }
     if spec.pretrained:  # the weights themselves, not only their file name

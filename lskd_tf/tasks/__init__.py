@@ -78,6 +78,15 @@ class Task:
         """A description of the dataset (anything with ``to_dict()``, e.g. `DatasetInfo`)."""
         raise NotImplementedError
 
+    def data_identity(self, data) -> dict:
+        """What of ``data`` enters a run's identity (`lskd_tf.experiment.identity`).
+
+        The dataset and the options set, not where it is stored (``data_dir``,
+        ``download``, ``cache`` do not change the examples). A task adds settings that
+        changed after runs were recorded (image classification: `Source.preprocessing`).
+        """
+        return {"name": data.name, "options": [list(o) for o in data.options]}
+
     def train_fn(self, data, *, batch_size: int, seed: int) -> Callable:
         """``(epoch, input_context=None) -> tf.data.Dataset`` of global training batches.
 

@@ -34,12 +34,24 @@ class ImageClassification(tasks.Task):
     def dataset_info(self, data) -> datasets.DatasetInfo:
         return datasets.get_info(data.name, data_dir=data.data_dir, **dict(data.options))
 
-    def dataset(self, data, split: str, *, batch_size: int, training: bool, seed: int = 0):
-        """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`)."""
+    def data_identity(self, data) -> dict:
+        """The dataset, its options, and for ImageNet and CUB every resolved option
+        (`lskd_tf.data.source.Source.preprocessing`: their preprocessing changed after
+        runs were recorded; embedded and CIFAR-100 identities are unchanged)."""
+        found = super().data_identity(data)
+        preprocessing = datasets.get_source(data.name).preprocessing(dict(data.options))
+        return {**found, "preprocessing": preprocessing} if preprocessing else found
+
+    def dataset(
+        self, data, split: str, *, batch_size: int, training: bool, seed: int = 0,
+        classes=None, per_class: int | None = None,
+    ):  # fmt: skip
+        """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`;
+        ``classes`` and ``per_class``: only the first ``per_class`` of each class)."""
         return datasets.make_dataset(
             data.name, split, global_batch_size=batch_size, training=training, seed=seed,
             data_dir=data.data_dir, cache=data.cache, download=data.download,
-            **dict(data.options),
+            classes=classes, per_class=per_class, **dict(data.options),
         )  # fmt: skip
 
     def train_fn(self, data, *, batch_size: int, seed: int) -> Callable:
