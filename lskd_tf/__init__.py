@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SmoothedCrossEntropy": "lskd_tf.losses",
     "DistillationKL": "lskd_tf.losses",
+    "TopKDistillationKL": "lskd_tf.losses",
     "Distiller": "lskd_tf.distiller",
     "DistillSpec": "lskd_tf.distiller",
     "register_kd_loss": "lskd_tf.losses",

@@ -4,7 +4,8 @@
            + the student's regularization losses (L2 weight decay)
 
 KD is the loss named by `DistillSpec.kd_loss` (default ``"kl"``:
-T² KL(softmax(t/T) ‖ softmax(s/T)), `lskd_tf.losses`). The defaults
+T² KL(softmax(t/T) ‖ softmax(s/T)); ``"topk_kl"``: the same on the teacher's
+``kd_topk`` largest logits, as the papers' fairseq fork computes it; `lskd_tf.losses`). The defaults
 (``kd_weight=1, ce_weight=0``) are the pure KD both papers use.
 
 The `Distiller` changes only what Keras lets a model change: `compute_loss` and
@@ -16,6 +17,8 @@ Batches are Keras's ``(x, y)`` or ``(x, y, sample_weight)``:
 
 * ``x``: the student's (and teacher's) inputs, or ``with_teacher_logits(inputs,
   logits)`` to distill from precomputed teacher logits (the teacher is then not run);
+  for a top-k KD loss the logits may be `lskd_tf.losses.sparse_teacher(ids, logits)`,
+  the teacher's k largest per position, never expanded to the vocabulary;
 * ``y``: class ids ``(batch,)``, or token ids ``(batch, length)`` for sequences;
 * ``sample_weight``: optional, e.g. a padding mask ``(batch, length)``: every loss and
   metric is then the mean over the weighted positions (padding never counts).
@@ -35,6 +38,7 @@ from lskd_tf.losses import (
     REDUCTION,
     SmoothedCrossEntropy,
     get_kd_loss,
+    teacher_top1,
     validate_kd_loss,
     validate_smoothing,
     validate_temperature,
@@ -62,6 +66,9 @@ class DistillSpec:
             search translations of the training sources). The label term (``ce_weight``)
             then fits them and the KD term (``kd_weight``) is word-level KD on them; the
             task builds the data (`lskd_tf.tasks.Task.sequence_level_train_fn`).
+        kd_topk: the k of a KD loss that reads the teacher's k largest logits per position
+            (``kd_loss="topk_kl"``; the papers' fairseq fork keeps 4); 0 for the others.
+            A teacher cache then stores exactly those k ids and logits.
 
     Run records, TensorBoard hparams and flagfiles list these fields by iterating
     over them (`dataclasses.fields`), so a new field is one edit here. A field marked
@@ -81,6 +88,7 @@ class DistillSpec:
     t2_scaling: bool = True
     kd_loss: str = "kl"
     sequence_level: bool = dataclasses.field(default=False, metadata=ADDED_LATER)
+    kd_topk: int = dataclasses.field(default=0, metadata=ADDED_LATER)
 
     def __post_init__(self):
         validate_temperature(self.temperature)
@@ -91,14 +99,15 @@ class DistillSpec:
         if self.kd_weight == 0 and self.ce_weight == 0:
             raise ValueError("kd_weight and ce_weight are both 0: nothing to train on")
         validate_smoothing(self.label_smoothing, self.smoothing, name="label_smoothing")
-        validate_kd_loss(self.kd_loss)
+        validate_kd_loss(self.kd_loss, topk=self.kd_topk)
 
     def to_dict(self) -> dict:
         return without_later_defaults(self, dataclasses.asdict(self))
 
 
 def with_teacher_logits(inputs, teacher_logits) -> dict:
-    """The ``x`` of a batch that carries precomputed teacher logits."""
+    """The ``x`` of a batch that carries precomputed teacher logits: dense (..., V), or
+    `lskd_tf.losses.sparse_teacher` (the top k) for a top-k KD loss."""
     return {INPUTS: inputs, TEACHER_LOGITS: teacher_logits}
 
 
@@ -204,10 +213,16 @@ class Distiller(keras.Model):
         self.ce_loss_fn = SmoothedCrossEntropy(
             self.distill.label_smoothing, self.distill.smoothing, reduction=REDUCTION
         )
+        if self.distill.kd_topk >= student_classes:
+            raise ValueError(
+                f"kd_topk={self.distill.kd_topk} must be < the {student_classes} classes "
+                "the models output"
+            )
         self.kd_loss_fn = get_kd_loss(
             self.distill.kd_loss,
             temperature=self.distill.temperature,
             t2_scaling=self.distill.t2_scaling,
+            topk=self.distill.kd_topk,
         )
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.kd_tracker = keras.metrics.Mean(name="kd_loss")
@@ -261,7 +276,8 @@ class Distiller(keras.Model):
         self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=count)
         self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=count)
         agree = ops.cast(
-            ops.equal(ops.argmax(teacher_logits, -1), ops.argmax(y_pred, -1)), "float32"
+            ops.equal(teacher_top1(teacher_logits), ops.cast(ops.argmax(y_pred, -1), "int32")),
+            "float32",
         )
         self.agreement_tracker.update_state(agree, sample_weight=sample_weight)
         return total

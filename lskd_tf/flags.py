@@ -153,7 +153,14 @@ SEQUENCE_LEVEL_KD = flags.DEFINE_bool(
 )  # fmt: skip
 KD_LOSS = flags.DEFINE_string(
     "kd_loss", "kl", f"The KD loss by name ({', '.join(kd_losses())}; "
-    "lskd_tf.losses.register_kd_loss adds one): kl = T^2 KL(softmax(t/T) || softmax(s/T)).",
+    "lskd_tf.losses.register_kd_loss adds one): kl = T^2 KL(softmax(t/T) || softmax(s/T)) "
+    "over all classes; topk_kl = the papers' fairseq fork's word-level KD: the teacher's "
+    "--kd_topk largest logits renormalised at T, the student's log-softmax read at their ids.",
+)  # fmt: skip
+KD_TOPK = flags.DEFINE_integer(
+    "kd_topk", 0, "--kd_loss=topk_kl: how many of the teacher's largest logits per token it "
+    "reads (the fork: 4); a --teacher_cache then stores exactly those ids and logits. 0 "
+    "for the other KD losses.",
 )  # fmt: skip
 USE_TEACHER = flags.DEFINE_enum(
     "use_teacher", "last", TEACHER_CHECKPOINTS, "Which teacher checkpoint students distill from."
@@ -275,7 +282,8 @@ CACHE_TOPK = flags.DEFINE_integer(
     "cache_topk",
     0,
     "Teacher cache: keep the k largest logits per view or target token "
-    "(0: all; the rest keep their mass at T=1). The papers' translation code keeps 4.",
+    "(0: all; the rest keep their mass at T=1) for --kd_loss=kl. Leave it at 0 with "
+    "--kd_loss=topk_kl: the cache then keeps exactly the --kd_topk logits and ids.",
 )
 CACHE_DTYPE = flags.DEFINE_enum(
     "cache_dtype", "float16", ("float16", "float32"), "Teacher cache storage precision."
@@ -523,6 +531,9 @@ flags.register_validator("cache_views", lambda v: v >= 1, message="--cache_views
 flags.register_validator(
     "cache_topk", lambda v: v >= 0, message="--cache_topk must be >= 0 (0 keeps all logits)"
 )
+flags.register_validator(
+    "kd_topk", lambda v: v >= 0, message="--kd_topk must be >= 0 (0 unless --kd_loss=topk_kl)"
+)
 flags.register_validator("seeds", lambda v: bool(_ints(v, "seeds")), message="--seeds is empty")
 for _name in ("seeds", "milestones", "teacher_milestones"):
     flags.register_validator(_name, lambda v, name=_name: _non_negative_ints(v, name))
@@ -565,6 +576,7 @@ DISTILL_FLAGS = {
     "temperature": "temperatures", "kd_weight": "kd_weight", "ce_weight": "ce_weight",
     "label_smoothing": "student_smoothing", "smoothing": "smoothing",
     "t2_scaling": "t2_scaling", "kd_loss": "kd_loss", "sequence_level": "sequence_level_kd",
+    "kd_topk": "kd_topk",
 }  # fmt: skip
 """`DistillSpec` field -> flag (a study's --temperatures are a list)."""
 NOT_IN_FLAGFILES = ("verbose",)

@@ -12,8 +12,10 @@ replicas holding different numbers of real tokens train exactly as one device.
 Logits are ``(batch, K)`` for classification or ``(batch, length, V)`` for sequences;
 labels have the logits' shape without the last axis.
 
-KD losses are chosen by name (`kd_loss`): ``"kl"`` is Hinton's temperature KL.
-Adding one is a class and a registration::
+KD losses are chosen by name (`kd_loss`): ``"kl"`` is Hinton's temperature KL over the
+whole vocabulary; ``"topk_kl"`` is the papers' fairseq fork's word-level KD on the
+teacher's k largest logits (`TopKDistillationKL`). Adding one is a class and a
+registration::
 
     @register_kd_loss("mse_logits")
     class LogitMSE(lskd_tf.losses.MaskedMeanLoss):
@@ -26,6 +28,8 @@ Both compute in float32 whatever the input dtype, so float16/bfloat16 logits
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -37,13 +41,18 @@ REDUCTION = "mean_with_sample_weight"
 
 _KD_LOSSES: dict[str, type[keras.losses.Loss]] = {}
 
+TOPK_IDS = "topk_ids"
+TOPK_LOGITS = "topk_logits"
+
 
 def register_kd_loss(name: str):
     """Class decorator: make a KD loss selectable by ``name`` (`DistillSpec.kd_loss`).
 
     The class is a `MaskedMeanLoss` whose constructor takes ``temperature`` and
     ``t2_scaling`` (and Keras's ``reduction``/``name``/``dtype``), and whose ``call``
-    maps ``(teacher_logits, student_logits)`` to one value per example or position.
+    maps ``(teacher_logits, student_logits)`` to one value per example or position. A
+    loss that reads only the teacher's k largest logits also takes ``topk`` (set from
+    `DistillSpec.kd_topk`) and accepts a `sparse_teacher` as ``teacher_logits``.
     """
 
     def register(cls: type[keras.losses.Loss]) -> type[keras.losses.Loss]:
@@ -65,16 +74,92 @@ def kd_losses() -> list[str]:
     return sorted(_KD_LOSSES)
 
 
-def validate_kd_loss(name: str) -> None:
-    """Raise a one-line ValueError unless ``name`` is a registered KD loss."""
+def reads_topk(name: str) -> bool:
+    """Whether the KD loss ``name`` reads only the teacher's k largest logits per position
+    (its constructor takes ``topk``; `DistillSpec.kd_topk` sets it)."""
     if name not in _KD_LOSSES:
         raise ValueError(f"unknown KD loss {name!r}; choose one of: {', '.join(kd_losses())}")
+    return "topk" in inspect.signature(_KD_LOSSES[name]).parameters
 
 
-def get_kd_loss(name: str, *, temperature: float, t2_scaling: bool = True) -> keras.losses.Loss:
-    """A new instance of the KD loss registered as ``name``."""
-    validate_kd_loss(name)
-    return _KD_LOSSES[name](temperature=temperature, t2_scaling=t2_scaling, reduction=REDUCTION)
+def validate_kd_loss(name: str, *, topk: int = 0) -> None:
+    """Raise a one-line ValueError unless ``name`` is a registered KD loss and ``topk``
+    (0: not set) is set exactly when that loss reads the teacher's top k."""
+    wants_topk = reads_topk(name)
+    if int(topk) != topk or topk < 0:
+        raise ValueError(f"kd_topk must be an integer >= 0, got {topk!r}")
+    if wants_topk and not topk:
+        raise ValueError(
+            f"kd_loss={name!r} reads the teacher's k largest logits per position: set "
+            "kd_topk >= 1 (the papers' fairseq fork keeps 4)"
+        )
+    if topk and not wants_topk:
+        raise ValueError(
+            f"kd_topk={topk} applies only to KD losses that read the teacher's top k ("
+            + ", ".join(n for n in kd_losses() if reads_topk(n))
+            + f"); set kd_topk=0 for kd_loss={name!r}"
+        )
+
+
+def get_kd_loss(
+    name: str, *, temperature: float, t2_scaling: bool = True, topk: int = 0
+) -> keras.losses.Loss:
+    """A new instance of the KD loss registered as ``name``.
+
+    ``topk``: the k of a loss that reads the teacher's top k (``"topk_kl"``); 0 for the
+    others (see `validate_kd_loss`).
+
+    Example:
+
+    >>> kd = get_kd_loss("topk_kl", temperature=64.0, topk=4)
+    >>> kd(teacher_logits, student_logits, sample_weight=padding_mask)
+    """
+    validate_kd_loss(name, topk=topk)
+    options = {"topk": int(topk)} if topk else {}
+    return _KD_LOSSES[name](
+        temperature=temperature, t2_scaling=t2_scaling, reduction=REDUCTION, **options
+    )
+
+
+def sparse_teacher(ids, logits) -> dict:
+    """A teacher's k largest logits per position, as top-k KD losses read them.
+
+    ``ids`` (..., k) integer token/class ids and ``logits`` (..., k) their logits, largest
+    first (as `keras.ops.top_k` orders them). A KD loss that reads the teacher's top k
+    accepts this in place of dense teacher logits (..., V): a cache of top-k teacher
+    outputs (`lskd_tf.tasks.translation.teacher_cache`) never expands them to V logits.
+    """
+    return {TOPK_IDS: ids, TOPK_LOGITS: logits}
+
+
+def is_sparse_teacher(teacher) -> bool:
+    """Whether ``teacher`` is a `sparse_teacher` structure (not dense logits)."""
+    return isinstance(teacher, dict) and TOPK_IDS in teacher
+
+
+def teacher_topk(teacher, k: int):
+    """``(ids int32, logits float32)`` of the teacher's k largest logits, largest first.
+
+    ``teacher`` is dense logits (..., V) (their top k are taken here) or a
+    `sparse_teacher` holding exactly k entries per position.
+    """
+    if is_sparse_teacher(teacher):
+        ids, logits = teacher[TOPK_IDS], teacher[TOPK_LOGITS]
+        if ids.shape[-1] is not None and ids.shape[-1] != k:
+            raise ValueError(
+                f"the sparse teacher holds its top {ids.shape[-1]} logits per position but "
+                f"the loss reads the top {k}: build the teacher cache with kd_topk={k}"
+            )
+        return ops.cast(ids, "int32"), ops.cast(logits, "float32")
+    logits, ids = ops.top_k(ops.cast(teacher, "float32"), k, sorted=True)
+    return ops.cast(ids, "int32"), logits
+
+
+def teacher_top1(teacher):
+    """The teacher's most likely id per position, from dense or `sparse_teacher` logits."""
+    if is_sparse_teacher(teacher):
+        return ops.cast(teacher[TOPK_IDS][..., 0], "int32")
+    return ops.cast(ops.argmax(teacher, -1), "int32")
 
 
 class MaskedMeanLoss(keras.losses.Loss):
@@ -232,4 +317,91 @@ class DistillationKL(MaskedMeanLoss):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(temperature=self.temperature, t2_scaling=self.t2_scaling)
+        return config
+
+
+@register_kd_loss("topk_kl")
+@keras.saving.register_keras_serializable(package="lskd_tf")
+class TopKDistillationKL(MaskedMeanLoss):
+    """Word-level KD on the teacher's k largest logits, as the papers' fairseq fork does it.
+
+    Per position, with the teacher's top-k logits ``t_k`` at ids ``idx_k`` and student
+    logits ``s``::
+
+        p = softmax(t_k / T)                      # renormalised over the top k only
+        loss = T² · Σ_k p_k · (log p_k − log_softmax(s / T)[idx_k])
+
+    The student's log-softmax is over the full vocabulary and read at the k ids; every
+    other id gets no target mass. This is the fork's criterion
+    (RayeRen/multilingual-kd-pytorch, ``fairseq/criterions/
+    distill_label_smoothed_cross_entropy_loss.py``: ``topk_prob = F.softmax(topk_prob /
+    self.t)``, ``distill_loss = -(lprobs_t.gather(-1, topk_idx) * topk_prob).sum(-1)``,
+    times ``self.t * self.t``) on the teacher outputs its ``fairseq/fed_utils.py:
+    output2topk`` stores (the top-k *logits* and their ids). The fork's value is the
+    cross-entropy ``−T² Σ_k p_k log q[idx_k]``; this reports it minus the constant
+    ``−T² Σ_k p_k log p_k`` (the top-k teacher's entropy), a KL-like value that is >= 0
+    and 0 when the student's probabilities at the k ids equal the teacher's. The
+    teacher is a constant of the step, so the gradient is exactly the fork's:
+    ``∂/∂s = T · (softmax(s/T) − p scattered at idx)`` per position.
+
+    The fork weighs this by 0.9 and label-smoothed cross-entropy (eps 0.1, eps/V, i.e.
+    ``smoothing="uniform"``) by 0.1, sums over non-padding tokens and divides by their
+    number: `DistillSpec(kd_loss="topk_kl", kd_topk=4, kd_weight=0.9, ce_weight=0.1,
+    label_smoothing=0.1)` with the padding mask as ``sample_weight``.
+
+    Args:
+        temperature: T > 0; softens both distributions.
+        topk: k >= 1, how many of the teacher's largest logits are read (the fork: 4).
+        t2_scaling: multiply by T² (the fork does).
+        reduction, name: as for any `keras.losses.Loss`.
+
+    ``y_true`` is the teacher: dense logits (..., V), whose top k are taken here (online
+    distillation), or `sparse_teacher(ids, logits)` with exactly k entries per position
+    (a top-k teacher cache; never expanded to V logits). ``y_pred`` are student logits
+    (..., V). Computed in float32 whatever the input dtype (finite for float16 logits at
+    T = 64).
+
+    Example:
+
+    >>> kd = TopKDistillationKL(temperature=1.0, topk=4)
+    >>> kd(teacher_logits, student_logits, sample_weight=padding_mask)
+    >>> kd(sparse_teacher(ids, top_logits), student_logits, sample_weight=padding_mask)
+    """
+
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        topk: int = 4,
+        t2_scaling: bool = True,
+        reduction: str = REDUCTION,
+        name: str = "topk_distillation_kl",
+        dtype=None,
+    ):
+        validate_temperature(temperature)
+        if int(topk) != topk or topk < 1:
+            raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        # Keras converts every y_true tensor, the sparse teacher's ids too, to the loss's
+        # dtype: float32 holds ids below 2**24 exactly, float16 would not.
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(
+                f"{type(self).__name__} computes in float32; leave dtype unset (got {self.dtype})"
+            )
+        self.temperature = float(temperature)
+        self.topk = int(topk)
+        self.t2_scaling = bool(t2_scaling)
+
+    def call(self, y_true, y_pred):
+        ids, teacher_logits = teacher_topk(y_true, self.topk)
+        log_p_teacher = ops.log_softmax(teacher_logits / self.temperature, axis=-1)
+        log_p_student = ops.log_softmax(ops.cast(y_pred, "float32") / self.temperature, axis=-1)
+        at_teacher_ids = ops.take_along_axis(log_p_student, ids, axis=-1)
+        kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - at_teacher_ids), axis=-1)
+        if self.t2_scaling:
+            kl = kl * (self.temperature**2)
+        return kl
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(temperature=self.temperature, topk=self.topk, t2_scaling=self.t2_scaling)
         return config

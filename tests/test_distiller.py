@@ -210,3 +210,82 @@ def test_student_weight_decay_is_part_of_the_loss(tiny_cnn):
     logs = distiller.evaluate(X, Y, batch_size=64, verbose=0, return_dict=True)
     decay = 0.5 * np.sum(student.get_layer("classifier").kernel.numpy() ** 2)
     np.testing.assert_allclose(logs["loss"] - logs["kd_loss"], decay, rtol=1e-4)
+
+
+def test_topk_kd_student_gradient_is_the_forks_criterion():
+    """DistillSpec(kd_loss="topk_kl", kd_topk=4, 0.9 KD + 0.1 LS-CE, eps 0.1 uniform) on
+    padded token logits: the loss's gradient with respect to the student's logits is the
+    fork's (RayeRen/multilingual-kd-pytorch, fairseq/criterions/
+    distill_label_smoothed_cross_entropy_loss.py, divided by the non-padding tokens as
+    fairseq does), with an online teacher and with its cached top 4 (sparse) alike."""
+    from lskd_tf.losses import sparse_teacher
+
+    rng = np.random.default_rng(5)
+    batch, length, vocab, T, k, eps, alpha = 3, 5, 9, 3.0, 4, 0.1, 0.9
+
+    def tagger(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((length,), dtype="int32")
+        spread = keras.initializers.RandomNormal(stddev=2.0)
+        embedded = keras.layers.Embedding(vocab, 8, embeddings_initializer=spread)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(vocab)(embedded))
+
+    teacher = tagger(1)
+    x = rng.integers(0, vocab, (batch, length)).astype("int32")
+    y = rng.integers(0, vocab, (batch, length)).astype("int32")
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], "float32")
+    spec = DistillSpec(temperature=T, kd_weight=alpha, ce_weight=1 - alpha, label_smoothing=eps,
+                       kd_loss="topk_kl", kd_topk=k)  # fmt: skip
+    distiller = Distiller(teacher, tagger(2), spec)
+    student = rng.normal(0, 2, (batch, length, vocab)).astype("float32")
+    t = teacher.predict(x, verbose=0)
+    top_logits, top_ids = tf.math.top_k(t, k)
+
+    def loss_and_grad(batch_x):
+        logits = tf.constant(student)
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            loss = distiller.compute_loss(batch_x, y, logits, sample_weight=mask)
+        return float(loss), tape.gradient(loss, logits).numpy()
+
+    online = loss_and_grad(x)
+    cached = loss_and_grad(with_teacher_logits(x, sparse_teacher(top_ids, top_logits)))
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    s = student.astype(np.float64)
+    idx = np.argsort(-t, axis=-1, kind="stable")[..., :k]  # output2topk
+    p = np.exp(log_softmax(np.take_along_axis(t, idx, -1).astype(np.float64) / T))
+    distill = -(np.take_along_axis(log_softmax(s / T), idx, -1) * p).sum(-1)
+    nll = -np.take_along_axis(log_softmax(s), y[..., None], -1)[..., 0]
+    smooth = -log_softmax(s).sum(-1)
+    per_token = alpha * distill * T * T + (1 - alpha) * ((1 - eps) * nll + eps / vocab * smooth)
+    fork = (per_token * mask).sum() / mask.sum()
+    p_dense = np.zeros_like(s)
+    np.put_along_axis(p_dense, idx, p, -1)
+    targets = (1 - eps) * np.eye(vocab)[y] + eps / vocab
+    grad = alpha * T * (np.exp(log_softmax(s / T)) - p_dense) + (1 - alpha) * (
+        np.exp(log_softmax(s)) - targets
+    )
+    grad *= (mask / mask.sum())[..., None]
+    entropy = (-(p * np.log(p)).sum(-1) * mask).sum() / mask.sum()
+    for loss, gradient in (online, cached):
+        np.testing.assert_allclose(gradient, grad, rtol=1e-4, atol=1e-7)
+        # the reported KD value is the fork's minus the top-k teacher's entropy (constant)
+        np.testing.assert_allclose(loss, fork - alpha * T * T * entropy, rtol=1e-5)
+    assert cached[0] == pytest.approx(online[0], rel=1e-6)
+    np.testing.assert_allclose(cached[1], online[1], rtol=1e-6, atol=1e-9)
+
+
+def test_kd_topk_is_out_of_old_runs_identity_and_checked():
+    assert "kd_topk" not in DistillSpec().to_dict()
+    assert DistillSpec(kd_loss="topk_kl", kd_topk=4).to_dict()["kd_topk"] == 4
+    with pytest.raises(ValueError, match="set kd_topk >= 1"):
+        DistillSpec(kd_loss="topk_kl")
+    with pytest.raises(ValueError, match="set kd_topk=0 for kd_loss='kl'"):
+        DistillSpec(kd_topk=4)
+    with pytest.raises(ValueError, match="must be < the 10 classes"):
+        teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(10)])
+        Distiller(teacher, teacher, DistillSpec(kd_loss="topk_kl", kd_topk=10))

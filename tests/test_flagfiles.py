@@ -227,6 +227,7 @@ def test_translation_flagfile_is_the_forks_recipe(path):
     distill = study.distill
     assert (distill.kd_weight, distill.ce_weight, distill.label_smoothing) == (0.9, 0.1, 0.1)
     assert distill.t2_scaling is True and study.smoothing == "uniform"
+    assert (distill.kd_loss, distill.kd_topk) == ("topk_kl", 4)  # the fork's top-4 logits
     for kind, train in (("teacher", study.teacher_train), ("student", study.student_train)):
         assert (
             train.epochs,

@@ -129,3 +129,169 @@ def test_loss_is_divided_by_replicas_under_mirrored_strategy(mirrored_strategy, 
     )
     values = mirrored_strategy.experimental_local_results(per_replica)
     np.testing.assert_allclose([float(v) for v in values], [expected, expected], rtol=1e-5)
+
+
+# --------------------------------------------------------------------- top-k word-level KD
+# A NumPy transcription of the papers' fairseq fork (RayeRen/multilingual-kd-pytorch):
+# fairseq/fed_utils.py:output2topk stores torch.topk(teacher_output, k) (logits and ids);
+# fairseq/criterions/distill_label_smoothed_cross_entropy_loss.py computes, per token,
+#   distill_loss = -(log_softmax(s / t).gather(-1, topk_idx) * softmax(topk / t)).sum(-1)
+#   loss = sum_nonpad(alpha * distill_loss) * t * t
+#          + sum_nonpad((1 - alpha) * ((1 - eps) * nll + eps / V * -sum_v log_softmax(s)))
+# and fairseq divides the gradient by sample_size = the number of non-padding tokens.
+
+
+def np_softmax(z):
+    return np.exp(np_log_softmax(z))
+
+
+def np_output2topk(teacher, k):
+    idx = np.argsort(-teacher, axis=-1, kind="stable")[..., :k]  # torch.topk: largest first
+    return idx, np.take_along_axis(teacher, idx, -1)
+
+
+def np_fork_kd(teacher, student, mask, T, k):
+    """The fork's KD term, T^2 * sum over non-pad tokens / their number, and its gradient
+    with respect to the student logits (d/ds of -sum_k p_k log_softmax(s/T)[idx_k] is
+    (softmax(s/T) - p at idx) / T)."""
+    idx, top = np_output2topk(teacher, k)
+    p = np_softmax(top / T)
+    per_token = -(np.take_along_axis(np_log_softmax(student / T), idx, -1) * p).sum(-1)
+    value = (per_token * mask).sum() * T * T / mask.sum()
+    p_dense = np.zeros_like(student)
+    np.put_along_axis(p_dense, idx, p, -1)  # ids are distinct: no collisions
+    grad = T * (np_softmax(student / T) - p_dense) * (mask / mask.sum())[..., None]
+    entropy = -(p * np.log(p)).sum(-1)
+    return value, grad, (entropy * mask).sum() * T * T / mask.sum()
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    """(teacher, student, mask): (3, 5, 11) logits and a padding mask with uneven rows."""
+    rng = np.random.default_rng(7)
+    teacher, student = rng.normal(0, 3, (2, 3, 5, 11))
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], np.float64)
+    return teacher, student, mask
+
+
+def _value_and_grad(loss, teacher, student, mask):
+    student = tf.constant(student, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(student)
+        value = loss(teacher, student, sample_weight=tf.constant(mask, tf.float32))
+    return float(value), tape.gradient(value, student).numpy()
+
+
+def test_the_np_fork_gradient_is_the_derivative_of_its_loss(tokens):
+    """The transcription's analytic gradient against central differences (float64)."""
+    teacher, student, mask = tokens
+    _, grad, _ = np_fork_kd(teacher, student, mask, 2.0, 4)
+    for where in [(0, 0, 3), (1, 2, 0), (2, 0, 10)]:
+        step = np.zeros_like(student)
+        step[where] = 1e-6
+        plus = np_fork_kd(teacher, student + step, mask, 2.0, 4)[0]
+        minus = np_fork_kd(teacher, student - step, mask, 2.0, 4)[0]
+        np.testing.assert_allclose((plus - minus) / 2e-6, grad[where], rtol=1e-5, atol=1e-9)
+    assert not grad[1, 3:].any() and not grad[2, 1:].any()  # padding gets no gradient
+
+
+@pytest.mark.parametrize("temperature", [0.6, 1.0, 3.0, 64.0])
+@pytest.mark.parametrize("k", [1, 4])
+def test_topk_kd_matches_the_forks_criterion(tokens, temperature, k):
+    """Value = the fork's minus the top-k teacher's entropy (a constant); gradient = the
+    fork's; the mean is over non-padding tokens; a dense teacher and its sparse top k
+    give the same value and gradient."""
+    from lskd_tf.losses import get_kd_loss, sparse_teacher
+
+    teacher, student, mask = tokens
+    fork, fork_grad, entropy = np_fork_kd(teacher, student, mask, temperature, k)
+    loss = get_kd_loss("topk_kl", temperature=temperature, t2_scaling=True, topk=k)
+    value, grad = _value_and_grad(loss, tf.constant(teacher, tf.float32), student, mask)
+    np.testing.assert_allclose(value, fork - entropy, rtol=1e-5, atol=1e-5 * temperature**2)
+    np.testing.assert_allclose(grad, fork_grad, rtol=1e-4, atol=1e-7)
+    assert value >= 0
+    idx, top = np_output2topk(teacher, k)
+    sparse = sparse_teacher(tf.constant(idx, tf.int32), tf.constant(top, tf.float32))
+    sparse_value, sparse_grad = _value_and_grad(loss, sparse, student, mask)
+    assert sparse_value == pytest.approx(value, rel=1e-6)
+    np.testing.assert_allclose(sparse_grad, grad, rtol=1e-6, atol=1e-9)
+    # padding never counts: other logits at padded positions change nothing
+    changed = np.where(mask[..., None] > 0, student, 100.0)
+    assert _value_and_grad(loss, sparse, changed, mask)[0] == pytest.approx(value, rel=1e-6)
+
+
+def test_topk_kd_ignores_every_id_outside_the_teachers_top_k(tokens):
+    """Only the student's log-probabilities at the teacher's k ids (and its normaliser)
+    count: the teacher's other logits do not, unlike full-vocabulary KL."""
+    from lskd_tf.losses import TopKDistillationKL
+
+    teacher, student, mask = tokens
+    idx, _ = np_output2topk(teacher, 4)
+    lowered = teacher.copy()
+    outside = np.ones_like(teacher, bool)
+    np.put_along_axis(outside, idx, False, -1)
+    lowered[outside] -= 5.0  # still below the top 4
+    loss = TopKDistillationKL(temperature=64.0, topk=4)
+    assert float(loss(lowered, student, mask)) == pytest.approx(
+        float(loss(teacher, student, mask)), rel=1e-6
+    )
+    assert float(DistillationKL(64.0)(lowered, student, mask)) != pytest.approx(
+        float(DistillationKL(64.0)(teacher, student, mask)), rel=1e-3
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_topk_kd_is_finite_for_half_precision_logits_at_t64(tokens, dtype):
+    from lskd_tf.losses import TopKDistillationKL
+
+    teacher, student, mask = tokens
+    teacher16, student16 = tf.constant(teacher * 10, dtype), tf.constant(student * 10, dtype)
+    t32 = tf.cast(teacher16, "float32").numpy().astype(np.float64)
+    s32 = tf.cast(student16, "float32").numpy().astype(np.float64)
+    got = TopKDistillationKL(temperature=64.0, topk=4)(teacher16, student16, mask)
+    fork, _, entropy = np_fork_kd(t32, s32, mask, 64.0, 4)
+    assert got.dtype == "float32" and np.isfinite(float(got))
+    np.testing.assert_allclose(float(got), fork - entropy, rtol=1e-3, atol=1e-2)
+
+
+def test_topk_kd_arguments_and_config():
+    from lskd_tf.losses import TopKDistillationKL, get_kd_loss, reads_topk, sparse_teacher
+
+    assert reads_topk("topk_kl") and not reads_topk("kl")
+    with pytest.raises(ValueError, match="set kd_topk >= 1"):
+        get_kd_loss("topk_kl", temperature=1.0)
+    with pytest.raises(ValueError, match="set kd_topk=0 for kd_loss='kl'"):
+        get_kd_loss("kl", temperature=1.0, topk=4)
+    with pytest.raises(ValueError, match="topk must be an integer >= 1"):
+        TopKDistillationKL(topk=0)
+    with pytest.raises(ValueError, match="build the teacher cache with kd_topk=4"):
+        TopKDistillationKL(topk=4)(sparse_teacher(np.zeros((2, 3), "int32"),
+                                                  np.zeros((2, 3))), np.zeros((2, 7)))  # fmt: skip
+    loss = get_kd_loss("topk_kl", temperature=64.0, t2_scaling=False, topk=4)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(clone) is TopKDistillationKL and clone.get_config() == loss.get_config()
+    assert (clone.topk, clone.temperature, clone.t2_scaling) == (4, 64.0, False)
+
+
+def test_topk_kd_is_the_global_masked_mean_on_two_replicas(mirrored_strategy, tokens):
+    """Replicas holding 5 and 1 real tokens: their values sum to the one-device mean
+    (each replica's masked mean times its share of the global weight, / 2)."""
+    from lskd_tf.losses import get_kd_loss
+
+    teacher, student, mask = tokens
+    rows = [np.array([0, 1]), np.array([2, 2])]  # replica 1 repeats the 1-token row
+    masks = [mask[[0, 1]], mask[[2, 2]] * np.array([[1.0], [0.0]])]  # ... once
+    loss = get_kd_loss("topk_kl", temperature=2.0, topk=4)
+    whole_t = np.concatenate([teacher[r] for r in rows])
+    whole_s = np.concatenate([student[r] for r in rows])
+    expected = np_fork_kd(whole_t, whole_s, np.concatenate(masks), 2.0, 4)
+    stacked = [tf.constant(np.stack([a[r] for r in rows]), tf.float32) for a in (teacher, student)]
+    stacked_mask = tf.constant(np.stack(masks), tf.float32)
+
+    def replica_value():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return loss(stacked[0][replica], stacked[1][replica], stacked_mask[replica])
+
+    values = mirrored_strategy.experimental_local_results(mirrored_strategy.run(replica_value))
+    assert sum(float(v) for v in values) == pytest.approx(expected[0] - expected[2], rel=1e-5)
+    assert float(values[0]) != pytest.approx(float(values[1]), rel=1e-2)

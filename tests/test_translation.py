@@ -260,6 +260,109 @@ def test_cached_teacher_logits_are_the_teachers(finished, tmp_path):
     assert recorded["teacher_cache"]["source"] == "built"
 
 
+def test_topk_kd_cache_stores_k_ids_and_logits_and_is_read_sparse(finished, tmp_path, monkeypatch):
+    """kd_loss="topk_kl": the cache holds exactly the teacher's top 4 ids and logits per
+    real token (no rest logit, no vocabulary-sized array), the student's batches carry
+    them as sparse (B, L, 4) tensors, and the loss and gradient equal online top-k KD's
+    on the same batch."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from lskd_tf.tasks.translation import data
+    from lskd_tf.teacher_cache import CacheSpec
+
+    env, specs, _ = finished
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    copied = tmp_path / "teacher"
+    shutil.copytree(env.run_dir(specs[0]), copied)
+    path = RunDir(copied).checkpoint("last")
+    teacher = task.load_model(path, info)
+    cache = CacheSpec(dtype="float32")
+    with pytest.raises(ValueError, match="leave cache_topk at 0"):
+        task.cached_train_fn(teacher, path, CacheSpec(topk=4), DATA, batch_size=32, seed=3,
+                             verbose=False, kd_topk=4)  # fmt: skip
+    train_fn, described = task.cached_train_fn(teacher, path, cache, DATA, batch_size=32,
+                                               seed=3, verbose=False, kd_topk=4)  # fmt: skip
+    assert described["storage"] == {"topk": 0, "dtype": "float32", "kd_topk": 4}
+    assert "kdtop4" in Path(described["path"]).name
+
+    # On disk: k ids + k logits per real target position, nothing vocabulary-sized.
+    with np.load(described["path"]) as stored:
+        arrays = {name: stored[name] for name in stored.files if name != "key"}
+    assert set(arrays) == {"values", "indices", "lengths"}
+    positions = int(arrays["lengths"].sum())
+    assert arrays["values"].shape == arrays["indices"].shape == (positions, 4)
+    assert arrays["indices"].dtype == np.int16 and arrays["values"].dtype == np.float32
+    options, _ = data.split_options(DATA.options)
+    x, _, mask = next(iter(data.train_split_in_order("embedded", batch_size=8, **options)))
+    real = mask.numpy() > 0
+    logits = teacher(x, training=False).numpy()[real]
+    expected_ids = np.argsort(-logits, axis=-1, kind="stable")[:, :4]
+    first = len(logits)
+    np.testing.assert_array_equal(arrays["indices"][:first], expected_ids)
+    np.testing.assert_array_equal(arrays["values"][:first],
+                                  np.take_along_axis(logits, expected_ids, -1))  # fmt: skip
+
+    # The student's batches: the same batches as online, with sparse (B, L, 4) teachers.
+    online_x, y, w = next(iter(task.train_fn(DATA, batch_size=32, seed=3)(0)))
+    cached_x, cached_y, _ = next(iter(train_fn(0)))
+    np.testing.assert_array_equal(y, cached_y)
+    sparse = cached_x["teacher_logits"]
+    assert set(sparse) == {"topk_ids", "topk_logits"}
+    assert sparse["topk_ids"].dtype == tf.int32 and sparse["topk_logits"].dtype == tf.float32
+    assert tuple(sparse["topk_ids"].shape) == (*y.shape, 4)
+    online_logits = teacher(online_x, training=False).numpy()
+    real = w.numpy() > 0
+    top_values, top_ids = tf.math.top_k(online_logits, 4)
+    np.testing.assert_array_equal(sparse["topk_ids"].numpy()[real], top_ids.numpy()[real])
+    np.testing.assert_allclose(sparse["topk_logits"].numpy()[real], top_values.numpy()[real],
+                               atol=1e-5)  # fmt: skip
+
+    # Online and cached top-k KD: the same loss and gradient on this batch.
+    spec = lskd_tf.DistillSpec(temperature=64.0, kd_loss="topk_kl", kd_topk=4, kd_weight=0.9,
+                               ce_weight=0.1, label_smoothing=0.1)  # fmt: skip
+    student = task.build_model("transformer_tiny", info, train=None, synchronized_bn=False)
+    distiller = lskd_tf.Distiller(teacher, student, spec)
+    student_logits = student(online_x, training=False)
+
+    def loss_and_grad(batch_x):
+        with tf.GradientTape() as tape:
+            tape.watch(student_logits)
+            loss = distiller.compute_loss(batch_x, y, student_logits, sample_weight=w)
+        return float(loss), tape.gradient(loss, student_logits).numpy()
+
+    online, cached = loss_and_grad(online_x), loss_and_grad(cached_x)
+    assert np.isfinite(online[0]) and cached[0] == pytest.approx(online[0], rel=1e-5)
+    np.testing.assert_allclose(cached[1], online[1], rtol=1e-4, atol=1e-9)
+
+    # A student run: the cache is the online computation, so not in its identity; the
+    # runner asks the task for a top-4 cache (stopped there: the run itself is what the
+    # test above does for the rest-logit cache).
+    student_spec = dataclasses.replace(specs[1], distill=spec, teacher_cache=CacheSpec())
+    assert "-topk_kl4-" in student_spec.name and "teacher_cache" not in student_spec.record()
+    assert student_spec.record()["kd_topk"] == 4
+    with pytest.raises(ValueError, match="leave cache_topk at 0"):
+        dataclasses.replace(student_spec, teacher_cache=CacheSpec(topk=4))
+    asked = {}
+
+    class Asked(Exception):
+        pass
+
+    def cached_train_fn(*args, **kwargs):
+        asked.update(kwargs)
+        raise Asked
+
+    monkeypatch.setattr(task, "cached_train_fn", cached_train_fn)
+    run_env = experiment.RunEnv(output_dir=str(tmp_path / "runs"), study="mt",
+                                tensorboard_dir=str(tmp_path / "tb"))  # fmt: skip
+    shutil.copytree(env.run_dir(specs[0]), run_env.run_dir(specs[0]))
+    with pytest.raises(Asked):
+        experiment.run(student_spec, run_env)
+    assert asked["kd_topk"] == 4
+
+
 def test_the_readmes_translation_example_builds_the_papers_study():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = next(b for b in readme.split("```python")[1:] if 'task="translation"' in b)

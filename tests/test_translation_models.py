@@ -408,3 +408,35 @@ def test_token_masked_training_on_two_replicas_equals_one_device(mirrored_strate
     assert largest < 1e-5, largest
     for key in ("ce_loss", "kd_loss"):
         np.testing.assert_allclose(logs_one[key], logs_two[key], rtol=1e-5)
+
+
+def test_sparse_topk_kd_on_two_replicas_equals_one_device(mirrored_strategy):
+    """kd_loss="topk_kl" from a cached sparse top-4 teacher (`sparse_teacher` in x), on
+    token batches whose replicas hold different numbers of real tokens: the student's
+    weights after two epochs on 2 logical CPUs equal one device's (global masked mean)."""
+    from lskd_tf.distiller import with_teacher_logits
+    from lskd_tf.losses import sparse_teacher
+
+    teacher = tiny(seed=1, dropout=0.0)
+    x, y, w = next(iter(_uneven_token_batches().unbatch().batch(8)))  # both global batches
+    top_logits, top_ids = tf.math.top_k(teacher(x, training=False), 4)
+    cached_x = with_teacher_logits(x, sparse_teacher(top_ids, top_logits))
+    data = tf.data.Dataset.from_tensor_slices((cached_x, y, w)).batch(4)
+    spec = lskd_tf.DistillSpec(temperature=2.0, kd_loss="topk_kl", kd_topk=4, kd_weight=0.9,
+                               ce_weight=0.1, label_smoothing=0.1)  # fmt: skip
+
+    def train(strategy):
+        with strategy.scope():
+            distiller = lskd_tf.Distiller(tiny(seed=1, dropout=0.0),
+                                          tiny(seed=2, dropout=0.0, d_model=32, ffn_dim=64),
+                                          spec)  # fmt: skip
+            distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+            logs = distiller.fit(data, epochs=2, verbose=0, shuffle=False).history
+        return [w.numpy() for w in distiller.student.weights], logs
+
+    one, logs_one = train(tf.distribute.get_strategy())
+    two, logs_two = train(mirrored_strategy)
+    largest = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
+    assert largest < 1e-5, largest
+    assert logs_one["kd_loss"][0] > 0
+    np.testing.assert_allclose(logs_one["kd_loss"], logs_two["kd_loss"], rtol=1e-5)

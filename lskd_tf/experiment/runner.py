@@ -93,7 +93,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
     if spec.teacher_cache is not None:
         train_fn, described = task.cached_train_fn(
             teacher, path, spec.teacher_cache, spec.data, batch_size=batch_size,
-            seed=spec.seed, verbose=bool(spec.train.verbose),
+            seed=spec.seed, verbose=bool(spec.train.verbose), kd_topk=spec.distill.kd_topk,
         )  # fmt: skip
         options["run_info"]["teacher_cache"] = described
     if spec.distill.sequence_level:

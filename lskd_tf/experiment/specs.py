@@ -120,6 +120,12 @@ class StudentSpec:
             )
         if self.teacher_cache is not None:
             task.check_teacher_cache(self.teacher_cache, self.data)
+            if self.distill.kd_topk and self.teacher_cache.topk:
+                raise ValueError(
+                    f"kd_loss={self.distill.kd_loss!r} reads the teacher's top "
+                    f"{self.distill.kd_topk} logits, which its cache then stores exactly: "
+                    "leave cache_topk at 0 (it adds a rest logit, for kd_loss='kl')"
+                )
         if self.distill.sequence_level:
             task.check_sequence_level(self.data)
             if self.teacher_cache is not None:
@@ -144,7 +150,7 @@ class StudentSpec:
         if distill.label_smoothing:
             extra += f"-ls{distill.label_smoothing:g}"
         if distill.kd_loss != DistillSpec.kd_loss:
-            extra += f"-{distill.kd_loss}"
+            extra += f"-{distill.kd_loss}{distill.kd_topk or ''}"  # e.g. -topk_kl4
         if distill.sequence_level:
             extra += "-seqkd"
         cache = self.teacher_cache

@@ -161,10 +161,15 @@ class Task:
 
     def cached_train_fn(
         self, teacher: keras.Model, teacher_path: Path, cache, data, *, batch_size: int,
-        seed: int, verbose: bool,
+        seed: int, verbose: bool, kd_topk: int = 0,
     ) -> tuple[Callable, dict]:  # fmt: skip
         """``(train_fn, description)``: training batches whose ``x`` carries the teacher's
-        cached logits (`lskd_tf.distiller.with_teacher_logits`), built on first use."""
+        cached logits (`lskd_tf.distiller.with_teacher_logits`), built on first use.
+
+        ``kd_topk`` > 0: the student's KD loss reads only the teacher's ``kd_topk``
+        largest logits per position (`lskd_tf.DistillSpec.kd_topk`); a task may then store
+        and pass just those (`lskd_tf.losses.sparse_teacher`), or dense logits, whose top
+        k the loss takes itself."""
         self.check_teacher_cache(cache, data)
         raise NotImplementedError
 

@@ -122,8 +122,10 @@ class ImageClassification(tasks.Task):
 
     def cached_train_fn(
         self, teacher: keras.Model, teacher_path: Path, cache, data, *, batch_size: int,
-        seed: int, verbose: bool,
+        seed: int, verbose: bool, kd_topk: int = 0,
     ) -> tuple[Callable, dict]:  # fmt: skip
+        """The image cache passes dense logits whatever ``kd_topk``: a top-k KD loss takes
+        their top k itself (exactly the teacher's, the cache keeping all logits)."""
         from lskd_tf import teacher_cache
 
         built = teacher_cache.build(

@@ -59,6 +59,7 @@ from lskd_tf.teacher_cache.cache import (
     compress_topk,
     describe,
     expand_topk,
+    largest_logits,
     weights_sha256,
 )
 from lskd_tf.teacher_cache.spec import DTYPES, MODES, CacheSpec
@@ -75,5 +76,6 @@ __all__ = [
     "compress_topk",
     "describe",
     "expand_topk",
+    "largest_logits",
     "weights_sha256",
 ]

@@ -37,6 +37,16 @@ def _data_options(options: dict) -> dict:
     return json.loads(json.dumps(kept, sort_keys=True, default=str))
 
 
+def largest_logits(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, indices) of the k largest logits along the last axis, largest first (ties:
+    the lower index first, as `torch.topk` and `tf.math.top_k`), in ``logits``' dtype."""
+    num_classes = logits.shape[-1]
+    if not 0 < k < num_classes:
+        raise ValueError(f"topk must be in 1..{num_classes - 1}, got {k}")
+    indices = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(logits, indices, -1), indices
+
+
 def compress_topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, indices, rest_logit) of the k largest logits along the last axis.
 
@@ -44,11 +54,8 @@ def compress_topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, n
     keeps their total softmax mass at T = 1.
     """
     num_classes = logits.shape[-1]
-    if not 0 < k < num_classes:
-        raise ValueError(f"topk must be in 1..{num_classes - 1}, got {k}")
     logits = logits.astype(np.float64)
-    indices = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
-    values = np.take_along_axis(logits, indices, -1)
+    values, indices = largest_logits(logits, k)
     rest = logits.copy()
     np.put_along_axis(rest, indices, -np.inf, -1)
     peak = rest.max(-1, keepdims=True)

@@ -96,15 +96,17 @@ class Translation(tasks.Task):
 
     def cached_train_fn(
         self, teacher: keras.Model, teacher_path: Path, cache, spec, *, batch_size: int,
-        seed: int, verbose: bool,
+        seed: int, verbose: bool, kd_topk: int = 0,
     ) -> tuple[Callable, dict]:  # fmt: skip
-        """Training batches carrying the teacher's cached logits (`teacher_cache`)."""
+        """Training batches carrying the teacher's cached logits (`teacher_cache`); with
+        ``kd_topk``, only its top ``kd_topk`` ids and logits per token, sparse."""
         options, evaluation = data.split_options(spec.options)
         budget = evaluation["max_tokens"]
         info = self.dataset_info(spec)
         return translation_cache.cached_train_fn(
             teacher, teacher_path, cache, spec, options=options, vocab_size=info.vocab_size,
-            seed=seed, max_tokens=budget, batch_size=None if budget else batch_size,
+            kd_topk=kd_topk, seed=seed, max_tokens=budget,
+            batch_size=None if budget else batch_size,
         )  # fmt: skip
 
     def check_sequence_level(self, spec) -> None:
