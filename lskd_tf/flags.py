@@ -175,6 +175,14 @@ OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "Optimizer.")
 LR = flags.DEFINE_float("lr", 0.1, "Learning rate (after warmup) for the global batch.")
 MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 NESTEROV = flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
+ADAM_BETA1 = flags.DEFINE_float("adam_beta1", 0.9, "adam/adamw: first-moment decay rate.")
+ADAM_BETA2 = flags.DEFINE_float(
+    "adam_beta2", 0.999, "adam/adamw: second-moment decay rate (Keras's default 0.999; "
+    "fairseq's translation recipes pass --adam-betas '(0.9, 0.98)').",
+)  # fmt: skip
+ADAM_EPSILON = flags.DEFINE_float(
+    "adam_epsilon", 1e-7, "adam/adamw: epsilon (Keras's default 1e-7; fairseq's 1e-8)."
+)
 WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 5e-4, "Weight decay (PyTorch SGD convention: gradient + wd * w)."
 )
@@ -432,6 +440,9 @@ for _name, _check, _says in (
     ("lr", _in_range(0.0, low_open=True), "finite and > 0"),
     ("teacher_lr", _in_range(0.0, low_open=True), "finite and > 0"),
     ("momentum", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("adam_beta1", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("adam_beta2", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("adam_epsilon", _in_range(0.0, low_open=True), "finite and > 0"),
     ("decay_rate", _in_range(0.0, low_open=True), "finite and > 0"),
     ("weight_decay", _in_range(0.0), "finite and >= 0"),
     ("teacher_weight_decay", _in_range(0.0), "finite and >= 0"),
@@ -491,6 +502,7 @@ flags.register_validator(
 TRAIN_FLAGS = {
     "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
     "learning_rate": "lr", "momentum": "momentum", "nesterov": "nesterov",
+    "adam_beta1": "adam_beta1", "adam_beta2": "adam_beta2", "adam_epsilon": "adam_epsilon",
     "weight_decay": "weight_decay", "weight_decay_scope": "weight_decay_scope",
     "schedule": "schedule", "milestones": "milestones",
     "decay_rate": "decay_rate", "warmup_epochs": "warmup_epochs",

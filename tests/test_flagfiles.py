@@ -165,8 +165,10 @@ def recipe(train) -> tuple:
 
 
 # The translation recipe of the fork both papers point to (papers.md), teachers = students:
-# (epochs, optimizer, lr, weight decay, schedule, warmup steps, warmup epochs)
-TRANSLATION_RECIPE = (100, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0)
+# (epochs, optimizer, lr, weight decay, schedule, warmup steps, warmup epochs, Adam beta1,
+# beta2, epsilon): the fork's runs/train.sh and runs/train_distill.sh pass
+# --adam-betas '(0.9, 0.98)'; fairseq's --adam-eps default is 1e-8.
+TRANSLATION_RECIPE = (100, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0, 0.9, 0.98, 1e-8)
 # flagfile -> (study, dataset, source, target, vocabulary, temperatures, seeds)
 TRANSLATION = {
     "flags/translation/shen_iwslt14_de_en.flags": (
@@ -210,6 +212,9 @@ def test_translation_flagfile_is_the_forks_recipe(path):
             train.schedule,
             train.warmup_steps,
             train.warmup_epochs,
+            train.adam_beta1,
+            train.adam_beta2,
+            train.adam_epsilon,
         ) == TRANSLATION_RECIPE
     runs = plan_study(study)
     assert len(runs) == 2 + 2 * len(temperatures) * len(seeds)
