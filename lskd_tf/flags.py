@@ -105,6 +105,13 @@ LENGTH_PENALTY = flags.DEFINE_float(
 BLEU_SENTENCES = flags.DEFINE_integer(
     "bleu_sentences", None, "translation: score BLEU on the first N test sentences (default all)."
 )
+BLEU_TEXT = flags.DEFINE_enum(
+    "bleu_text", None, ("raw", "moses"),
+    "translation: how the dataset stores its text, for BLEU. moses = Moses tokenizer.perl "
+    "output (escapes like &apos;): detokenized for val_bleu, scored as is for "
+    "val_bleu_tokenized; raw = untokenized: scored as is for val_bleu, Moses-tokenized "
+    "(-a) for val_bleu_tokenized (default: moses for iwslt14, raw otherwise).",
+)  # fmt: skip
 
 # ----------------------------------------------------------------------------- models, KD
 TEACHER_MODELS = flags.DEFINE_list(
@@ -295,6 +302,12 @@ EXPORT = flags.DEFINE_bool(
 # ----------------------------------------------------------------------------- other modes
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "evaluate/export: a .keras checkpoint.")
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "export: the SavedModel directory to write.")
+HEADLINE_METRIC = flags.DEFINE_string(
+    "headline_metric", None,
+    "study/results: the metric the results tables show (default: the task's headline, "
+    "top1 for images, bleu = sacreBLEU 13a on detokenized text for translation; "
+    "bleu_tokenized = fairseq's tokenized BLEU, the papers' number).",
+)  # fmt: skip
 RUN_DIRS = flags.DEFINE_list(
     "run_dirs", None, "analyze/results: run or study directories, globs allowed "
     "(default: <output_dir>/<study>).",
@@ -552,7 +565,8 @@ def data_spec() -> DataSpec:
                   ("vocab_size", VOCAB_SIZE.value), ("subword_model", SUBWORD_MODEL.value),
                   ("max_length", MAX_LENGTH.value), ("max_tokens", MAX_TOKENS.value),
                   ("beam_size", BEAM_SIZE.value), ("length_penalty", LENGTH_PENALTY.value),
-                  ("bleu_sentences", BLEU_SENTENCES.value))  # fmt: skip
+                  ("bleu_sentences", BLEU_SENTENCES.value),
+                  ("bleu_text", BLEU_TEXT.value))  # fmt: skip
         if DATASET.value == "embedded":
             chosen += (("train_size", TRAIN_SIZE.value),)
         options = tuple((key, value) for key, value in chosen if value is not None)

@@ -218,6 +218,8 @@ def test_translation_flagfile_is_the_forks_recipe(path):
         ) == TRANSLATION_RECIPE
     runs = plan_study(study)
     assert len(runs) == 2 + 2 * len(temperatures) * len(seeds)
+    with parsed(f"--flagfile={path}"):  # the tables show the papers' (fairseq's) BLEU
+        assert lf.HEADLINE_METRIC.value == "bleu_tokenized"
 
 
 @pytest.mark.parametrize("path", sorted(EXPECTED))

@@ -1,6 +1,8 @@
 """Translation Transformers, beam search and BLEU (lskd_tf.tasks.translation)."""
 
+import collections
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -273,6 +275,88 @@ def test_bleu_equals_sacrebleu():
     assert lowered == pytest.approx(100.0) and "case:lc" in lc_signature
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         bleu.corpus_bleu(["a", "b"], ["a"])
+
+
+def fairseq_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """A transcription of the papers' scorer: RayeRen/multilingual-kd-pytorch
+    fairseq/trainer.py ``test_bleu`` (whitespace tokens of the BPE-removed text) and
+    fairseq/bleu.py ``Scorer`` (clipped n-gram matches 1-4 summed over the corpus,
+    precision 0 -> BLEU 0, brevity min(1, exp(1 - reflen / predlen)), no smoothing)."""
+    match, count, reflen, predlen = [0] * 4, [0] * 4, 0, 0
+    for hypothesis, reference in zip(hypotheses, references):
+        hyp, ref = hypothesis.split(), reference.split()
+        reflen, predlen = reflen + len(ref), predlen + len(hyp)
+        for n in range(1, 5):
+            grams = collections.Counter(tuple(hyp[i : i + n]) for i in range(len(hyp) - n + 1))
+            ref_grams = collections.Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
+            match[n - 1] += sum(min(c, ref_grams[g]) for g, c in grams.items())
+            count[n - 1] += max(len(hyp) - n + 1, 0)
+    precision = [m / c if c > 0 else 0 for m, c in zip(match, count)]
+    psum = sum(math.log(p) if p > 0 else float("-inf") for p in precision)
+    return min(1, math.exp(1 - reflen / predlen)) * math.exp(psum / 4) * 100
+
+
+# IWSLT'14 as prepare-iwslt14.sh leaves it: Moses-tokenized (escapes), lowercased.
+MOSES_REFERENCES = [
+    "it &apos;s a &quot; well @-@ known &quot; cat , isn &apos;t it ?",
+    "we &apos;re here &amp; there , and the cats are over there .",
+]
+MOSES_HYPOTHESES = [
+    "it &apos;s a well @-@ known cat , is it ?",
+    "we are here &amp; there , and cats are there .",
+]
+
+
+def test_bleu_of_moses_text_is_detokenized_and_tokenized_bleu_is_fairseqs():
+    scores = bleu.score(MOSES_HYPOTHESES, MOSES_REFERENCES, text_format="moses", language="en")
+    # val_bleu: sacreBLEU 13a on the detokenized text, escapes undone (written out by hand)
+    references = ['it\'s a "well-known" cat, isn\'t it?', "we're here & there, and the cats "
+                  "are over there."]  # fmt: skip
+    hypotheses = ["it's a well-known cat, is it?", "we are here & there, and cats are there."]
+    assert bleu.detokenized(MOSES_REFERENCES, "moses", "en") == references
+    assert bleu.detokenized(MOSES_HYPOTHESES, "moses", "en") == hypotheses
+    assert scores["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-9
+    )
+    assert scores["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    # 13a on the escaped text splits &apos; into "& apos ;", three tokens that always match
+    escaped = sacrebleu.corpus_bleu(MOSES_HYPOTHESES, [MOSES_REFERENCES]).score
+    assert escaped > scores["bleu"] + 1
+    # val_bleu_tokenized: the tokenized text as is, sacreBLEU without tokenizer or smoothing
+    tokenized = sacrebleu.corpus_bleu(
+        MOSES_HYPOTHESES, [MOSES_REFERENCES], tokenize="none", smooth_method="none"
+    ).score
+    assert scores["bleu_tokenized"] == pytest.approx(tokenized, abs=1e-9)
+    assert scores["bleu_tokenized"] == pytest.approx(
+        fairseq_bleu(MOSES_HYPOTHESES, MOSES_REFERENCES), abs=1e-9
+    )
+    assert 0 < scores["bleu_tokenized"] < 100
+    assert scores["tokenized_signature"].startswith(
+        "nrefs:1|case:mixed|eff:no|tok:none|smooth:none"
+    )
+    # no smoothing, as fairseq: a missing 4-gram match gives 0 (sacreBLEU's default would not)
+    assert bleu.tokenized_bleu(["a b c d e"], ["a b c x e"])[0] == fairseq_bleu(
+        ["a b c d e"], ["a b c x e"]) == 0.0  # fmt: skip
+
+
+def test_bleu_of_raw_text_moses_tokenizes_it_for_tokenized_bleu():
+    references = ["It's a well-known cat, isn't it?", "Cats & dogs [sic] are here."]
+    hypotheses = ["It's a well-known dog, isn't it?", "Cats & dogs are here."]
+    scores = bleu.score(hypotheses, references, text_format="raw", language="en")
+    assert scores["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-9
+    )
+    # as fairseq's prepare-wmt14en2de.sh (tokenizer.perl -a), written out by hand
+    tokenized = ["It &apos;s a well @-@ known cat , isn &apos;t it ?",
+                 "Cats &amp; dogs &#91; sic &#93; are here ."]  # fmt: skip
+    assert bleu.moses_tokenized(references, "raw", "en") == tokenized
+    expected = sacrebleu.corpus_bleu(
+        bleu.moses_tokenized(hypotheses, "raw", "en"), [tokenized], tokenize="none",
+        smooth_method="none",
+    ).score  # fmt: skip
+    assert scores["bleu_tokenized"] == pytest.approx(expected, abs=1e-9) and expected > 0
+    with pytest.raises(ValueError, match="unknown text format 'sgml' for BLEU; choose one of"):
+        bleu.score(hypotheses, references, text_format="sgml", language="en")
 
 
 # ----------------------------------------------------------------------------- precision, KD
