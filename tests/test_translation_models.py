@@ -11,6 +11,7 @@ import sacrebleu
 import tensorflow as tf
 
 import lskd_tf
+from lskd_tf import _compat
 from lskd_tf.tasks.translation import bleu, decoding, models
 from lskd_tf.tasks.translation.models import BOS_ID, EOS_ID
 
@@ -123,6 +124,59 @@ def test_options_change_the_architecture():
     assert all(b.normalize_first for b in models.Layers.of(other).stack("decoder"))
 
 
+def attention_and_other_dropouts(model) -> tuple[list, list[float]]:
+    """(the attention layers' probability-dropout rates, the other Dropout layers' rates)."""
+    layers = _compat.flatten_layers(model, include_self=False)
+    attentions = [layer for layer in layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    inside = {
+        id(layer)
+        for attention in attentions
+        for layer in _compat.flatten_layers(attention, include_self=False)
+        if isinstance(layer, keras.layers.Dropout)
+    }
+    attention_rates = [
+        ([d.rate for d in _compat.flatten_layers(a) if isinstance(d, keras.layers.Dropout)],
+         a.dropout)
+        for a in attentions
+    ]  # fmt: skip
+    others = [d.rate for d in layers if isinstance(d, keras.layers.Dropout) and id(d) not in inside]
+    return attention_rates, others
+
+
+def test_fairseq_dropout_spares_attention_probabilities_keras_hub_drops_them():
+    """fairseq's transformer_iwslt_de_en family (RayeRen/multilingual-kd-pytorch
+    fairseq/models/transformer.py): dropout after the embeddings and on each residual
+    branch, attention and ReLU dropout 0; keras_hub's blocks drop attention too."""
+    for name in models.available():
+        fairseq_family = name in ("transformer_iwslt_de_en", "transformer_2x2_256",
+                                  "transformer_2x2_128", "transformer_1x1_128")  # fmt: skip
+        assert models.describe(name).attention_dropout == (0.0 if fairseq_family else None)
+    fairseq, keras_hub = tiny(attention_dropout=0.0), tiny()  # dropout 0.3 both
+    attention, others = attention_and_other_dropouts(fairseq)
+    # 1 encoder self-attention, decoder self- and cross-attention: probabilities kept
+    assert attention == [([0.0], 0.0)] * 3
+    # 2 embeddings + encoder (attention, FFN) + decoder (self, cross, FFN) residuals;
+    # none inside the feed-forward block (fairseq's relu_dropout 0)
+    assert others == [0.3] * 7
+    assert attention_and_other_dropouts(keras_hub) == ([([0.3], 0.3)] * 3, [0.3] * 7)
+    assert isinstance(models.Layers.of(fairseq)["decoder_layer_0"],
+                      models.FairseqTransformerDecoder)  # fmt: skip
+    # In training mode the attention sub-layer of the fairseq block computes exactly what
+    # it does without dropout; keras_hub's drops probabilities; both blocks drop residuals.
+    x = np.random.default_rng(0).normal(size=(2, 6, 64)).astype("float32")
+    for model, attention_dropped in ((fairseq, False), (keras_hub, True)):
+        block = models.Layers.of(model)["encoder_layer_0"]
+        mha = next(layer for layer in _compat.flatten_layers(block)
+                   if isinstance(layer, keras.layers.MultiHeadAttention))  # fmt: skip
+        trained, inferred = (mha(x, x, training=t).numpy() for t in (True, False))
+        assert np.abs(trained - inferred).max() > 1e-3 if attention_dropped else (
+            np.abs(trained - inferred).max() < 1e-5)  # fmt: skip
+        residual = [keras.ops.convert_to_numpy(block(x, training=t)) for t in (True, False)]
+        assert np.abs(residual[0] - residual[1]).max() > 1e-3
+    with pytest.raises(ValueError, match="attention_dropout must be in"):
+        tiny(attention_dropout=1.0)
+
+
 # ----------------------------------------------------------------------------- masking
 
 
@@ -164,7 +218,11 @@ def test_decoder_is_causal():
 # ----------------------------------------------------------------------------- saving
 
 
-@pytest.mark.parametrize("options", [{}, NON_DEFAULT], ids=["default", "non_default"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, NON_DEFAULT, {"attention_dropout": 0.0}],
+    ids=["default", "non_default", "fairseq_dropout"],
+)
 def test_save_load_round_trip(tmp_path, options):
     model = tiny(**options)
     path = tmp_path / "model.keras"
@@ -180,6 +238,7 @@ def test_save_load_round_trip(tmp_path, options):
     assert decoding.translate_ids(loaded, source, beam_size=2, max_length=6) == (
         decoding.translate_ids(model, source, beam_size=2, max_length=6)
     )
+    assert attention_and_other_dropouts(loaded) == attention_and_other_dropouts(model)
 
 
 # ----------------------------------------------------------------------------- decoding
