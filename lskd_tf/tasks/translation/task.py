@@ -172,7 +172,7 @@ class Translation(tasks.Task):
         Recorded as ``val_bleu`` (sacreBLEU 13a, detokenized) and ``val_bleu_tokenized``
         (fairseq's tokenized BLEU) = score / 100, so that every run.json metric is a
         fraction; tables multiply by 100 and show the usual BLEU. Runs recorded before
-        ``val_bleu_tokenized`` existed have an empty cell for it in the tables."""
+        ``val_bleu_tokenized`` existed are left out of its tables (`results`)."""
         found = {}
         for which in ("best", "last"):
             model = self.load_model(run.checkpoint(which), info)
