@@ -58,8 +58,8 @@ def _study(env) -> None:
         return  # in a multi-worker job only the chief summarizes, analyses and exports
     finished = [d for d in run_dirs if sweep.is_finished(d)]
     runs = results.collect_runs(finished)
-    written = results.write_tables(runs, env.study_dir / "results")
-    print("\n" + results.format_tables(runs) + "\n")
+    written = results.write_tables(runs, env.study_dir / "results", lf.HEADLINE_METRIC.value)
+    print("\n" + results.format_tables(runs, lf.HEADLINE_METRIC.value) + "\n")
     if len(finished) < len(run_dirs):
         print(f"{len(run_dirs) - len(finished)} run(s) not finished yet: rerun to continue.")
         return
@@ -143,8 +143,9 @@ def main(argv) -> int:
             if runs.empty:
                 raise ValueError(f"no runs found under {', '.join(paths)}")
             if mode == "results":
-                written = results.write_tables(runs, env.study_dir / "results")
-                print(results.format_tables(runs))
+                metric = lf.HEADLINE_METRIC.value
+                written = results.write_tables(runs, env.study_dir / "results", metric)
+                print(results.format_tables(runs, metric))
                 print(f"\ntables written to {written['runs'].parent}")
             else:
                 report = experiment.analyze_runs(

@@ -133,3 +133,35 @@ def num_workers(strategy) -> int:
         return 1
     cluster = resolver.cluster_spec().as_dict()  # pragma: no cover
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))  # pragma: no cover
+
+
+def set_attention_dropout(block: keras.layers.Layer, rate: float) -> bool:
+    """Drop ``rate`` of the attention probabilities in every attention layer of a *built*
+    ``block`` (e.g. a keras_hub ``TransformerEncoder``), leaving its other dropouts alone.
+
+    Works around: keras_hub's Transformer blocks pass their one ``dropout`` to their
+    `keras.layers.MultiHeadAttention` layers too, so the attention probabilities are
+    dropped at the residual rate; fairseq has a separate ``--attention-dropout``
+    (default 0). A built attention layer applies its probability dropout through its
+    `keras.layers.Dropout` sublayer, and only when its private ``_dropout`` is > 0 (it
+    then also skips the fused ``ops.dot_product_attention`` path): both are set.
+
+    Fallback: without ``_dropout``, only the Dropout sublayers' public ``rate`` is set
+    (a Dropout of rate 0 returns its input unchanged), which is the same computation.
+    Returns whether the private path was taken.
+    """
+    attentions = [
+        layer
+        for layer in flatten_layers(block, include_self=False)
+        if isinstance(layer, keras.layers.MultiHeadAttention)
+    ]
+    if not attentions:
+        raise ValueError(f"{block.name} has no attention layer: build it first")
+    private = all(hasattr(attention, "_dropout") for attention in attentions)
+    for attention in attentions:
+        for layer in flatten_layers(attention, include_self=False):
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = float(rate)
+        if private:
+            attention._dropout = float(rate)
+    return private

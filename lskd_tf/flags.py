@@ -113,6 +113,13 @@ LENGTH_PENALTY = flags.DEFINE_float(
 BLEU_SENTENCES = flags.DEFINE_integer(
     "bleu_sentences", None, "translation: score BLEU on the first N test sentences (default all)."
 )
+BLEU_TEXT = flags.DEFINE_enum(
+    "bleu_text", None, ("raw", "moses"),
+    "translation: how the dataset stores its text, for BLEU. moses = Moses tokenizer.perl "
+    "output (escapes like &apos;): detokenized for val_bleu, scored as is for "
+    "val_bleu_tokenized; raw = untokenized: scored as is for val_bleu, Moses-tokenized "
+    "(-a) for val_bleu_tokenized (default: moses for iwslt14, raw otherwise).",
+)  # fmt: skip
 
 # ----------------------------------------------------------------------------- models, KD
 TEACHER_MODELS = flags.DEFINE_list(
@@ -192,6 +199,14 @@ OPTIMIZER = flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "Optimizer.")
 LR = flags.DEFINE_float("lr", 0.1, "Learning rate (after warmup) for the global batch.")
 MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 NESTEROV = flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
+ADAM_BETA1 = flags.DEFINE_float("adam_beta1", 0.9, "adam/adamw: first-moment decay rate.")
+ADAM_BETA2 = flags.DEFINE_float(
+    "adam_beta2", 0.999, "adam/adamw: second-moment decay rate (Keras's default 0.999; "
+    "fairseq's translation recipes pass --adam-betas '(0.9, 0.98)').",
+)  # fmt: skip
+ADAM_EPSILON = flags.DEFINE_float(
+    "adam_epsilon", 1e-7, "adam/adamw: epsilon (Keras's default 1e-7; fairseq's 1e-8)."
+)
 WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 5e-4, "Weight decay (PyTorch SGD convention: gradient + wd * w)."
 )
@@ -331,6 +346,12 @@ EXPORT = flags.DEFINE_bool(
 # ----------------------------------------------------------------------------- other modes
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "evaluate/export: a .keras checkpoint.")
 EXPORT_DIR = flags.DEFINE_string("export_dir", None, "export: the SavedModel directory to write.")
+HEADLINE_METRIC = flags.DEFINE_string(
+    "headline_metric", None,
+    "study/results: the metric the results tables show (default: the task's headline, "
+    "top1 for images, bleu = sacreBLEU 13a on detokenized text for translation; "
+    "bleu_tokenized = fairseq's tokenized BLEU, the papers' number).",
+)  # fmt: skip
 RUN_DIRS = flags.DEFINE_list(
     "run_dirs", None, "analyze/results: run or study directories, globs allowed "
     "(default: <output_dir>/<study>).",
@@ -476,6 +497,9 @@ for _name, _check, _says in (
     ("lr", _in_range(0.0, low_open=True), "finite and > 0"),
     ("teacher_lr", _in_range(0.0, low_open=True), "finite and > 0"),
     ("momentum", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("adam_beta1", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("adam_beta2", _in_range(0.0, 1.0), "in [0, 1)"),
+    ("adam_epsilon", _in_range(0.0, low_open=True), "finite and > 0"),
     ("decay_rate", _in_range(0.0, low_open=True), "finite and > 0"),
     ("weight_decay", _in_range(0.0), "finite and >= 0"),
     ("teacher_weight_decay", _in_range(0.0), "finite and >= 0"),
@@ -549,6 +573,7 @@ flags.register_validator(
 TRAIN_FLAGS = {
     "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer",
     "learning_rate": "lr", "momentum": "momentum", "nesterov": "nesterov",
+    "adam_beta1": "adam_beta1", "adam_beta2": "adam_beta2", "adam_epsilon": "adam_epsilon",
     "weight_decay": "weight_decay", "weight_decay_scope": "weight_decay_scope",
     "schedule": "schedule", "milestones": "milestones",
     "decay_rate": "decay_rate", "warmup_epochs": "warmup_epochs",
@@ -610,7 +635,8 @@ def data_spec() -> DataSpec:
                   ("vocab_size", VOCAB_SIZE.value), ("subword_model", SUBWORD_MODEL.value),
                   ("max_length", MAX_LENGTH.value), ("max_tokens", MAX_TOKENS.value),
                   ("beam_size", BEAM_SIZE.value), ("length_penalty", LENGTH_PENALTY.value),
-                  ("bleu_sentences", BLEU_SENTENCES.value))  # fmt: skip
+                  ("bleu_sentences", BLEU_SENTENCES.value),
+                  ("bleu_text", BLEU_TEXT.value))  # fmt: skip
         if DATASET.value == "embedded":
             chosen += (("train_size", TRAIN_SIZE.value),)
         options = tuple((key, value) for key, value in chosen if value is not None)

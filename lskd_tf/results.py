@@ -127,6 +127,8 @@ def run_row(info: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
     row = {"run": name, "run_dir": None if run_dir is None else str(run_dir)}
     row["status"] = info.get("status")
     row["headline"] = info.get("headline", "top1")
+    labels = info.get("metric_labels")
+    row["metric_labels"] = json.dumps(labels, sort_keys=True) if labels else None
     for key in (
         "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
         "teacher_model", "teacher_label_smoothing", "teacher_run", "teacher_checkpoint",
@@ -291,6 +293,39 @@ def _students(runs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _recording(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The runs that recorded ``metric`` (a run recorded before its task reported a
+    metric, e.g. ``bleu_tokenized``, has no value for it and is left out)."""
+    columns = [f"{which}_{metric}" for which in ("last", "best") if f"{which}_{metric}" in runs]
+    if runs.empty or not columns:
+        return runs.iloc[0:0]
+    return runs[runs[columns].notna().any(axis=1)]
+
+
+def _check_metric(runs: pd.DataFrame, metric: str) -> None:
+    """A one-line ValueError when no finished run recorded ``metric`` (e.g. a typo)."""
+    finished = pd.concat([_finished(runs, "teacher"), _finished(runs, "student")])
+    if finished.empty or not _recording(finished, metric).empty:
+        return
+    columns = [c for c in finished if c.startswith("last_") and c != "last_epoch"]
+    recorded = sorted(c.removeprefix("last_") for c in columns if finished[c].notna().any())
+    raise ValueError(
+        f"no finished run recorded the metric {metric!r}; choose one they recorded: "
+        f"{', '.join(recorded)}"
+    )
+
+
+def metric_label(runs: pd.DataFrame, metric: str) -> str:
+    """What the ``metric`` columns hold, as the runs' task described it (run.json
+    ``metric_labels``, e.g. "BLEU (sacreBLEU 13a on detokenized text)"), else its short
+    name ("top-1", "BLEU")."""
+    for labels in runs.get("metric_labels", pd.Series(dtype=object)).dropna():
+        label = json.loads(labels).get(metric)
+        if label:
+            return label
+    return _metric_name(metric)
+
+
 def student_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Students: rows (student, T), columns teacher smoothing; last and best epoch.
 
@@ -308,7 +343,7 @@ def student_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame
         | resnet8 | 1 | 70.00 ± 1.00 | 72.00 ± 1.00 | +2.00 [-0.48, +4.48] | ... | t, 3 pairs |
     """
     metric = metric or headline(runs)
-    students = _students(runs)
+    students = _recording(_students(runs), metric)
     if students.empty:
         return pd.DataFrame()
     table, _ = _comparison(
@@ -322,7 +357,7 @@ def teacher_table(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame
     difference LS − no-LS over teacher seeds, ``n``, ``CI`` and ``unpaired seeds`` as in
     `student_table`."""
     metric = metric or headline(runs)
-    teachers = _finished(runs, "teacher")
+    teachers = _recording(_finished(runs, "teacher"), metric)
     if teachers.empty:
         return pd.DataFrame()
     teachers = teachers.assign(label_smoothing=teachers["label_smoothing"].astype(float))
@@ -337,12 +372,12 @@ def differences(runs: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     ``ci_method``, ``excludes_zero``, ``unpaired_seeds``."""
     metric = metric or headline(runs)
     frames = []
-    teachers = _finished(runs, "teacher")
+    teachers = _recording(_finished(runs, "teacher"), metric)
     if not teachers.empty:
         teachers = teachers.assign(label_smoothing=teachers["label_smoothing"].astype(float))
         _, records = _comparison(teachers, ["model"], ["teacher"], "label_smoothing", metric)
         frames.append(pd.DataFrame(records).assign(table="teachers"))
-    students = _students(runs)
+    students = _recording(_students(runs), metric)
     if not students.empty:
         _, records = _comparison(
             students, ["model", "temperature"], ["student", "T"], "teacher_label_smoothing", metric
@@ -371,33 +406,41 @@ def _footnote(table: pd.DataFrame) -> str:
     return "\n".join(notes)
 
 
-def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write runs.csv, the teacher/student tables as CSV, Markdown and LaTeX, and
-    differences.csv (the paired differences as numbers, see `differences`).
+def write_tables(
+    runs: pd.DataFrame, out_dir: str | os.PathLike, metric: str | None = None
+) -> dict[str, Path]:
+    """Write runs.csv, the teacher/student tables of ``metric`` (default: the runs'
+    `headline`) as CSV, Markdown and LaTeX, and differences.csv (the paired differences as
+    numbers, see `differences`).
 
-    The Markdown file ends with the footnote explaining Δ and its interval; the LaTeX
-    table carries it as its caption; in the CSV the ``CI`` column names the interval.
+    The Markdown file ends with a footnote naming the metric (`metric_label`, e.g. which
+    BLEU) and explaining Δ and its interval; the LaTeX table carries it as its caption;
+    the CSV files have a ``metric`` column and the ``CI`` column names the interval.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    metric = metric or headline(runs)
+    _check_metric(runs, metric)
+    label = metric_label(runs, metric)
     written = {"runs": out_dir / "runs.csv"}
     atomic.write_text(written["runs"], runs.to_csv(index=False))
-    for name, table in (("teachers", teacher_table(runs)), ("students", student_table(runs))):
+    tables = (("teachers", teacher_table(runs, metric)), ("students", student_table(runs, metric)))
+    for name, table in tables:
         if table.empty:
             continue
-        note = _footnote(table)
+        note = f"Cells: {label}{_percent(metric)}, mean ± std over seeds.\n" + _footnote(table)
         for suffix, text in (
-            ("csv", table.to_csv()),
+            ("csv", table.assign(metric=label).to_csv()),
             ("md", table.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"),
             ("tex", table.to_latex(caption=note.replace("\n", " "))),
         ):
             path = out_dir / f"{name}.{suffix}"
             atomic.write_text(path, text)
             written[f"{name}.{suffix}"] = path
-    diffs = differences(runs)
+    diffs = differences(runs, metric)
     if not diffs.empty:
         written["differences"] = out_dir / "differences.csv"
-        atomic.write_text(written["differences"], diffs.to_csv(index=False))
+        atomic.write_text(written["differences"], diffs.assign(metric=label).to_csv(index=False))
     return written
 
 
@@ -415,12 +458,16 @@ def headline(runs: pd.DataFrame) -> str:
     return "top1"
 
 
-def format_tables(runs: pd.DataFrame) -> str:
-    """The tables as printable Markdown (the headline metric, last and best epoch), each
-    followed by the footnote on Δ, its interval and unpaired seeds."""
+def format_tables(runs: pd.DataFrame, metric: str | None = None) -> str:
+    """The tables of ``metric`` (default: the runs' `headline`) as printable Markdown, last
+    and best epoch, each titled with what the metric is (`metric_label`) and followed by
+    the footnote on Δ, its interval and unpaired seeds. Finished runs that did not record
+    the metric (recorded before it existed) are left out, with a line saying how many."""
+    metric = metric or headline(runs)
+    _check_metric(runs, metric)
     parts = []
-    teachers, students = teacher_table(runs), student_table(runs)
-    unit = _metric_name(headline(runs)) + _percent(headline(runs))
+    teachers, students = teacher_table(runs, metric), student_table(runs, metric)
+    unit = metric_label(runs, metric) + _percent(metric)
     if not teachers.empty:
         parts.append(
             f"Teachers ({unit}, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
@@ -436,6 +483,13 @@ def format_tables(runs: pd.DataFrame) -> str:
             + "\n\n"
             + _footnote(students)
         )
+    finished = pd.concat([_finished(runs, "teacher"), _finished(runs, "student")])
+    lacking = len(finished) - len(_recording(finished, metric))
+    if lacking and parts:
+        parts.append(
+            f"{_plural(lacking, 'finished run')} without {unit} (recorded before it existed) "
+            "left out; runs.csv has their other metrics."
+        )
     return "\n\n".join(parts) if parts else "no finished runs found"
 
 
@@ -448,12 +502,14 @@ SEEDS_NEEDED_FORMULA = (
 
 
 def _metric_name(metric: str) -> str:
-    return "BLEU" if metric == "bleu" else metric.replace("top", "top-")
+    if metric.startswith("bleu"):
+        return " ".join(metric.split("_")[1:] + ["BLEU"])  # bleu_tokenized: tokenized BLEU
+    return metric.replace("top", "top-")
 
 
 def _percent(metric: str) -> str:
-    """ " %" after an accuracy; nothing after BLEU (a score, not a percentage)."""
-    return "" if metric == "bleu" else " %"
+    """ " %" after an accuracy; nothing after a BLEU (a score, not a percentage)."""
+    return "" if metric.startswith("bleu") else " %"
 
 
 def _plural(n: int, word: str) -> str:
@@ -569,7 +625,8 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
             lines.append("  - teacher LS − no LS: " + "; ".join(by_temperature))
     lines += [
         "",
-        f"Accuracy: {which}-epoch {_metric_name(metric)}{_percent(metric)}. {statistics.CI_RULE} "
+        f"Accuracy: {which}-epoch {metric_label(runs, metric)}{_percent(metric)}. "
+        f"{statistics.CI_RULE} "
         f"{SEEDS_NEEDED_FORMULA[0].upper()}{SEEDS_NEEDED_FORMULA[1:]}.",
     ]
     return "\n".join(lines)

@@ -102,6 +102,12 @@ class TrainConfig:
       killed run resumes at the last validation, mid-epoch if it was there.
     - ``patience``: stop after this many validations in a row without improvement of
       the monitored metric (higher is better, strictly, as for ``best.keras``).
+
+    ``adam_beta1``, ``adam_beta2``, ``adam_epsilon``: the moment decay rates and epsilon
+    of "adam" and "adamw" (unused by "sgd"). Their defaults are Keras's own (0.9, 0.999,
+    1e-7), so every run recorded before these fields existed keeps its identity; the
+    papers' translation recipe sets fairseq's (0.9, 0.98) and 1e-8
+    (flags/common/translation.flags).
     """
 
     epochs: int = 240
@@ -110,6 +116,9 @@ class TrainConfig:
     learning_rate: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
+    adam_beta1: float = dataclasses.field(default=0.9, metadata=ADDED_LATER)
+    adam_beta2: float = dataclasses.field(default=0.999, metadata=ADDED_LATER)
+    adam_epsilon: float = dataclasses.field(default=1e-7, metadata=ADDED_LATER)
     weight_decay: float = 5e-4
     weight_decay_scope: str = "kernels"
     schedule: str = "step"
@@ -146,6 +155,7 @@ class TrainConfig:
         for name, low, high in (
             ("learning_rate", 0.0, None), ("weight_decay", 0.0, None), ("momentum", 0.0, 1.0),
             ("decay_rate", 0.0, None), ("warmup_epochs", 0.0, None),
+            ("adam_beta1", 0.0, 1.0), ("adam_beta2", 0.0, 1.0),
         ):  # fmt: skip
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < low or (high is not None and value >= high):
@@ -153,6 +163,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be finite and {bounds}, got {value}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(float(self.adam_epsilon)) and self.adam_epsilon > 0):
+            raise ValueError(f"adam_epsilon must be finite and > 0, got {self.adam_epsilon}")
         check_warmup(self.schedule, float(self.warmup_epochs), int(self.warmup_steps))
         if any(m < 0 for m in self.milestones):
             raise ValueError(f"milestones must be >= 0, got {list(self.milestones)}")
@@ -207,9 +219,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     )
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov)
+    moments = dict(beta_1=config.adam_beta1, beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(schedule)
-    adamw = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        return keras.optimizers.Adam(schedule, **moments)
+    adamw = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **moments)
     adamw.exclude_from_weight_decay(var_names=adamw_exclusion_pattern(config.weight_decay_scope))
     return adamw
 

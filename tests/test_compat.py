@@ -10,7 +10,7 @@ from lskd_tf import _compat, seeding
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lskd_tf"
 PRIVATE = re.compile(r"keras\.src|tensorflow\.python|\._symbolic_build|\._flatten_layers|"
-                     r"_seed_generators|_num_workers")  # fmt: skip
+                     r"_seed_generators|_num_workers|\._dropout\b")  # fmt: skip
 
 
 def test_private_api_is_used_only_in_the_compat_module():
@@ -46,3 +46,22 @@ def test_reseed_resets_every_seed_generator():
     model(ones, training=True)  # advances the generators' states
     seeding.reseed(model, 3)
     np.testing.assert_array_equal(model(ones, training=True).numpy(), first)
+
+
+def test_attention_dropout_takes_the_private_path_and_keeps_other_dropouts():
+    import keras_hub
+
+    block = keras_hub.layers.TransformerDecoder(intermediate_dim=8, num_heads=2, dropout=0.4)
+    block.build((None, 5, 8), (None, 3, 8))  # self- and cross-attention
+    assert _compat.set_attention_dropout(block, 0.0) is True  # the pinned Keras has _dropout
+    attentions = [layer for layer in _compat.flatten_layers(block, include_self=False)
+                  if isinstance(layer, keras.layers.MultiHeadAttention)]  # fmt: skip
+    assert [attention.dropout for attention in attentions] == [0.0, 0.0]
+    inside = {id(layer) for attention in attentions for layer in _compat.flatten_layers(attention)}
+    residual = {
+        layer.name: layer.rate
+        for layer in _compat.flatten_layers(block)
+        if isinstance(layer, keras.layers.Dropout) and id(layer) not in inside
+    }
+    assert residual == {"self_attention_dropout": 0.4, "cross_attention_dropout": 0.4,
+                        "feedforward_dropout": 0.4}  # fmt: skip

@@ -188,10 +188,14 @@ def recipe(train) -> tuple:
 
 
 # The translation recipe of the fork both papers point to (papers.md), teachers = students:
-# (optimizer, lr, weight decay, schedule, warmup steps, warmup epochs, max updates,
-# validate every); RayeRen/multilingual-kd-pytorch runs/train.sh and runs/train_distill.sh:
-# --max-update 300000, --save-interval-updates 2000, no --max-epoch (1000 epochs: a bound).
-TRANSLATION_RECIPE = (1000, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0, 300_000, 2000)
+# (epochs, optimizer, lr, weight decay, schedule, warmup steps, warmup epochs, max updates,
+# validate every, Adam beta1, beta2, epsilon); RayeRen/multilingual-kd-pytorch
+# runs/train.sh and runs/train_distill.sh: --max-update 300000, --save-interval-updates
+# 2000, no --max-epoch (1000 epochs: a bound), --adam-betas '(0.9, 0.98)'; fairseq's
+# --adam-eps default is 1e-8.
+TRANSLATION_RECIPE = (
+    1000, "adam", 5e-4, 0.0, "inverse_sqrt", 4000, 0.0, 300_000, 2000, 0.9, 0.98, 1e-8,
+)  # fmt: skip
 TRANSLATION_PATIENCE = {"teacher": 20, "student": 100}  # the fork's --early-stop
 # flagfile -> (study, dataset, source, target, vocabulary, temperatures, seeds)
 TRANSLATION = {
@@ -239,10 +243,15 @@ def test_translation_flagfile_is_the_forks_recipe(path):
             train.warmup_epochs,
             train.max_updates,
             train.validate_every_updates,
+            train.adam_beta1,
+            train.adam_beta2,
+            train.adam_epsilon,
         ) == TRANSLATION_RECIPE
         assert train.patience == TRANSLATION_PATIENCE[kind]
     runs = plan_study(study)
     assert len(runs) == 2 + 2 * len(temperatures) * len(seeds)
+    with parsed(f"--flagfile={path}"):  # the tables show the papers' (fairseq's) BLEU
+        assert lf.HEADLINE_METRIC.value == "bleu_tokenized"
 
 
 @pytest.mark.parametrize("path", sorted(EXPECTED))

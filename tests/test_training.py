@@ -198,6 +198,46 @@ def test_preprocessing_enters_only_imagenet_and_cub_identities():
     }
 
 
+def test_adam_moments_default_to_keras_and_leave_old_identities_alone():
+    # Keras's own Adam/AdamW defaults are the fields' defaults: nothing existing changes.
+    import inspect
+
+    default = TrainConfig(epochs=2)
+    for optimizer in (keras.optimizers.Adam, keras.optimizers.AdamW):
+        keras_defaults = inspect.signature(optimizer.__init__).parameters
+        assert (default.adam_beta1, default.adam_beta2, default.adam_epsilon) == tuple(
+            keras_defaults[name].default for name in ("beta_1", "beta_2", "epsilon")
+        )
+    assert not {"adam_beta1", "adam_beta2", "adam_epsilon"} & set(default.identity())
+    fairseq = TrainConfig(epochs=2, optimizer="adam", adam_beta2=0.98, adam_epsilon=1e-8)
+    assert (fairseq.identity()["adam_beta2"], fairseq.identity()["adam_epsilon"]) == (0.98, 1e-8)
+    assert "adam_beta1" not in fairseq.identity()  # still at its default
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_from_a_config_steps_as_fairseqs_adam(optimizer):
+    """Weights after 3 steps = a NumPy transcription of fairseq's Adam.step
+    (facebookresearch/fairseq fairseq/optim/adam.py: denom = sqrt(v) + eps, step size
+    lr * sqrt(1 - beta2^t) / (1 - beta1^t)) with the fork's betas (0.9, 0.98), eps 1e-8."""
+    train = config(optimizer=optimizer, schedule="constant", learning_rate=0.01,
+                   weight_decay=0.0, adam_beta2=0.98, adam_epsilon=1e-8)  # fmt: skip
+    adam = lskd_tf.training.make_optimizer(train, steps_per_epoch=10)
+    assert (adam.beta_1, adam.beta_2, adam.epsilon) == (0.9, 0.98, 1e-8)
+    start = np.array([0.5, -1.0, 2.0], np.float32)
+    grads = [
+        np.array(g, np.float32) for g in ([1.0, 1e-6, -3.0], [0.5, 0.0, 2.0], [-2.0, 1e-5, 1.0])
+    ]
+    variable = keras.Variable(start)
+    for g in grads:
+        adam.apply([tf.constant(g)], [variable])
+    w, m, v = start.astype(np.float64), np.zeros(3), np.zeros(3)
+    for t, g in enumerate(grads, start=1):
+        m = 0.9 * m + (1 - 0.9) * g
+        v = 0.98 * v + (1 - 0.98) * g * g
+        w = w - 0.01 * np.sqrt(1 - 0.98**t) / (1 - 0.9**t) * m / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(variable.numpy(), w, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -212,6 +252,8 @@ def test_preprocessing_enters_only_imagenet_and_cub_identities():
         (dict(max_updates=0), "max_updates must be an integer >= 1, or None"),
         (dict(validate_every_updates=-2), "validate_every_updates must be an integer >= 1"),
         (dict(patience=1.5), "patience must be an integer >= 1"),
+        (dict(adam_beta2=1.0), r"adam_beta2 must be finite and in \[0, 1\), got 1.0"),
+        (dict(adam_epsilon=0.0), "adam_epsilon must be finite and > 0"),
     ],
 )
 def test_bad_config(overrides, message):

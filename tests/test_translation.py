@@ -5,13 +5,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sacrebleu
 from conftest import StopAtEpoch
+from sacremoses import MosesTokenizer
 
 import lskd_tf
 from lskd_tf import experiment, results, sweep, tasks
 from lskd_tf.run_dir import RunDir
+from lskd_tf.tasks.translation import data
 
 TRAIN = lskd_tf.TrainConfig(epochs=2, batch_size=32, optimizer="adam", learning_rate=2e-3,
                             schedule="cosine", weight_decay=0.0, verbose=0)  # fmt: skip
@@ -54,6 +57,19 @@ def test_a_translation_study_records_bleu_of_best_and_last(finished):
         assert len(decoded["hypotheses"]) == 16
         expected = sacrebleu.corpus_bleu(decoded["hypotheses"], [decoded["references"]]).score
         assert recorded["last"]["val_bleu"] == pytest.approx(expected / 100, abs=1e-9)
+        # and fairseq's tokenized BLEU of the same text, Moses-tokenized (raw text here)
+        moses = MosesTokenizer(lang=info.target_language)
+        hypotheses, references = (
+            [moses.tokenize(t, return_str=True, aggressive_dash_splits=True) for t in texts]
+            for texts in (decoded["hypotheses"], decoded["references"])
+        )
+        tokenized = sacrebleu.corpus_bleu(
+            hypotheses, [references], tokenize="none", smooth_method="none"
+        ).score
+        assert recorded["last"]["val_bleu_tokenized"] == pytest.approx(tokenized / 100, abs=1e-9)
+        assert "bleu_tokenized" in recorded["metrics"] and recorded["last"]["bleu_text"] == "raw"
+        assert "|tok:none|smooth:none|" in recorded["last"]["bleu_tokenized_signature"]
+        assert recorded["metric_labels"] == task.metric_labels
 
 
 def test_the_tables_show_bleu_with_paired_differences(finished):
@@ -67,6 +83,60 @@ def test_the_tables_show_bleu_with_paired_differences(finished):
     cell = float(table.loc[("transformer_tiny", "2"), "last a=0.1"])
     assert cell == pytest.approx(100 * student["last"]["val_bleu"], abs=0.005)
     assert "Students by teacher label smoothing a (BLEU" in results.format_tables(runs)
+
+
+def _bleu_run(seed: int, alpha: float, bleu: float, tokenized: float | None) -> dict:
+    """A finished student's run.json; without ``tokenized``, one recorded before
+    ``val_bleu_tokenized`` and ``metric_labels`` existed."""
+    info = {
+        "kind": "student", "task": "translation", "model": "transformer_tiny", "seed": seed,
+        "status": "finished", "teacher_label_smoothing": alpha, "temperature": 1.0,
+        "headline": "bleu", "metrics": ["top1", "bleu"],
+        "last": {"val_top1": 0.5, "val_bleu": bleu / 100},
+    }  # fmt: skip
+    if tokenized is not None:
+        info["metrics"].append("bleu_tokenized")
+        info["last"]["val_bleu_tokenized"] = tokenized / 100
+        info["metric_labels"] = tasks.get("translation").metric_labels
+    return info
+
+
+def test_tables_say_which_bleu_and_read_runs_older_than_tokenized_bleu(tmp_path):
+    infos = [_bleu_run(seed, alpha, 20 + seed + 10 * alpha, 25 + seed + 20 * alpha)
+             for seed in (0, 1) for alpha in (0.0, 0.1)]  # fmt: skip
+    infos += [_bleu_run(2, alpha, 30.0, None) for alpha in (0.0, 0.1)]  # older runs
+    for info in infos:
+        run_dir = tmp_path / "runs" / f"s{info['seed']}-a{info['teacher_label_smoothing']}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps(info))
+    runs = results.collect_runs([tmp_path / "runs"])
+    assert len(runs) == 6
+    sacre = results.student_table(runs).loc[("transformer_tiny", "1")]  # headline: bleu
+    old_too = [20.0, 21.0, 30.0]  # a=0: seeds 0, 1 and the older run's seed 2
+    assert sacre["n"] == 3
+    assert sacre["last a=0"] == f"{np.mean(old_too):.2f} ± {np.std(old_too, ddof=1):.2f}"
+    fairseq = results.student_table(runs, "bleu_tokenized").loc[("transformer_tiny", "1")]
+    assert fairseq["n"] == 2 and fairseq["last a=0.1"] == "27.50 ± 0.71"
+    assert fairseq["last Δ(LS−noLS)"].startswith("+2.00 [")
+    printed = results.format_tables(runs, "bleu_tokenized")
+    assert "Students by teacher label smoothing a (tokenized BLEU (fairseq's: Moses" in printed
+    assert "2 finished runs without tokenized BLEU" in printed
+    assert "(BLEU (sacreBLEU 13a on detokenized text), mean" in results.format_tables(runs)
+    written = results.write_tables(runs, tmp_path / "tables", "bleu_tokenized")
+    csv = pd.read_csv(written["students.csv"])
+    assert set(csv["metric"]) == {tasks.get("translation").metric_labels["bleu_tokenized"]}
+    assert "Cells: tokenized BLEU (fairseq's" in written["students.md"].read_text()
+    with pytest.raises(ValueError, match="no finished run recorded the metric 'bleu_tokenzed'; "
+                       "choose one they recorded: bleu, bleu_tokenized, top1"):  # fmt: skip
+        results.format_tables(runs, "bleu_tokenzed")
+
+
+def test_a_bad_bleu_text_option_is_one_line_before_any_run():
+    spec = experiment.DataSpec(name="embedded", options=(("bleu_text", "sgml"),))
+    with pytest.raises(ValueError, match="unknown text format 'sgml' for BLEU; choose one of"):
+        tasks.get("translation").check_dataset(spec)
+    assert data.text_format("iwslt14") == "moses" and data.text_format("text") == "raw"
+    assert data.text_format("text", "moses") == "moses"
 
 
 def test_padding_never_counts_in_the_token_metrics(finished):
@@ -155,7 +225,7 @@ def test_token_semantic_mass_by_hand():
 def test_sequence_level_students_learn_the_teachers_translations(finished, tmp_path):
     import dataclasses
 
-    from lskd_tf.tasks.translation import data, decoding, sequence_kd
+    from lskd_tf.tasks.translation import decoding, sequence_kd
 
     env, specs, _ = finished
     teacher = specs[0]

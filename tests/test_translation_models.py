@@ -1,6 +1,8 @@
 """Translation Transformers, beam search and BLEU (lskd_tf.tasks.translation)."""
 
+import collections
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -9,6 +11,7 @@ import sacrebleu
 import tensorflow as tf
 
 import lskd_tf
+from lskd_tf import _compat
 from lskd_tf.tasks.translation import bleu, decoding, models
 from lskd_tf.tasks.translation.models import BOS_ID, EOS_ID
 
@@ -121,6 +124,59 @@ def test_options_change_the_architecture():
     assert all(b.normalize_first for b in models.Layers.of(other).stack("decoder"))
 
 
+def attention_and_other_dropouts(model) -> tuple[list, list[float]]:
+    """(the attention layers' probability-dropout rates, the other Dropout layers' rates)."""
+    layers = _compat.flatten_layers(model, include_self=False)
+    attentions = [layer for layer in layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    inside = {
+        id(layer)
+        for attention in attentions
+        for layer in _compat.flatten_layers(attention, include_self=False)
+        if isinstance(layer, keras.layers.Dropout)
+    }
+    attention_rates = [
+        ([d.rate for d in _compat.flatten_layers(a) if isinstance(d, keras.layers.Dropout)],
+         a.dropout)
+        for a in attentions
+    ]  # fmt: skip
+    others = [d.rate for d in layers if isinstance(d, keras.layers.Dropout) and id(d) not in inside]
+    return attention_rates, others
+
+
+def test_fairseq_dropout_spares_attention_probabilities_keras_hub_drops_them():
+    """fairseq's transformer_iwslt_de_en family (RayeRen/multilingual-kd-pytorch
+    fairseq/models/transformer.py): dropout after the embeddings and on each residual
+    branch, attention and ReLU dropout 0; keras_hub's blocks drop attention too."""
+    for name in models.available():
+        fairseq_family = name in ("transformer_iwslt_de_en", "transformer_2x2_256",
+                                  "transformer_2x2_128", "transformer_1x1_128")  # fmt: skip
+        assert models.describe(name).attention_dropout == (0.0 if fairseq_family else None)
+    fairseq, keras_hub = tiny(attention_dropout=0.0), tiny()  # dropout 0.3 both
+    attention, others = attention_and_other_dropouts(fairseq)
+    # 1 encoder self-attention, decoder self- and cross-attention: probabilities kept
+    assert attention == [([0.0], 0.0)] * 3
+    # 2 embeddings + encoder (attention, FFN) + decoder (self, cross, FFN) residuals;
+    # none inside the feed-forward block (fairseq's relu_dropout 0)
+    assert others == [0.3] * 7
+    assert attention_and_other_dropouts(keras_hub) == ([([0.3], 0.3)] * 3, [0.3] * 7)
+    assert isinstance(models.Layers.of(fairseq)["decoder_layer_0"],
+                      models.FairseqTransformerDecoder)  # fmt: skip
+    # In training mode the attention sub-layer of the fairseq block computes exactly what
+    # it does without dropout; keras_hub's drops probabilities; both blocks drop residuals.
+    x = np.random.default_rng(0).normal(size=(2, 6, 64)).astype("float32")
+    for model, attention_dropped in ((fairseq, False), (keras_hub, True)):
+        block = models.Layers.of(model)["encoder_layer_0"]
+        mha = next(layer for layer in _compat.flatten_layers(block)
+                   if isinstance(layer, keras.layers.MultiHeadAttention))  # fmt: skip
+        trained, inferred = (mha(x, x, training=t).numpy() for t in (True, False))
+        assert np.abs(trained - inferred).max() > 1e-3 if attention_dropped else (
+            np.abs(trained - inferred).max() < 1e-5)  # fmt: skip
+        residual = [keras.ops.convert_to_numpy(block(x, training=t)) for t in (True, False)]
+        assert np.abs(residual[0] - residual[1]).max() > 1e-3
+    with pytest.raises(ValueError, match="attention_dropout must be in"):
+        tiny(attention_dropout=1.0)
+
+
 # ----------------------------------------------------------------------------- masking
 
 
@@ -162,7 +218,11 @@ def test_decoder_is_causal():
 # ----------------------------------------------------------------------------- saving
 
 
-@pytest.mark.parametrize("options", [{}, NON_DEFAULT], ids=["default", "non_default"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, NON_DEFAULT, {"attention_dropout": 0.0}],
+    ids=["default", "non_default", "fairseq_dropout"],
+)
 def test_save_load_round_trip(tmp_path, options):
     model = tiny(**options)
     path = tmp_path / "model.keras"
@@ -178,6 +238,7 @@ def test_save_load_round_trip(tmp_path, options):
     assert decoding.translate_ids(loaded, source, beam_size=2, max_length=6) == (
         decoding.translate_ids(model, source, beam_size=2, max_length=6)
     )
+    assert attention_and_other_dropouts(loaded) == attention_and_other_dropouts(model)
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -273,6 +334,88 @@ def test_bleu_equals_sacrebleu():
     assert lowered == pytest.approx(100.0) and "case:lc" in lc_signature
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         bleu.corpus_bleu(["a", "b"], ["a"])
+
+
+def fairseq_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """A transcription of the papers' scorer: RayeRen/multilingual-kd-pytorch
+    fairseq/trainer.py ``test_bleu`` (whitespace tokens of the BPE-removed text) and
+    fairseq/bleu.py ``Scorer`` (clipped n-gram matches 1-4 summed over the corpus,
+    precision 0 -> BLEU 0, brevity min(1, exp(1 - reflen / predlen)), no smoothing)."""
+    match, count, reflen, predlen = [0] * 4, [0] * 4, 0, 0
+    for hypothesis, reference in zip(hypotheses, references):
+        hyp, ref = hypothesis.split(), reference.split()
+        reflen, predlen = reflen + len(ref), predlen + len(hyp)
+        for n in range(1, 5):
+            grams = collections.Counter(tuple(hyp[i : i + n]) for i in range(len(hyp) - n + 1))
+            ref_grams = collections.Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
+            match[n - 1] += sum(min(c, ref_grams[g]) for g, c in grams.items())
+            count[n - 1] += max(len(hyp) - n + 1, 0)
+    precision = [m / c if c > 0 else 0 for m, c in zip(match, count)]
+    psum = sum(math.log(p) if p > 0 else float("-inf") for p in precision)
+    return min(1, math.exp(1 - reflen / predlen)) * math.exp(psum / 4) * 100
+
+
+# IWSLT'14 as prepare-iwslt14.sh leaves it: Moses-tokenized (escapes), lowercased.
+MOSES_REFERENCES = [
+    "it &apos;s a &quot; well @-@ known &quot; cat , isn &apos;t it ?",
+    "we &apos;re here &amp; there , and the cats are over there .",
+]
+MOSES_HYPOTHESES = [
+    "it &apos;s a well @-@ known cat , is it ?",
+    "we are here &amp; there , and cats are there .",
+]
+
+
+def test_bleu_of_moses_text_is_detokenized_and_tokenized_bleu_is_fairseqs():
+    scores = bleu.score(MOSES_HYPOTHESES, MOSES_REFERENCES, text_format="moses", language="en")
+    # val_bleu: sacreBLEU 13a on the detokenized text, escapes undone (written out by hand)
+    references = ['it\'s a "well-known" cat, isn\'t it?', "we're here & there, and the cats "
+                  "are over there."]  # fmt: skip
+    hypotheses = ["it's a well-known cat, is it?", "we are here & there, and cats are there."]
+    assert bleu.detokenized(MOSES_REFERENCES, "moses", "en") == references
+    assert bleu.detokenized(MOSES_HYPOTHESES, "moses", "en") == hypotheses
+    assert scores["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-9
+    )
+    assert scores["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    # 13a on the escaped text splits &apos; into "& apos ;", three tokens that always match
+    escaped = sacrebleu.corpus_bleu(MOSES_HYPOTHESES, [MOSES_REFERENCES]).score
+    assert escaped > scores["bleu"] + 1
+    # val_bleu_tokenized: the tokenized text as is, sacreBLEU without tokenizer or smoothing
+    tokenized = sacrebleu.corpus_bleu(
+        MOSES_HYPOTHESES, [MOSES_REFERENCES], tokenize="none", smooth_method="none"
+    ).score
+    assert scores["bleu_tokenized"] == pytest.approx(tokenized, abs=1e-9)
+    assert scores["bleu_tokenized"] == pytest.approx(
+        fairseq_bleu(MOSES_HYPOTHESES, MOSES_REFERENCES), abs=1e-9
+    )
+    assert 0 < scores["bleu_tokenized"] < 100
+    assert scores["tokenized_signature"].startswith(
+        "nrefs:1|case:mixed|eff:no|tok:none|smooth:none"
+    )
+    # no smoothing, as fairseq: a missing 4-gram match gives 0 (sacreBLEU's default would not)
+    assert bleu.tokenized_bleu(["a b c d e"], ["a b c x e"])[0] == fairseq_bleu(
+        ["a b c d e"], ["a b c x e"]) == 0.0  # fmt: skip
+
+
+def test_bleu_of_raw_text_moses_tokenizes_it_for_tokenized_bleu():
+    references = ["It's a well-known cat, isn't it?", "Cats & dogs [sic] are here."]
+    hypotheses = ["It's a well-known dog, isn't it?", "Cats & dogs are here."]
+    scores = bleu.score(hypotheses, references, text_format="raw", language="en")
+    assert scores["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-9
+    )
+    # as fairseq's prepare-wmt14en2de.sh (tokenizer.perl -a), written out by hand
+    tokenized = ["It &apos;s a well @-@ known cat , isn &apos;t it ?",
+                 "Cats &amp; dogs &#91; sic &#93; are here ."]  # fmt: skip
+    assert bleu.moses_tokenized(references, "raw", "en") == tokenized
+    expected = sacrebleu.corpus_bleu(
+        bleu.moses_tokenized(hypotheses, "raw", "en"), [tokenized], tokenize="none",
+        smooth_method="none",
+    ).score  # fmt: skip
+    assert scores["bleu_tokenized"] == pytest.approx(expected, abs=1e-9) and expected > 0
+    with pytest.raises(ValueError, match="unknown text format 'sgml' for BLEU; choose one of"):
+        bleu.score(hypotheses, references, text_format="sgml", language="en")
 
 
 # ----------------------------------------------------------------------------- precision, KD

@@ -64,6 +64,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
                 "data": dataclasses.asdict(spec.data),
                 "dataset_info": info.to_dict(),
                 "headline": task.headline,
+                "metric_labels": dict(task.metric_labels),
             },
             found,
         ),

@@ -59,6 +59,9 @@ class Task:
     """The metric whose validation value picks ``best.keras``."""
     headline: str = "top1"
     """The metric the results tables and the verdict report (e.g. ``bleu``)."""
+    metric_labels: dict[str, str] = {}
+    """What a metric measures, for the results tables' titles (recorded in run.json), e.g.
+    ``{"bleu": "BLEU (sacreBLEU 13a, detokenized)"}``; metrics not named show their name."""
 
     # ------------------------------------------------------------------ data
 

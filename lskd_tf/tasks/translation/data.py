@@ -238,9 +238,21 @@ EVALUATION_OPTIONS = {
     "length_penalty": 1.0,
     "bleu_split": None,
     "bleu_sentences": None,
+    "bleu_text": None,
 }
 """Options of a translation DataSpec that are not the dataset's own (batching, decoding
 and BLEU settings), and their defaults."""
+
+MOSES_TOKENIZED = ("iwslt14",)
+"""Datasets whose files are Moses tokenizer.perl output (fairseq's prepare-iwslt14.sh)."""
+
+
+def text_format(name: str, chosen: str | None = None) -> str:
+    """How dataset ``name`` stores its text for BLEU (`bleu.TEXT_FORMATS`): ``chosen`` (the
+    ``bleu_text`` option) if given, else ``"moses"`` for `MOSES_TOKENIZED` datasets and
+    ``"raw"`` for the others (pass ``bleu_text="moses"`` for a ``text`` dataset made by
+    a Moses preparation script)."""
+    return chosen or ("moses" if name in MOSES_TOKENIZED else "raw")
 
 
 def split_options(options) -> tuple[dict, dict]:

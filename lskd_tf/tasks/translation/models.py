@@ -18,11 +18,23 @@ The layers are keras_hub's ``TransformerEncoder`` / ``TransformerDecoder``
 projection) and keras_hub's ``SinePositionEncoding`` / ``PositionEmbedding``. As in
 fairseq: token embeddings are scaled by sqrt(d_model) and drawn from N(0, d_model^-0.5),
 dropout follows the embeddings and every sub-layer, pre-norm stacks end in a final
-LayerNorm, the output projection has no bias. Known difference from fairseq's
-``transformer_iwslt_de_en``: keras_hub applies ``dropout`` to the attention
-probabilities too (fairseq's ``attention_dropout`` defaults to 0), and its sinusoids are
-interleaved (sin, cos, sin, ...) rather than concatenated (no effect on what a model
-can learn).
+LayerNorm, the output projection has no bias.
+
+Dropout, two placements (``TranslationModelSpec.attention_dropout``):
+
+* fairseq's (a number: the fairseq-derived models register 0): ``dropout`` after the
+  embeddings and on every residual branch (attention outputs, feed-forward output),
+  ``attention_dropout`` on the attention probabilities, nothing after the feed-forward
+  activation -- fairseq's ``transformer_iwslt_de_en`` family (dropout 0.3, attention and
+  ReLU dropout 0: RayeRen/multilingual-kd-pytorch fairseq/models/transformer.py,
+  ``base_architecture``, ``TransformerEncoderLayer``, ``TransformerDecoderLayer``;
+  runs/train.sh ``--dropout 0.3``). The blocks are `FairseqTransformerEncoder` /
+  `FairseqTransformerDecoder`, keras_hub's with the attention rate set apart.
+* keras_hub's (None: transformer_tiny and the quick-study models): keras_hub's blocks
+  as they are, which drop the attention probabilities at ``dropout`` too.
+
+Known difference from fairseq: keras_hub's sinusoids are interleaved (sin, cos, sin,
+...) rather than concatenated (no effect on what a model can learn).
 
 The forward pass is written once (`encode`, `decode`); `get` runs it on symbolic
 inputs to build the model and `lskd_tf.tasks.translation.decoding` runs the same
@@ -47,7 +59,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from lskd_tf import registry
+from lskd_tf import _compat, registry
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 NUM_SPECIAL = 4
@@ -67,8 +79,10 @@ class TranslationModelSpec:
         d_model: embedding and hidden size.
         ffn_dim: inner size of each feed-forward block.
         num_heads: attention heads (must divide ``d_model``).
-        dropout: rate after embeddings, sub-layers and on attention weights (fairseq
+        dropout: rate after the embeddings and on every residual branch (fairseq
             IWSLT: 0.3).
+        attention_dropout: rate on the attention probabilities, fairseq's placement
+            (fairseq's default 0); None: keras_hub's placement, ``dropout`` there too.
         normalize_first: pre-norm (True) or post-norm (False, fairseq's default).
         share_embeddings: one embedding matrix for source and target (joint vocabulary;
             fairseq ``--share-all-embeddings``).
@@ -86,6 +100,7 @@ class TranslationModelSpec:
     ffn_dim: int
     num_heads: int
     dropout: float = 0.3
+    attention_dropout: float | None = None
     normalize_first: bool = False
     share_embeddings: bool = True
     tie_output: bool = True
@@ -110,20 +125,23 @@ def _register(spec: TranslationModelSpec) -> None:
 
 _register(TranslationModelSpec(
     name="transformer_iwslt_de_en", encoder_layers=6, decoder_layers=6, d_model=512,
-    ffn_dim=1024, num_heads=4,
+    ffn_dim=1024, num_heads=4, attention_dropout=0.0,
     reference="fairseq transformer.py transformer_iwslt_de_en (6+6, 512, FFN 1024, 4 heads)",
 ))  # fmt: skip
 _register(TranslationModelSpec(
     name="transformer_2x2_256", encoder_layers=2, decoder_layers=2, d_model=256,
-    ffn_dim=1024, num_heads=4, reference=f"{MULTILINGUAL_KD} (2+2, 256, FFN 1024, 4 heads)",
+    ffn_dim=1024, num_heads=4, attention_dropout=0.0,
+    reference=f"{MULTILINGUAL_KD} (2+2, 256, FFN 1024, 4 heads)",
 ))  # fmt: skip
 _register(TranslationModelSpec(
     name="transformer_2x2_128", encoder_layers=2, decoder_layers=2, d_model=128,
-    ffn_dim=512, num_heads=4, reference="student: transformer_2x2_256 at half width",
+    ffn_dim=512, num_heads=4, attention_dropout=0.0,
+    reference="student: transformer_2x2_256 at half width",
 ))  # fmt: skip
 _register(TranslationModelSpec(
     name="transformer_1x1_128", encoder_layers=1, decoder_layers=1, d_model=128,
-    ffn_dim=512, num_heads=4, reference="student: 1+1 layers, half width",
+    ffn_dim=512, num_heads=4, attention_dropout=0.0,
+    reference="student: 1+1 layers, half width",
 ))  # fmt: skip
 _register(TranslationModelSpec(
     name="transformer_tiny", encoder_layers=1, decoder_layers=1, d_model=64,
@@ -178,6 +196,11 @@ def _check(spec: TranslationModelSpec, vocab_size, max_length) -> None:
         raise ValueError(f"sinusoidal positions need an even d_model, got {spec.d_model}")
     if not 0.0 <= float(spec.dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {spec.dropout!r}")
+    if spec.attention_dropout is not None and not 0.0 <= float(spec.attention_dropout) < 1.0:
+        raise ValueError(
+            f"attention_dropout must be in [0, 1) or None (keras_hub's: = dropout), got "
+            f"{spec.attention_dropout!r}"
+        )
     if spec.positions not in POSITIONS:
         raise ValueError(
             f"unknown positions {spec.positions!r}; choose one of: {', '.join(POSITIONS)}"
@@ -242,6 +265,56 @@ class ScaleAndPosition(keras.layers.Layer):
         config = super().get_config()
         config.update(d_model=self.d_model, positions=self.positions, max_length=self.max_length)
         return config
+
+
+class _AttentionDropoutApart:
+    """Mixin for a keras_hub Transformer block: ``dropout`` stays on the residual
+    branches, ``attention_dropout`` is the rate on the attention probabilities."""
+
+    def __init__(self, *, attention_dropout: float = 0.0, **kwargs):
+        # Set first: keras_hub's __init__ builds the block when its config has the shapes.
+        self.attention_dropout = float(attention_dropout)
+        super().__init__(**kwargs)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(attention_dropout=self.attention_dropout)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lskd_tf.translation")
+class FairseqTransformerEncoder(_AttentionDropoutApart, keras_hub.layers.TransformerEncoder):
+    """keras_hub's ``TransformerEncoder`` with fairseq's dropout placement.
+
+    fairseq's ``TransformerEncoderLayer`` (RayeRen/multilingual-kd-pytorch
+    fairseq/models/transformer.py) drops ``args.dropout`` of the self-attention output
+    and of the feed-forward output before each residual add, ``args.attention_dropout``
+    of the attention probabilities and ``args.relu_dropout`` after the ReLU (both 0 in
+    ``base_architecture``). keras_hub's block has the two residual dropouts and no
+    activation dropout, but drops its ``dropout`` of the attention probabilities too;
+    here they take ``attention_dropout`` instead.
+
+    Args:
+        attention_dropout: rate on the attention probabilities (fairseq's default 0).
+        **kwargs: keras_hub ``TransformerEncoder`` arguments (``dropout``: the residual
+            rate).
+    """
+
+    def build(self, inputs_shape):  # Keras matches build's argument names to call's
+        super().build(inputs_shape)
+        _compat.set_attention_dropout(self, self.attention_dropout)
+
+
+@keras.saving.register_keras_serializable(package="lskd_tf.translation")
+class FairseqTransformerDecoder(_AttentionDropoutApart, keras_hub.layers.TransformerDecoder):
+    """keras_hub's ``TransformerDecoder`` with fairseq's dropout placement: ``dropout`` on
+    the self-attention, cross-attention and feed-forward outputs before their residual
+    adds, ``attention_dropout`` on both attentions' probabilities (fairseq's
+    ``TransformerDecoderLayer``; see `FairseqTransformerEncoder`)."""
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        super().build(decoder_sequence_shape, encoder_sequence_shape)
+        _compat.set_attention_dropout(self, self.attention_dropout)
 
 
 # ----------------------------------------------------------------------------- forward pass
@@ -363,9 +436,13 @@ def _create_layers(spec: TranslationModelSpec, vocab_size: int, max_length: int)
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         normalize_first=spec.normalize_first,
     )
+    blocks = (keras_hub.layers.TransformerEncoder, keras_hub.layers.TransformerDecoder)
+    if spec.attention_dropout is not None:  # fairseq's placement (the module docstring)
+        blocks = (FairseqTransformerEncoder, FairseqTransformerDecoder)
+        block_options["attention_dropout"] = spec.attention_dropout
     for side, count, block in (
-        ("encoder", spec.encoder_layers, keras_hub.layers.TransformerEncoder),
-        ("decoder", spec.decoder_layers, keras_hub.layers.TransformerDecoder),
+        ("encoder", spec.encoder_layers, blocks[0]),
+        ("decoder", spec.decoder_layers, blocks[1]),
     ):
         by_name[f"{side}_embed_position"] = ScaleAndPosition(
             d, spec.positions, max_length, name=f"{side}_embed_position"

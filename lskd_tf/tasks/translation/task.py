@@ -10,14 +10,18 @@ resume and results code as images. What is translation-specific is here:
   accuracy, ``top1``) counts real tokens only;
 * models: `lskd_tf.tasks.translation.models` (Transformer encoder-decoders by name);
 * BLEU: after training, `final_metrics` decodes the BLEU split with ``best.keras`` and
-  ``last.keras`` (beam search, `decoding`) and scores detokenized text with sacreBLEU
-  (`bleu`), recording the score and sacreBLEU's signature; BLEU is the tables' headline.
+  ``last.keras`` (beam search, `decoding`) and scores it twice (`bleu`): ``val_bleu``,
+  sacreBLEU 13a on detokenized text (the tables' default headline), and
+  ``val_bleu_tokenized``, fairseq's tokenized BLEU (the papers' number; the papers'
+  flagfiles headline it with ``--headline_metric=bleu_tokenized``), each with sacreBLEU's
+  signature.
 
 Evaluation settings travel with the data (`DataSpec.options`, so they are part of a
 run's identity): ``max_tokens`` (token-budget batches; otherwise sentence batches of the
 run's batch size), ``beam_size`` (default 4), ``length_penalty`` (default 1, fairseq's),
-``bleu_split`` (default the test split) and ``bleu_sentences`` (score only the first N
-sentences; default all).
+``bleu_split`` (default the test split), ``bleu_sentences`` (score only the first N
+sentences; default all) and ``bleu_text`` (how the dataset stores its text,
+`bleu.TEXT_FORMATS`; default `data.text_format`: ``moses`` for iwslt14, ``raw`` otherwise).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ class Translation(tasks.Task):
     name = "translation"
     monitor = "top1"  # teacher-forced token accuracy picks best.keras (cheap, every epoch)
     headline = "bleu"
+    metric_labels = {
+        "bleu": "BLEU (sacreBLEU 13a on detokenized text)",
+        "bleu_tokenized": "tokenized BLEU (fairseq's: Moses tokens, no smoothing)",
+    }
 
     # ------------------------------------------------------------------ data
 
@@ -53,6 +61,7 @@ class Translation(tasks.Task):
         data.check_options(
             spec.name, data_dir=spec.data_dir, max_tokens=evaluation["max_tokens"], **options
         )
+        bleu.check_text_format(data.text_format(spec.name, evaluation["bleu_text"]))
 
     def dataset_info(self, spec) -> data.TranslationInfo:
         options, _ = data.split_options(spec.options)
@@ -132,7 +141,8 @@ class Translation(tasks.Task):
     # ------------------------------------------------------------------ after training
 
     def translate(self, model: keras.Model, spec, info, split: str | None = None) -> dict:
-        """Decode a split with ``model``: hypotheses, references and BLEU."""
+        """Decode a split with ``model``: hypotheses and references (as the dataset stores
+        its text), both BLEUs and their signatures (`bleu.score`)."""
         options, evaluation = data.split_options(spec.options)
         split = split or evaluation["bleu_split"] or info.test_split
         references = data.references(spec.name, split, data_dir=spec.data_dir, **options)
@@ -151,15 +161,20 @@ class Translation(tasks.Task):
                 max_length=info.max_length, length_penalty=float(evaluation["length_penalty"]),
             )  # fmt: skip
         hypotheses = info.vocabulary().decode_batch(hypothesis_ids[:count])
-        score, signature = bleu.corpus_bleu(hypotheses, references)
-        return {"bleu": score, "signature": signature, "split": split,
+        text_format = data.text_format(spec.name, evaluation["bleu_text"])
+        scores = bleu.score(
+            hypotheses, references, text_format=text_format, language=info.target_language
+        )
+        return {**scores, "split": split, "text_format": text_format,
                 "hypotheses": hypotheses, "references": references}  # fmt: skip
 
     def final_metrics(self, run, spec, info) -> dict:
-        """BLEU of ``best.keras`` and ``last.keras`` (and sacreBLEU's signature).
+        """Both BLEUs of ``best.keras`` and ``last.keras``, with sacreBLEU's signatures.
 
-        Recorded as ``val_bleu`` = sacreBLEU score / 100, so that every run.json metric is
-        a fraction; tables multiply by 100 and show the usual BLEU."""
+        Recorded as ``val_bleu`` (sacreBLEU 13a, detokenized) and ``val_bleu_tokenized``
+        (fairseq's tokenized BLEU) = score / 100, so that every run.json metric is a
+        fraction; tables multiply by 100 and show the usual BLEU. Runs recorded before
+        ``val_bleu_tokenized`` existed are left out of its tables (`results`)."""
         found = {}
         for which in ("best", "last"):
             model = self.load_model(run.checkpoint(which), info)
@@ -167,7 +182,10 @@ class Translation(tasks.Task):
             found[which] = {
                 # A fraction, like every metric in run.json (the tables show x100: BLEU).
                 "val_bleu": float(decoded["bleu"]) / 100.0,
+                "val_bleu_tokenized": float(decoded["bleu_tokenized"]) / 100.0,
                 "bleu_signature": decoded["signature"],
+                "bleu_tokenized_signature": decoded["tokenized_signature"],
+                "bleu_text": decoded["text_format"],
                 "bleu_split": decoded["split"],
             }
         return found
