@@ -195,6 +195,7 @@ def test_preprocessing_enters_only_imagenet_and_cub_identities():
     assert identity(imagenet, env)["data"]["preprocessing"] == {
         "antialias": True,
         "image_size": 224,
+        "lighting": 0.0,
     }
 
 
