@@ -27,7 +27,12 @@ from lskd_tf.experiment import (
     StudySpec,
     TeacherSpec,
 )
-from lskd_tf.losses import SMOOTHING_CONVENTIONS, kd_losses
+from lskd_tf.losses import (
+    SMOOTHING_CONVENTIONS,
+    TEMPERATURE_RANGE,
+    kd_losses,
+    validate_temperature,
+)
 from lskd_tf.schedules import SCHEDULES
 from lskd_tf.teacher_cache import CacheSpec
 from lskd_tf.training import OPTIMIZERS, TrainConfig
@@ -127,7 +132,10 @@ PAIRS = flags.DEFINE_list(
     "pairs are distilled instead of every teacher x every student (--teacher_models and "
     "--student_models are then ignored).",
 )  # fmt: skip
-TEMPERATURES = flags.DEFINE_list("temperatures", ["1", "4"], "Distillation temperature(s) T > 0.")
+TEMPERATURES = flags.DEFINE_list(
+    "temperatures", ["1", "4"], "Distillation temperature(s) T, each in "
+    f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] (lskd_tf.losses.TEMPERATURE_RANGE).",
+)  # fmt: skip
 SEEDS = flags.DEFINE_list("seeds", ["0"], "Student seeds; tables report mean ± std over them.")
 KD_WEIGHT = flags.DEFINE_float("kd_weight", 1.0, "Weight of the T^2-scaled KL term.")
 CE_WEIGHT = flags.DEFINE_float(
@@ -388,8 +396,10 @@ def _check_temperatures(values):
     if not values:
         raise flags.ValidationError("--temperatures is empty: name at least one T > 0")
     for value in _floats(values, "temperatures"):
-        if not 0 < value < float("inf"):
-            raise flags.ValidationError(f"temperatures must be > 0 and finite, got {value:g}")
+        try:
+            validate_temperature(value)
+        except ValueError as error:
+            raise flags.ValidationError(f"--{error}".replace("temperature", "temperatures", 1))
     return True
 
 
