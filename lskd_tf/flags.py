@@ -399,7 +399,8 @@ def _check_temperatures(values):
         try:
             validate_temperature(value)
         except ValueError as error:
-            raise flags.ValidationError(f"--{error}".replace("temperature", "temperatures", 1))
+            says = f"--{error}".replace("temperature", "temperatures", 1)
+            raise flags.ValidationError(says) from None
     return True
 
 
