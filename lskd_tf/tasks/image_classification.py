@@ -86,6 +86,15 @@ class ImageClassification(tasks.Task):
             )
         return model
 
+    def check_model_file(self, path: str | os.PathLike, *, what: str = "checkpoint") -> None:
+        """A `.keras` archive, or PyTorch weights `lskd_tf.pretrained` can read."""
+        from lskd_tf import pretrained
+
+        if pretrained.is_torch_file(path):
+            pretrained.check_weights_file(path)
+        else:
+            super().check_model_file(path, what=what)
+
     def initialize(self, model: keras.Model, path: str | os.PathLike) -> dict:
         """PyTorch (torchvision/RepDistiller) or `.keras` weights; a new classifier exactly
         when the class counts differ (ImageNet -> CUB fine-tuning, as both papers do)."""
