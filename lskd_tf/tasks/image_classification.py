@@ -135,7 +135,9 @@ class ImageClassification(tasks.Task):
     def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
         from lskd_tf.export import export_student
 
-        return export_student(model, export_dir, mean=info.mean, std=info.std)
+        return export_student(
+            model, export_dir, mean=info.mean, std=info.std, class_names=info.class_names
+        )
 
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
