@@ -114,6 +114,7 @@ def main(argv) -> int:
     )
     mode = lf.MODE.value
     try:
+        lf.check_applicable()
         env = lf.run_env(_strategy() if mode in ("study", "teacher", "distill") else None)
         if mode == "study":
             _study(env)

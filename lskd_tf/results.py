@@ -157,6 +157,8 @@ def collect_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for run_dir in _run_dirs(paths):
         info = RunDir(run_dir).read()
+        if info.get("status") == FINISHED:
+            RunDir(run_dir).read_history()  # a damaged history.csv: one line, now
         rows.append(run_row(info, run_dir))
     return pd.DataFrame(rows)
 

@@ -212,13 +212,7 @@ def as_eval_dataset(eval_data: EvalData, batch_size: int) -> tf.data.Dataset | N
 def steps_in(dataset: tf.data.Dataset, config: TrainConfig) -> int:
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    steps = int(dataset.cardinality())
-    if steps <= 0:
-        raise ValueError(
-            "cannot tell how many batches one epoch has (infinite or unknown dataset); "
-            "set TrainConfig.steps_per_epoch"
-        )
-    return steps
+    return distribute.batches_per_epoch(dataset)
 
 
 # --------------------------------------------------------------------------- the loop
