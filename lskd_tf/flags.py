@@ -382,8 +382,8 @@ def _pretrained_entries(values, key, flag: str) -> tuple[tuple[str, str], ...]:
         except ValueError as error:
             if not os.path.exists(value):
                 raise ValueError(  # a KEY=FILE entry with a wrong KEY, not a file name
-                    f"--{flag}={value}: {name!r} is not a valid key ({error}) and no file named "
-                    f"{value!r} exists; write KEY=FILE with a valid KEY, or FILE alone"
+                    f"--{flag}={value}: {name!r} is not a valid key ({error}) and no such "
+                    "file exists; write KEY=FILE with a valid KEY, or FILE alone"
                 ) from None
             entries.append(("", value))
     return tuple(entries)
