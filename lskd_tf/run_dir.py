@@ -152,12 +152,13 @@ class RunDir:
             return []
         try:
             with open(self.history_csv, newline="", encoding="utf-8") as file:
-                rows = [
-                    {key: _number(value) for key, value in row.items()}
-                    for row in csv.DictReader(file)
-                ]
+                reader = csv.DictReader(file)
+                rows = [{key: _number(value) for key, value in row.items()} for row in reader]
+                columns = reader.fieldnames or []
         except (UnicodeDecodeError, csv.Error) as error:
             self._damaged_history(f"not CSV text ({type(error).__name__})")
+        if "epoch" not in columns or not rows:  # written after an epoch: never without one
+            self._damaged_history("no epoch column" if rows else "no epoch rows")
         for number, row in enumerate(rows, start=1):
             if row.get("epoch") != number:
                 self._damaged_history(f"row {number} has epoch {row.get('epoch')!r}, not {number}")

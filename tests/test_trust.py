@@ -478,9 +478,10 @@ def test_a_damaged_history_csv_is_reported(study, tmp_path, capsys):
     runs = tmp_path / "runs"
     shutil.copytree(root / "runs", runs)
     history = runs / "quick" / "teacher-resnet8-ls0-seed0" / "history.csv"
-    for garbage in ("epoch,loss\nabc,def\n", "\x00\xff garbage", "epoch,loss\n1,0.5\n3,0.4\n"):
+    for garbage in ("epoch,loss\nabc,def\n", "\x00\xff garbage", "epoch,loss\n1,0.5\n3,0.4\n",
+                    "loss\n0.5\n", "epoch,loss\n"):  # fmt: skip
         history.write_text(garbage)
         assert cli(f"--output_dir={runs}", "--mode=results") == 2
         line = one_error_line(capsys)
         assert f"{history} is damaged" in line and "delete the run directory" in line
-        assert history.read_text() == garbage  # never overwritten
+        assert history.read_text() == garbage, garbage  # never overwritten
