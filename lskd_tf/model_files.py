@@ -21,6 +21,9 @@ import keras
 
 CONFIG_JSON = "config.json"
 WEIGHTS_H5 = "model.weights.h5"
+TRUSTED_MODULES = ("keras", "keras_hub")
+"""Top-level packages whose classes a `.keras` config may name without registration
+(the translation models are KerasHub layers)."""
 
 
 def _classes(config) -> list[tuple[str, str | None, str | None]]:
@@ -39,9 +42,9 @@ def _classes(config) -> list[tuple[str, str | None, str | None]]:
 
 
 def _known(class_name: str, module: str | None, registered_name: str | None) -> bool:
-    """Keras's own classes, and classes registered with Keras in this process (lskd_tf's
-    layers are, under ``lskd_tf>``)."""
-    if module is None or module == "builtins" or module.split(".")[0] == "keras":
+    """Keras's and KerasHub's own classes, and classes registered with Keras in this
+    process (lskd_tf's layers are, under ``lskd_tf>``)."""
+    if module is None or module == "builtins" or module.split(".")[0] in TRUSTED_MODULES:
         return True
     return (registered_name or class_name) in keras.saving.get_custom_objects()
 
