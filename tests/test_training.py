@@ -332,3 +332,16 @@ def test_export_loads_without_lskd_tf(tmp_path):
     exp = np.exp(logits - logits.max(-1, keepdims=True))
     np.testing.assert_allclose(result["confidence"], (exp / exp.sum(-1, keepdims=True)).max(-1),
                                atol=1e-6)  # fmt: skip
+
+
+def test_divergence_message_names_an_extreme_temperature(tmp_path):
+    from lskd_tf.run_dir import RunDir
+    from lskd_tf.training import NonFiniteLossError, _check_finite
+
+    row, run = {"epoch": 3, "loss": float("nan")}, RunDir(tmp_path)
+    cases = [(100.0, "T = 100 is extreme"), (0.01, "T = 0.01 is extreme"),
+             (4.0, "lower the learning rate"), (None, "lower the learning rate")]  # fmt: skip
+    for temperature, says in cases:
+        with pytest.raises(NonFiniteLossError, match=says) as error:
+            _check_finite(row, run, temperature)
+        assert ("extreme" in str(error.value)) == (temperature in (100.0, 0.01))
