@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,11 +51,16 @@ def check_export_dir(export_dir: str | os.PathLike) -> Path:
     existing = next((p for p in (export_dir, *export_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ValueError(f"export directory {export_dir}: {existing} is a file, not a directory")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"export directory {export_dir}: {existing} is not writable; pass a directory "
-            "you may write to"
-        )
+    if existing is not None:
+        try:  # a real write: os.access says yes to root on read-only file systems
+            handle, probe = tempfile.mkstemp(dir=existing, prefix=".lskd_tf_write_test")
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as error:
+            raise ValueError(
+                f"export directory {export_dir}: cannot write in {existing} ({error.strerror}); "
+                "pass a directory you may write to"
+            ) from None
     return export_dir
 
 
