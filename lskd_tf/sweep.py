@@ -80,6 +80,10 @@ def run_study(
     unfinished = [s for s in specs if not is_finished(env.run_dir(s))]
     for task, data in dict.fromkeys((s.task, s.data) for s in unfinished):
         tasks.get(task).dataset_info(data)
+    for task, data, batch in dict.fromkeys(
+        (s.task, s.data, s.train.batch_size) for s in unfinished
+    ):
+        tasks.get(task).check_batch_size(data, batch)
     check_files(unfinished)
     if distribute.is_chief(env.strategy):
         write_hparams_config(env, specs)

@@ -159,6 +159,10 @@ class Task:
         self.check_teacher_cache(cache, data)
         raise NotImplementedError
 
+    def check_batch_size(self, data, batch_size: int) -> None:
+        """Raise a one-line ValueError when training on ``data`` with ``batch_size``
+        could not make one batch (checked before the first run). Default: no check."""
+
     def check_sequence_level(self, data) -> None:
         """Raise a one-line ValueError unless students can learn the teacher's outputs."""
         raise ValueError(f"task {self.name!r} has no sequence-level KD; leave it off")

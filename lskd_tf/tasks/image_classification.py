@@ -49,6 +49,18 @@ class ImageClassification(tasks.Task):
             **dict(data.options),
         )  # fmt: skip
 
+    def check_batch_size(self, data, batch_size: int) -> None:
+        """Training drops the last incomplete batch: a batch larger than the training split
+        would leave no batch at all."""
+        info = self.dataset_info(data)
+        examples = info.num_examples.get(info.train_split)
+        if examples is not None and batch_size > examples:
+            raise ValueError(
+                f"batch size {batch_size} is larger than the dataset: {data.name}'s "
+                f"{info.train_split} split has {examples} examples (incomplete batches are "
+                "dropped in training); lower --batch_size / --teacher_batch_size or use more data"
+            )
+
     def eval_dataset(self, data, *, batch_size: int):
         split = self.dataset_info(data).eval_split
         return self.dataset(data, split, batch_size=batch_size, training=False)
