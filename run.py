@@ -103,7 +103,8 @@ def _single_run(env) -> None:
 
 def main(argv) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
+        print(f"error: {unexpected_arguments(argv[1:])}", file=sys.stderr)
+        return 2
     if not lf.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF/Keras INFO lines drown the progress
     # The analysis traces one inference function per analysed model, by design; TF's
@@ -113,6 +114,7 @@ def main(argv) -> int:
     )
     mode = lf.MODE.value
     try:
+        lf.check_applicable()
         env = lf.run_env(_strategy() if mode in ("study", "teacher", "distill") else None)
         if mode == "study":
             _study(env)
@@ -170,6 +172,30 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else repr(error)
 
 
+def unexpected_arguments(extra: list[str]) -> str:
+    """What to say about words that are not --flags: the first few, not a whole file.
+
+    absl passes every line of a flagfile that is not a --flag on as an argument, so
+    ``--flagfile=/etc/passwd`` would otherwise echo the file.
+    """
+    shown = ", ".join(repr(word[:40] + ("..." if len(word) > 40 else "")) for word in extra[:3])
+    more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+    return (
+        f"{len(extra)} unexpected argument(s) {shown}{more}: every option is a --flag "
+        "(a flagfile holds one --flag=value per line)"
+    )
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return False
+    except OSError:
+        return True  # absl reports unreadable files itself
+    return True
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with invalid flags as one `error:` line and exit status 2."""
     try:
@@ -177,6 +203,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as error:
         print(f"error: {one_line(error)} (python run.py --helpfull lists every flag)",
               file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    except UnicodeDecodeError as error:  # absl reads flagfiles as UTF-8 text
+        named = [a.split("=", 1)[1] for a in argv if a.startswith(("--flagfile=", "-flagfile="))]
+        where = next((path for path in named if not _is_utf8(path)), "a --flagfile")
+        print(f"error: {where} is not UTF-8 text ({error.reason} at byte {error.start}); "
+              "pass a text file of --flag=value lines", file=sys.stderr)  # fmt: skip
         sys.exit(2)
 
 

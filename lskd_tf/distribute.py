@@ -519,12 +519,7 @@ class _CustomLoop:
     def run_epoch(self, epoch_fn, epoch, validation_data, steps_per_epoch, callbacks):
         model = self.model
         global_dataset = epoch_fn(epoch)
-        steps = steps_per_epoch or int(global_dataset.cardinality())
-        if steps <= 0:
-            raise ValueError(
-                "cannot tell how many batches one epoch has (infinite or unknown dataset); "
-                "set TrainConfig.steps_per_epoch"
-            )
+        steps = steps_per_epoch or batches_per_epoch(global_dataset)
         self.build(global_dataset.element_spec)
         callback_list = keras.callbacks.CallbackList(
             list(callbacks), model=model, epochs=epoch + 1, steps=steps, verbose=0
@@ -590,3 +585,22 @@ def global_mean_share(sample_weight):
     local = tf.reduce_sum(tf.cast(sample_weight, tf.float32))
     total = global_weight_sum(sample_weight)
     return tf.math.divide_no_nan(local * float(context.num_replicas_in_sync), total)
+
+
+def batches_per_epoch(dataset) -> int:
+    """The batches of one epoch of a finite training dataset, with a one-line ValueError
+    for an empty one (a batch larger than the dataset: training drops the remainder) and
+    for one of unknown size."""
+    steps = int(dataset.cardinality())
+    if steps == 0:
+        raise ValueError(
+            "the training data has no complete batch: the batch size is larger than the "
+            "dataset (incomplete batches are dropped in training); lower --batch_size "
+            "(TrainConfig.batch_size) or use more data"
+        )
+    if steps < 0:
+        raise ValueError(
+            "cannot tell how many batches one epoch has (infinite or unknown dataset); "
+            "set TrainConfig.steps_per_epoch"
+        )
+    return steps

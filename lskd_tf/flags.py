@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import os
 import re
 
 from absl import flags
@@ -28,7 +29,12 @@ from lskd_tf.experiment import (
     StudySpec,
     TeacherSpec,
 )
-from lskd_tf.losses import SMOOTHING_CONVENTIONS, kd_losses
+from lskd_tf.losses import (
+    SMOOTHING_CONVENTIONS,
+    TEMPERATURE_RANGE,
+    kd_losses,
+    validate_temperature,
+)
 from lskd_tf.schedules import SCHEDULES
 from lskd_tf.teacher_cache import CacheSpec
 from lskd_tf.training import OPTIMIZERS, TrainConfig
@@ -106,6 +112,11 @@ MAX_LENGTH = flags.DEFINE_integer(
     "max_length", None, "translation: tokens per side incl. EOS/BOS; longer sentences are "
     "truncated once, with a logged count (default 64 embedded, 256 otherwise).",
 )  # fmt: skip
+BAD_LINES = flags.DEFINE_enum(
+    "bad_lines", None, ("error", "skip"),
+    "translation, text files: what to do with empty or non-UTF-8 lines of parallel data: "
+    "error (default; the error names them) or skip (drop those pairs, with one warning).",
+)  # fmt: skip
 BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "translation: beam size for BLEU (1 = greedy).")
 LENGTH_PENALTY = flags.DEFINE_float(
     "length_penalty", 1.0, "translation: beam scores are divided by length**length_penalty."
@@ -142,7 +153,10 @@ PAIRS = flags.DEFINE_list(
     "pairs are distilled instead of every teacher x every student (--teacher_models and "
     "--student_models are then ignored).",
 )  # fmt: skip
-TEMPERATURES = flags.DEFINE_list("temperatures", ["1", "4"], "Distillation temperature(s) T > 0.")
+TEMPERATURES = flags.DEFINE_list(
+    "temperatures", ["1", "4"], "Distillation temperature(s) T, each in "
+    f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] (lskd_tf.losses.TEMPERATURE_RANGE).",
+)  # fmt: skip
 SEEDS = flags.DEFINE_list("seeds", ["0"], "Student seeds; tables report mean ± std over them.")
 KD_WEIGHT = flags.DEFINE_float("kd_weight", 1.0, "Weight of the T^2-scaled KL term.")
 CE_WEIGHT = flags.DEFINE_float(
@@ -390,10 +404,15 @@ def _validate_models(task: str, values, name: str) -> None:
 
 @flags.multi_flags_validator(["task", "dataset"])
 def _check_dataset(values):
-    try:
-        _task(values["task"]).check_dataset(DataSpec(name=values["dataset"]))
-    except ValueError as error:
-        raise flags.ValidationError(str(error)) from None
+    # The name only: a dataset's options (e.g. text's data_dir and languages) come from
+    # other flags, and the DataSpec that `data_spec` builds from all of them is checked
+    # when the specs are made.
+    task = _task(values["task"])
+    if values["dataset"] not in task.datasets():
+        try:
+            task.check_dataset(DataSpec(name=values["dataset"]))
+        except ValueError as error:
+            raise flags.ValidationError(str(error)) from None
     return True
 
 
@@ -413,7 +432,7 @@ def _check_models(values):
     return True
 
 
-def _pretrained_entries(values, key) -> tuple[tuple[str, str], ...]:
+def _pretrained_entries(values, key, flag: str) -> tuple[tuple[str, str], ...]:
     """FILE or KEY=FILE entries -> ((key, file), ...); key "" = everyone.
 
     KEY is a model name or, for teachers, a label smoothing (``key`` normalizes it and
@@ -425,7 +444,12 @@ def _pretrained_entries(values, key) -> tuple[tuple[str, str], ...]:
         name, sep, path = value.partition("=")
         try:
             entries.append((key(name), path) if sep else ("", value))
-        except ValueError:
+        except ValueError as error:
+            if not os.path.exists(value):
+                raise ValueError(  # a KEY=FILE entry with a wrong KEY, not a file name
+                    f"--{flag}={value}: {name!r} is not a valid key ({error}) and no such "
+                    "file exists; write KEY=FILE with a valid KEY, or FILE alone"
+                ) from None
             entries.append(("", value))
     return tuple(entries)
 
@@ -453,8 +477,11 @@ def _check_temperatures(values):
     if not values:
         raise flags.ValidationError("--temperatures is empty: name at least one T > 0")
     for value in _floats(values, "temperatures"):
-        if not 0 < value < float("inf"):
-            raise flags.ValidationError(f"temperatures must be > 0 and finite, got {value:g}")
+        try:
+            validate_temperature(value)
+        except ValueError as error:
+            says = f"--{error}".replace("temperature", "temperatures", 1)
+            raise flags.ValidationError(says) from None
     return True
 
 
@@ -568,6 +595,60 @@ flags.register_validator(
 )
 
 
+flags.register_validator(
+    "verbose", _in_range(0, 2), "--verbose must be 0 (one line per run) or 1 (progress bars)"
+)
+
+
+# ----------------------------------------------------------------------------- flags that apply
+
+MODE_ONLY_FLAGS = {
+    "checkpoint": ("evaluate", "export"), "export_dir": ("export",),
+    "run_dirs": ("results", "analyze"), "teacher_checkpoint": ("distill",),
+}  # fmt: skip
+"""Flags read by some modes only: flag -> the modes that read it."""
+TASK_ONLY_FLAGS = {
+    "translation": (
+        "source_language", "target_language", "vocab_size", "subword_model", "max_length",
+        "max_tokens", "beam_size", "length_penalty", "bleu_sentences", "train_size",
+        "sequence_level_kd", "bad_lines",
+    ),
+    "image_classification": ("train_per_class", "test_per_class"),
+}  # fmt: skip
+"""Flags read by one task only: task -> its flags (see `data_spec`)."""
+EMBEDDED_ONLY_FLAGS = ("train_per_class", "test_per_class", "train_size")
+"""Flags that size the embedded dataset, read for no other dataset."""
+
+
+def check_applicable() -> None:
+    """Raise a one-line ValueError naming a flag given on the command line (or in a
+    flagfile) that the chosen --mode, --task or --dataset never reads: it would be
+    silently ignored (e.g. --teacher_checkpoint in a study, --max_tokens on images)."""
+    mode, task, dataset = MODE.value, TASK.value, DATASET.value
+
+    def given(name: str) -> bool:
+        return FLAGS[name].present > 0
+
+    for name, modes in MODE_ONLY_FLAGS.items():
+        if given(name) and mode not in modes:
+            raise ValueError(
+                f"--{name} is read only by --mode={' or --mode='.join(modes)}, not by "
+                f"--mode={mode}; remove it (or choose that mode)"
+            )
+    for owner, names in TASK_ONLY_FLAGS.items():
+        for name in names:
+            if given(name) and task != owner:
+                raise ValueError(
+                    f"--{name} is a {owner} flag; --task={task} does not read it: remove it"
+                )
+    for name in EMBEDDED_ONLY_FLAGS:
+        if given(name) and dataset != "embedded":
+            raise ValueError(
+                f"--{name} sizes the embedded dataset only; --dataset={dataset} does not read "
+                "it: remove it"
+            )
+
+
 # ----------------------------------------------------------------------------- flags -> specs
 
 TRAIN_FLAGS = {
@@ -634,6 +715,7 @@ def data_spec() -> DataSpec:
                   ("target_language", TARGET_LANGUAGE.value),
                   ("vocab_size", VOCAB_SIZE.value), ("subword_model", SUBWORD_MODEL.value),
                   ("max_length", MAX_LENGTH.value), ("max_tokens", MAX_TOKENS.value),
+                  ("bad_lines", BAD_LINES.value),
                   ("beam_size", BEAM_SIZE.value), ("length_penalty", LENGTH_PENALTY.value),
                   ("bleu_sentences", BLEU_SENTENCES.value),
                   ("bleu_text", BLEU_TEXT.value))  # fmt: skip
@@ -717,8 +799,10 @@ def study_spec() -> StudySpec:
         teacher_train=teacher_train_config(), student_train=student_train_config(),
         data=data_spec(), pairs=tuple(tuple(p.split(":")) for p in PAIRS.value),
         teacher_cache=cache_spec(),
-        pretrained=_pretrained_entries(PRETRAINED.value, _model_key),
-        teacher_pretrained=_pretrained_entries(TEACHER_PRETRAINED.value, _alpha_key),
+        pretrained=_pretrained_entries(PRETRAINED.value, _model_key, "pretrained"),
+        teacher_pretrained=_pretrained_entries(
+            TEACHER_PRETRAINED.value, _alpha_key, "teacher_pretrained"
+        ),
     )  # fmt: skip
 
 
@@ -742,11 +826,15 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
 
     study = study_spec()
     teacher_model = study.all_teacher_models[0]
+    alpha, student_models = study.teacher_smoothings[:1], study.students_of(teacher_model)[:1]
     study = dataclasses.replace(
         study, teacher_models=(teacher_model,), pairs=(),
-        teacher_smoothings=study.teacher_smoothings[:1],
-        student_models=tuple(study.students_of(teacher_model)[:1]),
+        teacher_smoothings=alpha, student_models=tuple(student_models),
         temperatures=study.temperatures[:1], seeds=study.seeds[:1],
+        # entries for runs of the whole grid that this one run is not
+        teacher_pretrained=tuple(e for e in study.teacher_pretrained
+                                 if e[0] in ("", f"{float(alpha[0]):g}")),
+        pretrained=tuple(e for e in study.pretrained if e[0] in ("", *student_models)),
     )  # fmt: skip
     teacher, student = plan_study(study)[:2]
     if MODE.value == "teacher":

@@ -159,6 +159,8 @@ def collect_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for run_dir in _run_dirs(paths):
         info = RunDir(run_dir).read()
+        if info.get("status") == FINISHED:
+            RunDir(run_dir).read_history()  # a damaged history.csv: one line, now
         rows.append(run_row(info, run_dir))
     return pd.DataFrame(rows)
 
@@ -406,6 +408,48 @@ def _footnote(table: pd.DataFrame) -> str:
     return "\n".join(notes)
 
 
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "&": r"\&", "%": r"\%", "$": r"\$",
+    "#": r"\#", "_": r"\_", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}  # fmt: skip
+
+
+def latex_text(text: str) -> str:
+    """``text`` as literal LaTeX: every special character escaped (captions; the cells
+    are escaped by ``DataFrame.to_latex(escape=True)``). A run.json's strings reach the
+    tables, so a model named ``\\input{/etc/hostname}`` must print, not run."""
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in str(text))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER_TEXT = re.compile(r"[-+]?\d[\d.eE+\-±\[\], *]*")
+"""Number texts of the tables (``-1.25 ± 0.40``, ``+1.23 [+0.40, +2.06] *``): digits,
+signs and punctuation only, so no function call, no reference, nothing to evaluate."""
+
+
+def spreadsheet_cell(value):
+    """A CSV cell a spreadsheet shows instead of evaluating (OWASP "CSV injection").
+
+    Text starting with = + - @ tab or CR is a formula to Excel/LibreOffice (e.g.
+    ``=HYPERLINK(...)`` from a run.json field); it gets a leading ``'``. Numbers,
+    and number texts such as ``+1.23 [+0.40, +2.06] *`` of the tables, are left as they are.
+    """
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    return value if _NUMBER_TEXT.fullmatch(value) else "'" + value
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with `spreadsheet_cell` applied to every text cell, index and header."""
+    safe = table.map(spreadsheet_cell)
+    safe.columns = safe.columns.map(spreadsheet_cell)
+    safe.index = safe.index.map(
+        lambda key: tuple(map(spreadsheet_cell, key)) if isinstance(key, tuple) else
+        spreadsheet_cell(key)
+    )  # fmt: skip
+    return safe
+
+
 def write_tables(
     runs: pd.DataFrame, out_dir: str | os.PathLike, metric: str | None = None
 ) -> dict[str, Path]:
@@ -423,16 +467,16 @@ def write_tables(
     _check_metric(runs, metric)
     label = metric_label(runs, metric)
     written = {"runs": out_dir / "runs.csv"}
-    atomic.write_text(written["runs"], runs.to_csv(index=False))
+    atomic.write_text(written["runs"], spreadsheet_safe(runs).to_csv(index=False))
     tables = (("teachers", teacher_table(runs, metric)), ("students", student_table(runs, metric)))
     for name, table in tables:
         if table.empty:
             continue
         note = f"Cells: {label}{_percent(metric)}, mean ± std over seeds.\n" + _footnote(table)
         for suffix, text in (
-            ("csv", table.assign(metric=label).to_csv()),
+            ("csv", spreadsheet_safe(table.assign(metric=label)).to_csv()),
             ("md", table.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"),
-            ("tex", table.to_latex(caption=note.replace("\n", " "))),
+            ("tex", table.to_latex(escape=True, caption=latex_text(note.replace("\n", " ")))),
         ):
             path = out_dir / f"{name}.{suffix}"
             atomic.write_text(path, text)
@@ -440,7 +484,9 @@ def write_tables(
     diffs = differences(runs, metric)
     if not diffs.empty:
         written["differences"] = out_dir / "differences.csv"
-        atomic.write_text(written["differences"], diffs.assign(metric=label).to_csv(index=False))
+        atomic.write_text(
+            written["differences"], spreadsheet_safe(diffs.assign(metric=label)).to_csv(index=False)
+        )
     return written
 
 

@@ -144,12 +144,34 @@ class RunDir:
         atomic.replace_with(self.history_csv, write)
 
     def read_history(self) -> list[dict]:
+        """history.csv's rows ([] before the first epoch), checked: an ``epoch`` column
+        counting 1, 2, ... and a number or nothing in every cell (NaN and inf are
+        numbers: a diverged epoch is recorded, not hidden). Anything else is a one-line ValueError
+        saying how to recover, like a damaged run.json."""
         if not self.history_csv.exists():
             return []
-        with open(self.history_csv, newline="") as file:
-            return [
-                {key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)
-            ]
+        try:
+            with open(self.history_csv, newline="", encoding="utf-8") as file:
+                reader = csv.DictReader(file)
+                rows = [{key: _number(value) for key, value in row.items()} for row in reader]
+                columns = reader.fieldnames or []
+        except (UnicodeDecodeError, csv.Error) as error:
+            self._damaged_history(f"not CSV text ({type(error).__name__})")
+        if "epoch" not in columns or not rows:  # written after an epoch: never without one
+            self._damaged_history("no epoch column" if rows else "no epoch rows")
+        for number, row in enumerate(rows, start=1):
+            if row.get("epoch") != number:
+                self._damaged_history(f"row {number} has epoch {row.get('epoch')!r}, not {number}")
+            text = [k for k, v in row.items() if v != "" and not isinstance(v, (int, float))]
+            if text:
+                self._damaged_history(f"row {number} has no number in column {text[0]!r}")
+        return rows
+
+    def _damaged_history(self, reason: str):
+        raise ValueError(
+            f"{self.history_csv} is damaged ({reason}); delete the run directory {self.path} "
+            "to retrain that run (or restore the file)"
+        )
 
     # ------------------------------------------------------------------ checkpoints
 

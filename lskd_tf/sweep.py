@@ -29,6 +29,20 @@ def is_finished(run_dir: Path) -> bool:
     return RunDir(run_dir).is_finished()
 
 
+def check_files(specs: Sequence[RunSpec]) -> None:
+    """Check every weights file these runs will read (initial weights, teacher
+    checkpoints) before the first run starts: a bad file is one line now, not after
+    the runs before it trained (`lskd_tf.tasks.Task.check_model_file`)."""
+    checked = set()
+    for spec in specs:
+        files = [(spec.pretrained, "pretrained weights")]
+        files.append((getattr(spec, "teacher_checkpoint", None), "teacher checkpoint"))
+        for path, what in files:
+            if path and (spec.task, path) not in checked:
+                tasks.get(spec.task).check_model_file(path, what=what)
+                checked.add((spec.task, path))
+
+
 def run_study(
     specs: Sequence[RunSpec],
     env: RunEnv,
@@ -66,6 +80,11 @@ def run_study(
     unfinished = [s for s in specs if not is_finished(env.run_dir(s))]
     for task, data in dict.fromkeys((s.task, s.data) for s in unfinished):
         tasks.get(task).dataset_info(data)
+    for task, data, batch in dict.fromkeys(
+        (s.task, s.data, s.train.batch_size) for s in unfinished
+    ):
+        tasks.get(task).check_batch_size(data, batch)
+    check_files(unfinished)
     if distribute.is_chief(env.strategy):
         write_hparams_config(env, specs)
     if cluster:

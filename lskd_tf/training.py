@@ -286,13 +286,7 @@ def as_eval_dataset(eval_data: EvalData, batch_size: int) -> tf.data.Dataset | N
 def steps_in(dataset: tf.data.Dataset, config: TrainConfig) -> int:
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    steps = int(dataset.cardinality())
-    if steps <= 0:
-        raise ValueError(
-            "cannot tell how many batches one epoch has (infinite or unknown dataset); "
-            "set TrainConfig.steps_per_epoch"
-        )
-    return steps
+    return distribute.batches_per_epoch(dataset)
 
 
 # --------------------------------------------------------------------------- periods
@@ -524,7 +518,7 @@ def run_training(
                 train_model, period.data, period.index, validation_data=eval_ds,
                 steps_per_epoch=period.steps, callbacks=profiler + epoch_callbacks,
             )  # fmt: skip
-            _check_finite(history[-1], run)
+            _check_finite(history[-1], run, info.get("temperature"))
     except BaseException as error:
         recorder.fail(error)
         distribute.discard_write_dir(out.path, run.path)  # a non-chief's temporary dir
@@ -558,12 +552,24 @@ class NonFiniteLossError(ValueError):
     """Training diverged: the loss of an epoch is NaN or infinite."""
 
 
-def _check_finite(row: dict, run: RunDir) -> None:
+EXTREME_TEMPERATURES = (0.1, 16.0)
+"""A student's T outside this range is named first when its training diverges: the
+papers distill at 1 <= T <= 64, and T² · KL at large T multiplies gradients by T²."""
+
+
+def _check_finite(row: dict, run: RunDir, temperature: float | None = None) -> None:
     loss = row.get("loss")
     if loss is not None and not math.isfinite(loss):
+        advice = "lower the learning rate or check the data"
+        low, high = EXTREME_TEMPERATURES
+        if temperature is not None and not low <= temperature <= high:
+            advice = (
+                f"the temperature T = {temperature:g} is extreme (the KD term is scaled by "
+                f"T² = {temperature**2:g}): try a T in [{low:g}, {high:g}], or {advice}"
+            )
         raise NonFiniteLossError(
             f"the loss of epoch {row['epoch']} is {loss} (training diverged); the run in "
-            f"{run.path} is marked failed: lower the learning rate or check the data"
+            f"{run.path} is marked failed: {advice}"
         )
 
 

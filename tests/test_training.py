@@ -1,6 +1,7 @@
 """Training runs: files, resume after interruption, reproducibility, schedules, export."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -316,17 +317,34 @@ def test_export_round_trip(tmp_path, teacher_run):
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
     path = lskd_tf.export_student(model, tmp_path / "export", mean=mean, std=std)
     served = tf.saved_model.load(str(path))
-    np.testing.assert_allclose(served.serve(X).numpy(), model.predict(X, verbose=0), atol=1e-5)
+    logits = model.predict(X, verbose=0)
+    np.testing.assert_allclose(served.serve(X)["logits"].numpy(), logits, atol=1e-5)
     signature = served.signatures["serving_default"]
-    out = list(signature(tf.constant(X)).values())[0]
-    np.testing.assert_allclose(out.numpy(), model.predict(X, verbose=0), atol=1e-5)
+    out = signature(tf.constant(X))
+    assert set(out) == {"logits", "probabilities", "top5"}
+    np.testing.assert_allclose(out["logits"].numpy(), logits, atol=1e-5)
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(out["probabilities"].numpy(), exp / exp.sum(-1, keepdims=True),
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_array_equal(out["top5"].numpy(), np.argsort(-logits, axis=-1)[:, :5])
     images = RNG.integers(0, 256, (5, 8, 8, 3)).astype("uint8")
     normalized = (images / 255.0 - np.array(mean)) / np.array(std)
     np.testing.assert_allclose(
-        served.serve_uint8(tf.constant(images)).numpy(),
+        served.serve_uint8(tf.constant(images))["logits"].numpy(),
         model.predict(normalized.astype("float32"), verbose=0),
         atol=1e-5,
     )
+    meta = served.metadata()
+    assert [n.decode() for n in meta["class_names"].numpy()] == [str(i) for i in range(10)]
+    np.testing.assert_allclose(meta["mean"].numpy(), mean)
+    np.testing.assert_allclose(meta["std"].numpy(), std)
+    assert list(meta["input_shape"].numpy()) == [8, 8, 3]
+    assert (path / "assets.extra" / "labels.txt").read_text().splitlines() == [
+        str(i) for i in range(10)
+    ]  # fmt: skip
+    assert json.loads((path / "assets.extra" / "preprocessing.json").read_text())["std"] == [
+        pytest.approx(s) for s in std
+    ]  # fmt: skip
     reloaded = keras.models.load_model(path / "model.keras")
     np.testing.assert_allclose(reloaded.predict(X, verbose=0), model.predict(X, verbose=0))
 
@@ -512,3 +530,97 @@ def test_cosine_decays_over_max_updates_when_they_come_first():
     plain = config(schedule="cosine", milestones=(), epochs=10)
     assert rates(longer, (0, 50, 100)) == rates(plain, (0, 50, 100))
     np.testing.assert_allclose(rates(plain, (50,)), [0.05], rtol=1e-6)
+
+
+def _zoo_layers_model() -> keras.Model:
+    """A small model with every lskd_tf layer `plain_keras` exchanges."""
+    from lskd_tf.models.layers import ChannelShuffle, ChannelSlice, FusedBatchNormalization
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+    x = ChannelShuffle(2)(x)
+    x = keras.layers.Concatenate()([ChannelSlice(0, 3)(x), ChannelSlice(5, 8)(x)])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, name="classifier")(x), name="zoo")
+    bn = model.layers[2]
+    bn.moving_mean.assign(RNG.normal(size=8).astype("float32"))
+    bn.moving_variance.assign(RNG.uniform(0.5, 2.0, 8).astype("float32"))
+    return model
+
+
+def test_plain_keras_has_only_keras_layers_and_the_same_outputs():
+    from lskd_tf.export import custom_layers, plain_keras
+
+    model = _zoo_layers_model()
+    plain = plain_keras(model)
+    assert custom_layers(model) == ["ChannelShuffle", "ChannelSlice", "FusedBatchNormalization"]
+    assert custom_layers(plain) == []
+    x = RNG.normal(size=(4, 6, 6, 3)).astype("float32")
+    # The NumPy transcription of the channel moves, on the BatchNorm's output.
+    features = keras.Model(model.inputs, model.layers[2].output)(x).numpy()
+    shuffled = features.reshape(4, 6, 6, 2, 4).transpose(0, 1, 2, 4, 3).reshape(4, 6, 6, 8)
+    pooled = np.concatenate([shuffled[..., 0:3], shuffled[..., 5:8]], axis=-1).mean(axis=(1, 2))
+    dense = model.get_layer("classifier")
+    expected = pooled @ dense.kernel.numpy() + dense.bias.numpy()
+    np.testing.assert_allclose(model(x, training=False).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(plain(x, training=False).numpy(), expected, atol=1e-5)
+
+
+def test_export_loads_without_lskd_tf(tmp_path):
+    """model.keras loads with plain Keras and the README's TF-only client runs, in a
+    fresh interpreter that never imports lskd_tf."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = _zoo_layers_model()
+    names = [f"class {i}" for i in range(7)]
+    path = lskd_tf.export_student(model, tmp_path / "export", mean=(0.5, 0.4, 0.3),
+                                  std=(0.2, 0.25, 0.3), class_names=names)  # fmt: skip
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"<!-- client-snippet -->\n```python\n(.*?)```", readme, re.S).group(1)
+    images = RNG.integers(0, 256, (3, 6, 6, 3)).astype("uint8")
+    np.save(tmp_path / "images.npy", images)
+    script = "\n".join([
+        "import json, sys",
+        "import numpy as np",
+        f"export_dir = {str(path)!r}",
+        f"images_uint8 = np.load({str(tmp_path / 'images.npy')!r})",
+        snippet,
+        "import keras",
+        "reloaded = keras.models.load_model(export_dir + '/model.keras')",
+        "normalized = (images_uint8 / 255.0 - np.array(meta['mean'])) / np.array(meta['std'])",
+        "assert not [m for m in sys.modules if m.startswith('lskd_tf')]",
+        "print(json.dumps({'predicted': predicted, 'confidence': confidence.tolist(),",
+        "                  'keras': reloaded.predict(normalized.astype('float32'), verbose=0)",
+        "                  .tolist()}))",
+    ])  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    normalized = (images / 255.0 - np.array((0.5, 0.4, 0.3))) / np.array((0.2, 0.25, 0.3))
+    logits = model.predict(normalized.astype("float32"), verbose=0)
+    np.testing.assert_allclose(result["keras"], logits, atol=1e-5)
+    assert result["predicted"] == [names[i] for i in logits.argmax(-1)]
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(result["confidence"], (exp / exp.sum(-1, keepdims=True)).max(-1),
+                               atol=1e-6)  # fmt: skip
+
+
+def test_divergence_message_names_an_extreme_temperature(tmp_path):
+    from lskd_tf.run_dir import RunDir
+    from lskd_tf.training import NonFiniteLossError, _check_finite
+
+    row, run = {"epoch": 3, "loss": float("nan")}, RunDir(tmp_path)
+    cases = [(100.0, "T = 100 is extreme"), (0.01, "T = 0.01 is extreme"),
+             (4.0, "lower the learning rate"), (None, "lower the learning rate")]  # fmt: skip
+    for temperature, says in cases:
+        with pytest.raises(NonFiniteLossError, match=says) as error:
+            _check_finite(row, run, temperature)
+        assert ("extreme" in str(error.value)) == (temperature in (100.0, 0.01))

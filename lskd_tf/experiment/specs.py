@@ -219,6 +219,9 @@ class StudySpec:
     teacher_pretrained: Sequence[tuple[str, str]] = ()
     """(teacher label smoothing as f"{a:g}", weights file); "" = every teacher."""
 
+    def __post_init__(self):
+        check_pretrained_keys(self)
+
     def students_of(self, teacher_model: str) -> list[str]:
         if self.pairs:
             return [student for teacher, student in self.pairs if teacher == teacher_model]
@@ -229,6 +232,28 @@ class StudySpec:
         if self.pairs:
             return list(dict.fromkeys(teacher for teacher, _ in self.pairs))
         return list(self.teacher_models)
+
+
+def check_pretrained_keys(study: StudySpec) -> None:
+    """Raise a one-line ValueError when an initial-weights entry names no run of the study
+    (``teacher_pretrained`` for a smoothing no teacher has, ``pretrained`` for a model no
+    student is): such an entry would silently initialize nothing."""
+    alphas = {f"{float(alpha):g}" for alpha in study.teacher_smoothings}
+    for key, path in study.teacher_pretrained:
+        if key and key not in alphas:
+            raise ValueError(
+                f"teacher weights {key}={path}: no teacher has label smoothing {key} (the "
+                f"study's are {', '.join(sorted(alphas))}); use one of those, or FILE alone "
+                "for every teacher"
+            )
+    students = {s for t in study.all_teacher_models for s in study.students_of(t)}
+    for key, path in study.pretrained:
+        if key and key not in students:
+            raise ValueError(
+                f"student weights {key}={path}: no student is a {key} (the study's are "
+                f"{', '.join(sorted(students))}); use one of those, or FILE alone for every "
+                "student"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ Chandrasegaran's) or "model" (RepDistiller) is unwrapped, and a DataParallel
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,12 +38,15 @@ import keras
 import numpy as np
 
 from lskd_tf.checksums import file_sha256
+from lskd_tf.model_files import check_keras_file, load_keras_file
 from lskd_tf.models.common import CLASSIFIER_NAME
 from lskd_tf.pretrained.names import TRANSLATIONS, covered, guess_architecture
 
 __all__ = [
     "TORCH_SUFFIXES",
     "build_from_file",
+    "check_safetensors_header",
+    "check_weights_file",
     "covered",
     "export_state_dict",
     "file_sha256",
@@ -167,12 +171,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist; pass a .safetensors or .pth file")
     if path.suffix.lower() == ".keras":
-        return export_state_dict(keras.models.load_model(path))
+        return export_state_dict(load_keras_file(path, what="weights file"))
     if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
+        check_safetensors_header(path)
         try:
             return _unwrap(load_file(str(path)), str(path))
+        except SafetensorError as err:
+            raise ValueError(
+                f"{path} is not a complete .safetensors file ({str(err).splitlines()[0]}); "
+                "download or save it again"
+            ) from None
         except (TypeError, ValueError) as err:  # e.g. bfloat16, which NumPy lacks
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(
@@ -198,6 +209,67 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"failed: {type(err).__name__}); save model.state_dict(), not the model object"
         ) from err
     return _unwrap(obj, str(path))
+
+
+def check_safetensors_header(path: str | os.PathLike) -> None:
+    """Raise a one-line ValueError unless ``path`` has a whole safetensors header and
+    is as long as the header says (a truncated download, a header-only file).
+
+    The format: an 8-byte little-endian header length N, N bytes of JSON mapping each
+    tensor to its ``data_offsets`` [begin, end) in the data that follows. Reads only
+    the header.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as file:
+        prefix = file.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        if length is None or length > size - 8:
+            problem = f"its header is cut off ({size} bytes)"
+        else:
+            try:
+                header = json.loads(file.read(length))
+                end = max(
+                    (int(entry["data_offsets"][1]) for key, entry in header.items()
+                     if key != "__metadata__"), default=0,
+                )  # fmt: skip
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                problem = "its header is not safetensors JSON"
+            else:
+                if 8 + length + end > size:
+                    problem = (
+                        f"its tensors end at byte {8 + length + end} but the file has "
+                        f"{size} (truncated)"
+                    )
+    if problem:
+        raise ValueError(
+            f"{path} is not a complete .safetensors file: {problem}; download or save it again"
+        )
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Raise a one-line ValueError unless `read_state_dict` can read ``path``.
+
+    Run before any training (a study checks every file it will read first): a missing
+    file, a wrong suffix, a truncated `.safetensors` header, a `.keras` that is no
+    Keras archive, and a PyTorch pickle that ``torch.load(weights_only=True)`` refuses
+    (that one is read whole: a pickle has no header to check).
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "does not exist"
+        raise ValueError(
+            f"weights file {path} {'is ' if path.is_dir() else ''}{what}; pass a "
+            ".safetensors, .pth or .keras file"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        check_keras_file(path, what="weights file")
+    elif suffix == ".safetensors":
+        check_safetensors_header(path)
+    else:
+        read_state_dict(path)
 
 
 def save_state_dict(model: keras.Model, path: str | os.PathLike) -> Path:

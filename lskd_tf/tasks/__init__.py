@@ -123,17 +123,17 @@ class Task:
 
     def load_model(self, path: str | os.PathLike, info: Any) -> keras.Model:
         """A saved model (a `.keras` file), checked against the dataset ``info``."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"checkpoint {path} does not exist; pass a .keras file from a run dir")
-        try:
-            return keras.models.load_model(path)
-        except Exception as error:  # noqa: BLE001 - zip, h5 and Keras errors alike
-            reason = " ".join(str(error).split())[:200]
-            raise ValueError(
-                f"cannot read checkpoint {path} ({type(error).__name__}: {reason}); pass a "
-                "complete .keras file (best.keras or last.keras of a finished run)"
-            ) from None
+        from lskd_tf.model_files import load_keras_file
+
+        return load_keras_file(path)
+
+    def check_model_file(self, path: str | os.PathLike, *, what: str = "checkpoint") -> None:
+        """Raise a one-line ValueError unless ``path`` is a file `load_model` and
+        `initialize` can read, checked cheaply (a study checks every file it will read
+        before its first run). Default: a `.keras` archive (`lskd_tf.model_files`)."""
+        from lskd_tf.model_files import check_keras_file
+
+        check_keras_file(path, what=what)
 
     def initialize(self, model: keras.Model, path: str | os.PathLike) -> dict:
         """Load initial weights from ``path`` into ``model`` (fine-tuning); what was loaded.
@@ -175,6 +175,10 @@ class Task:
         k the loss takes itself."""
         self.check_teacher_cache(cache, data)
         raise NotImplementedError
+
+    def check_batch_size(self, data, batch_size: int) -> None:
+        """Raise a one-line ValueError when training on ``data`` with ``batch_size``
+        could not make one batch (checked before the first run). Default: no check."""
 
     def check_sequence_level(self, data) -> None:
         """Raise a one-line ValueError unless students can learn the teacher's outputs."""

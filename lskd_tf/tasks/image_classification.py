@@ -61,6 +61,18 @@ class ImageClassification(tasks.Task):
             **dict(data.options),
         )  # fmt: skip
 
+    def check_batch_size(self, data, batch_size: int) -> None:
+        """Training drops the last incomplete batch: a batch larger than the training split
+        would leave no batch at all."""
+        info = self.dataset_info(data)
+        examples = info.num_examples.get(info.train_split)
+        if examples is not None and batch_size > examples:
+            raise ValueError(
+                f"batch size {batch_size} is larger than the dataset: {data.name}'s "
+                f"{info.train_split} split has {examples} examples (incomplete batches are "
+                "dropped in training); lower --batch_size / --teacher_batch_size or use more data"
+            )
+
     def eval_dataset(self, data, *, batch_size: int):
         split = self.dataset_info(data).eval_split
         return self.dataset(data, split, batch_size=batch_size, training=False)
@@ -97,6 +109,15 @@ class ImageClassification(tasks.Task):
                 f"has {info.num_classes}"
             )
         return model
+
+    def check_model_file(self, path: str | os.PathLike, *, what: str = "checkpoint") -> None:
+        """A `.keras` archive, or PyTorch weights `lskd_tf.pretrained` can read."""
+        from lskd_tf import pretrained
+
+        if pretrained.is_torch_file(path):
+            pretrained.check_weights_file(path)
+        else:
+            super().check_model_file(path, what=what)
 
     def initialize(self, model: keras.Model, path: str | os.PathLike) -> dict:
         """PyTorch (torchvision/RepDistiller) or `.keras` weights; a new classifier exactly
@@ -140,7 +161,9 @@ class ImageClassification(tasks.Task):
     def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
         from lskd_tf.export import export_student
 
-        return export_student(model, export_dir, mean=info.mean, std=info.std)
+        return export_student(
+            model, export_dir, mean=info.mean, std=info.std, class_names=info.class_names
+        )
 
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str

@@ -329,7 +329,8 @@ def _clean(sources, targets, where: tuple[str, str], policy: str, *, undecodable
     if policy == "error":
         raise ValueError(
             "bad lines in parallel data: " + "; ".join(problems) + " -- fix the files (e.g. "
-            "iconv -f latin1 -t utf-8) or pass the option bad_lines='skip' to drop those pairs"
+            "iconv -f latin1 -t utf-8) or drop those pairs with --bad_lines=skip (Python: "
+            "the DataSpec option bad_lines='skip')"
         )
     keep = [
         i
@@ -393,6 +394,12 @@ def _read_text_split(config: _Config, split: str):
         raise DataNotFoundError(
             f"dataset {config.name!r}: no {' or '.join(missing)} in data_dir={str(directory)!r}; "
             + how
+        )
+    empty = [str(p) for p in paths if p.stat().st_size == 0]
+    if empty:
+        raise ValueError(
+            f"dataset {config.name!r}: {' and '.join(empty)} is empty; put one sentence per "
+            f"line in <data_dir>/{split}.<language> (the {split} split needs sentence pairs)"
         )
     (src, bad_src), (tgt, bad_tgt) = (_read_lines(p) for p in paths)
     if split == "train" and any("@@ " in line for line in src[:1000] if line):
