@@ -389,7 +389,7 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
         for suffix, text in (
             ("csv", table.to_csv()),
             ("md", table.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"),
-            ("tex", table.to_latex(caption=note.replace("\n", " "))),
+            ("tex", latex_table(table, caption=note.replace("\n", " "))),
         ):
             path = out_dir / f"{name}.{suffix}"
             atomic.write_text(path, text)
@@ -399,6 +399,42 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
         written["differences"] = out_dir / "differences.csv"
         atomic.write_text(written["differences"], diffs.to_csv(index=False))
     return written
+
+
+_LATEX_TEXT = str.maketrans(
+    {
+        "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$", "|": r"\textbar{}",
+        "Δ": r"$\Delta$", "−": "$-$", "±": r"$\pm$", "≈": r"$\approx$", "≥": r"$\geq$",
+        "≤": r"$\leq$", "α": r"$\alpha$", "²": "$^2$", "×": r"$\times$",
+    }
+)  # fmt: skip
+"""Characters LaTeX reads as commands (``%`` starts a comment) or that its default
+OT1 text font lacks (Unicode math signs; ``<`` would print ``¡``), as text-mode LaTeX."""
+
+
+def latex_text(value) -> str:
+    """``value`` as LaTeX text: specials escaped, ``Δ ± −`` as math, a minus sign before
+    a number as ``$-$`` (a text hyphen is shorter than a minus)."""
+    return re.sub(r"(?<![\w$])-(?=\d)", "$-$", str(value).translate(_LATEX_TEXT))
+
+
+def latex_table(table: pd.DataFrame, caption: str) -> str:
+    """``table`` as a LaTeX ``table`` environment (needs ``\\usepackage{booktabs}``).
+
+    pandas's ``to_latex`` does not escape by default: a caption's ``95% CI`` commented
+    out the rest of the caption, and ``Δ``/``±`` need math mode. Every header, index
+    label, string cell and the caption go through `latex_text`.
+    """
+    escaped = table.map(lambda v: latex_text(v) if isinstance(v, str) else v)
+    escaped.columns = [latex_text(c) for c in table.columns]
+    escaped.index = table.index.map(
+        lambda key: tuple(map(latex_text, key)) if isinstance(key, tuple) else latex_text(key)
+    )
+    escaped.index.names = [None if n is None else latex_text(n) for n in table.index.names]
+    # multirow=False: repeated row labels instead of \multirow (one package fewer to load).
+    return escaped.to_latex(escape=False, caption=latex_text(caption), multirow=False)
 
 
 def headline(runs: pd.DataFrame) -> str:
@@ -547,7 +583,8 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
                 text += "; the observed mean difference is 0, so no number of seeds would do."
             else:
                 text += (
-                    f"; at the observed mean Δ {diff.mean:+.2f} and SD {diff.sd:.2f}, "
+                    f"; at the observed mean Δ {statistics.signed(diff.mean)} and SD "
+                    f"{diff.sd:.2f}, "
                     f"{needed} paired seeds ({max(needed - diff.n, 0)} more) would give 80% "
                     "power at α = 0.05."
                 )
