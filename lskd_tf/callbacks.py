@@ -16,6 +16,7 @@ committed state and `RunRecorder` rewrites ``history.csv`` from it.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -168,7 +169,7 @@ class RunRecorder(keras.callbacks.Callback):
                 for key, value in row.items():
                     if key == "epoch" or key.startswith("val_") != bool(prefix):
                         continue
-                    tf.summary.scalar(f"epoch_{key.removeprefix(prefix)}", value, step=epoch)
+                    tf.summary.scalar(epoch_tag(key.removeprefix(prefix)), value, step=epoch)
             self.writers[split].flush()
         self.run.write_history(self.history)
         self._update_metrics()
@@ -205,29 +206,73 @@ class RunRecorder(keras.callbacks.Callback):
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """A per-epoch progress bar with ETA, labelled ``<run> epoch e/E`` of the whole run."""
+    """Progress of a run's epochs, labelled ``<run> epoch e/E`` of the whole run.
+
+    On a terminal: Keras's live bar with ETA. Anywhere else (a log file, a pipe, CI,
+    ``nohup``) one plain line per finished epoch, without ANSI colour codes or carriage
+    returns: Keras's `Progbar` redraws itself on every POSIX system, which made a
+    quick-study log 224 KB of escape sequences.
+
+    Args:
+        epochs: the run's epochs.
+        steps_per_epoch: steps of one epoch (the bar's length).
+        name: the run's name.
+        interactive: live bar (True) or one line per epoch (False); default: whether
+            standard output is a terminal.
+    """
 
     SHOWN = ("loss", "top1", "agreement", "val_top1")
 
-    def __init__(self, epochs: int, steps_per_epoch: int, name: str):
+    def __init__(
+        self, epochs: int, steps_per_epoch: int, name: str, interactive: bool | None = None
+    ):
         super().__init__()
         self.epochs = epochs
         self.steps = steps_per_epoch
         self.name = name
+        self.interactive = is_terminal() if interactive is None else interactive
         self.bar = None
+        self.started = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+        if not self.interactive:
+            return
         print(f"{self.name} epoch {epoch + 1}/{self.epochs}", flush=True)
         # Keras's logs are already running means: show them as they are.
         self.bar = keras.utils.Progbar(self.steps, stateful_metrics=self.SHOWN)
 
     def on_train_batch_end(self, batch, logs=None):
-        shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
-        self.bar.update(batch + 1, values=shown, finalize=False)
+        if self.bar is not None:
+            shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
+            self.bar.update(batch + 1, values=shown, finalize=False)
 
     def on_epoch_end(self, epoch, logs=None):
         shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
-        self.bar.update(self.steps, values=shown, finalize=True)
+        if self.bar is not None:
+            self.bar.update(self.steps, values=shown, finalize=True)
+            return
+        values = "".join(f" - {k}: {float(v):.4f}" for k, v in shown)
+        print(
+            f"{self.name} epoch {epoch + 1}/{self.epochs} - {time.time() - self.started:.0f} s"
+            f"{values}",
+            flush=True,
+        )
+
+
+def is_terminal() -> bool:
+    """Whether standard output is a terminal (live progress) rather than a file or pipe."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def epoch_tag(key: str) -> str:
+    """The TensorBoard tag of a history key: Keras's ``epoch_<name>`` (``epoch_time_s`` as is).
+
+    Keras's TensorBoard callback names epoch scalars ``epoch_loss``, ``epoch_top1``; a
+    key that already starts with ``epoch_`` keeps its name instead of ``epoch_epoch_...``.
+    """
+    return key if key.startswith("epoch_") else f"epoch_{key}"
 
 
 def best_row(history: list[dict], monitor: str) -> dict | None:

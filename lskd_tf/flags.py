@@ -276,7 +276,10 @@ ON_CONFLICT = flags.DEFINE_enum(
     "<output_dir>/<study>/.replaced/ and train it again. Finished runs with the same "
     "settings are always reused.",
 )  # fmt: skip
-VERBOSE = flags.DEFINE_integer("verbose", 1, "0: one line per run; 1: progress bars.")
+VERBOSE = flags.DEFINE_integer(
+    "verbose", 1, "0: one line per run; 1: a progress bar on a terminal, one plain line per "
+    "epoch when the output is a file or pipe.",
+)  # fmt: skip
 ANALYZE = flags.DEFINE_bool(
     "analyze", True, "study mode: write the analysis report of all runs at the end."
 )
