@@ -673,16 +673,16 @@ def test_analyze_report_and_tensorboard(tmp_path):
     assert "student_ls0.0_T3" in student_row and "student_ls0.1_T3" in student_row
 
     logdir = tmp_path / "tb"
-    log_to_tensorboard(logdir, "teacher", teacher_metrics, teacher_metrics["figures"], step=2)
+    log_to_tensorboard(logdir, "analysis", teacher_metrics, teacher_metrics["figures"], step=2)
     tags = {}
     for event_file in logdir.iterdir():
         for event in tf.compat.v1.train.summary_iterator(os.fspath(event_file)):
             for value in event.summary.value:
                 tags[value.tag] = (value.metadata.plugin_data.plugin_name, event.step)
-    assert tags["teacher/projection"] == ("images", 2)
-    assert tags["teacher/reliability"] == ("images", 2)
-    assert tags["teacher/ece"] == ("scalars", 2)
-    assert "teacher/notes" not in tags
+    assert tags["analysis/projection"] == ("images", 2)
+    assert tags["analysis/reliability"] == ("images", 2)
+    assert tags["analysis/ece"] == ("scalars", 2)
+    assert "analysis/notes" not in tags
     assert any((tmp_path / "tb_report").iterdir())
 
 
