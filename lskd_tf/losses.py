@@ -29,9 +29,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from lskd_tf.choices import SMOOTHING_CONVENTIONS
 from lskd_tf.distribute import global_mean_share
 
-SMOOTHING_CONVENTIONS = ("uniform", "others")
 REDUCTION = "mean_with_sample_weight"
 """Mean over the weighted positions: sum(w * loss) / sum(w); the plain mean without weights."""
 

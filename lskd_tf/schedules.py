@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-SCHEDULES = ("step", "cosine", "constant", "inverse_sqrt")
+from lskd_tf.choices import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="lskd_tf")

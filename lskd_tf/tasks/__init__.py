@@ -32,9 +32,10 @@ import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:  # imported where used: the task registry itself is TensorFlow-free
+    import keras
 
 _BUILT_IN = {
     "image_classification": "lskd_tf.tasks.image_classification",
@@ -114,6 +115,8 @@ class Task:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"checkpoint {path} does not exist; pass a .keras file from a run dir")
+        import keras
+
         try:
             return keras.models.load_model(path)
         except Exception as error:  # noqa: BLE001 - zip, h5 and Keras errors alike
