@@ -16,6 +16,7 @@ committed state and `RunRecorder` rewrites ``history.csv`` from it.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -191,7 +192,7 @@ class RunRecorder(keras.callbacks.Callback):
         for which, values in (final or {}).items():
             self.info[which].update(values)
             for name in values:
-                metric = name.removeprefix("val_")
+                metric = re.sub(r"^(val|test)_", "", name)  # test_bleu: the metric "bleu"
                 if metric not in self.info["metrics"] and isinstance(values[name], float):
                     self.info["metrics"].append(metric)
         self.info.update(

@@ -141,7 +141,9 @@ def run_row(info: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
         metrics = info.get(which, {})
         row[f"{which}_epoch"] = metrics.get("epoch")
         for metric in info.get("metrics", DEFAULT_METRICS):
-            value = metrics.get(prefix + metric)
+            # metrics measured on the test split after training (test_bleu) have their own
+            # prefix; older runs recorded test-split BLEU as val_bleu
+            value = metrics.get(prefix + metric, metrics.get(f"test_{metric}"))
             row[f"{which}_{metric}"] = None if value is None else 100.0 * value
     return row
 
@@ -388,7 +390,7 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
         note = _footnote(table)
         for suffix, text in (
             ("csv", table.to_csv()),
-            ("md", table.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"),
+            ("md", markdown_table(table) + "\n\n" + note + "\n"),
             ("tex", latex_table(table, caption=note.replace("\n", " "))),
         ):
             path = out_dir / f"{name}.{suffix}"
@@ -399,6 +401,15 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Pa
         written["differences"] = out_dir / "differences.csv"
         atomic.write_text(written["differences"], diffs.to_csv(index=False))
     return written
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` (index as columns) as Markdown, every cell exactly as formatted.
+
+    tabulate's default number parsing reprinted ``1.00`` as ``1``, ``+0.50`` as ``0.5``
+    and ``-0.00`` as ``-0``, dropping the decimals and signs the cells were given.
+    """
+    return table.reset_index().to_markdown(index=False, disable_numparse=True)
 
 
 _LATEX_TEXT = str.maketrans(
@@ -460,7 +471,7 @@ def format_tables(runs: pd.DataFrame) -> str:
     if not teachers.empty:
         parts.append(
             f"Teachers ({unit}, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
-            + teachers.reset_index().to_markdown(index=False)
+            + markdown_table(teachers)
             + "\n\n"
             + _footnote(teachers)
         )
@@ -468,7 +479,7 @@ def format_tables(runs: pd.DataFrame) -> str:
         parts.append(
             f"Students by teacher label smoothing a ({unit}, mean ± std over seeds; "
             "Δ = LS − no-LS paired by seed)\n\n"
-            + students.reset_index().to_markdown(index=False)
+            + markdown_table(students)
             + "\n\n"
             + _footnote(students)
         )

@@ -53,7 +53,10 @@ def test_a_translation_study_records_bleu_of_best_and_last(finished):
         decoded = task.translate(model, DATA, info)
         assert len(decoded["hypotheses"]) == 16
         expected = sacrebleu.corpus_bleu(decoded["hypotheses"], [decoded["references"]]).score
-        assert recorded["last"]["val_bleu"] == pytest.approx(expected / 100, abs=1e-9)
+        # named by its split (the test split by default), not val_bleu
+        assert recorded["last"]["bleu_split"] == info.test_split == "test"
+        assert "val_bleu" not in recorded["last"]
+        assert recorded["last"]["test_bleu"] == pytest.approx(expected / 100, abs=1e-9)
 
 
 def test_the_tables_show_bleu_with_paired_differences(finished):
@@ -65,8 +68,12 @@ def test_the_tables_show_bleu_with_paired_differences(finished):
     student = RunDir(env.study_dir / "student-transformer_tiny-T2-seed0-from-transformer_tiny-"
                      "ls0.1-seed0").read()  # fmt: skip
     cell = float(table.loc[("transformer_tiny", "2"), "last a=0.1"])
-    assert cell == pytest.approx(100 * student["last"]["val_bleu"], abs=0.005)
+    assert cell == pytest.approx(100 * student["last"]["test_bleu"], abs=0.005)
     assert "Students by teacher label smoothing a (BLEU" in results.format_tables(runs)
+    # a run recorded before test_bleu (test-split BLEU as val_bleu) still reads the same
+    old = {**student, "last": {**student["last"], "val_bleu": student["last"]["test_bleu"]}}
+    del old["last"]["test_bleu"]
+    assert results.run_row(old)["last_bleu"] == pytest.approx(100 * student["last"]["test_bleu"])
 
 
 def test_padding_never_counts_in_the_token_metrics(finished):
