@@ -269,7 +269,7 @@ def test_written_and_printed_tables_carry_the_statistics(tmp_path):
     assert last[["n_pairs", "mean", "sd", "ci_method"]].values.tolist() == [[3, 2.0, 1.0, "t"]]
     assert last["ci_low"].item() == pytest.approx(2 - T_975_2 / math.sqrt(3), abs=1e-6)
     printed = results.format_tables(runs)
-    assert "| resnet8   |   1 | 71.00 ± 1.00 | 73.00 ± 2.00 | +2.00 [-0.48, +4.48] |" in printed
+    assert "| resnet8   | 1   | 71.00 ± 1.00 | 73.00 ± 2.00 | +2.00 [-0.48, +4.48] |" in printed
     assert "unpaired seeds: seeds run for one teacher smoothing only" in printed
     assert "Teachers (top-1 %" in printed
 
@@ -361,6 +361,9 @@ def test_a_zero_difference_never_prints_minus_zero():
     # two teachers with the same accuracy up to float noise (0.01 vs 0.01 + 1e-10)
     runs = pd.DataFrame([_teacher(0, 0.0, 1.0 + 1e-8), _teacher(0, 0.1, 1.0)])
     assert results.teacher_table(runs).loc["resnet14", "last Δ(LS−noLS)"] == "+0.00"
+    # printed as formatted: tabulate's number parsing made "-0.00" "-0" and "1.00" "1"
+    row = next(line for line in results.format_tables(runs).splitlines() if "resnet14" in line)
+    assert [cell.strip() for cell in row.split("|")[2:5]] == ["1.00", "1.00", "+0.00"]
 
 
 def _latex_problems(text: str) -> list[str]:
