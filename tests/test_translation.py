@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sacrebleu
+import tensorflow as tf
 from conftest import StopAtEpoch
 
 import lskd_tf
@@ -122,11 +123,17 @@ def test_a_killed_translation_student_resumes_exactly(finished, tmp_path):
 def test_token_analyses_report_every_run(finished, tmp_path):
     env, specs, run_dirs = finished
     task = tasks.get("translation")
-    report = task.analyze(run_dirs, tmp_path / "analysis", tensorboard_dir=None, title="mt")
+    report = task.analyze(run_dirs, tmp_path / "analysis", tensorboard_dir=tmp_path / "tb",
+                          title="mt")  # fmt: skip
     text = report.read_text()
     for run_dir in run_dirs:
         assert run_dir.name in text
         assert (tmp_path / "analysis" / run_dir.name / "reliability.png").stat().st_size > 0
+        # one tag per measure in every run's log, so TensorBoard overlays the runs
+        tags = {value.tag for path in (tmp_path / "tb" / run_dir.name / "analysis").iterdir()
+                for event in tf.compat.v1.train.summary_iterator(str(path))
+                for value in event.summary.value}  # fmt: skip
+        assert {"analysis/top1_accuracy", "analysis/reliability"} <= tags
     assert "semantic mass ratio" in text and "KL teacher-student" in text
     # token accuracy of the analysis = the run's teacher-forced val_top1 (same positions)
     from lskd_tf.tasks.translation import analysis
