@@ -282,8 +282,8 @@ ON_CONFLICT = flags.DEFINE_enum(
     "settings are always reused.",
 )  # fmt: skip
 VERBOSE = flags.DEFINE_integer(
-    "verbose", 1, "0: one line per run; 1: a progress bar on a terminal, one plain line per "
-    "epoch when the output is a file or pipe.",
+    "verbose", 1, "0: a line when a run starts and one when it ends; 1: also each epoch, as "
+    "a progress bar on a terminal, as one plain line when the output is a file or pipe.",
 )  # fmt: skip
 ANALYZE = flags.DEFINE_bool(
     "analyze", True, "study mode: write the analysis report of all runs at the end."
