@@ -262,9 +262,10 @@ class ProgressBar(keras.callbacks.Callback):
 
 
 def is_terminal() -> bool:
-    """Whether standard output is a terminal (live progress) rather than a file or pipe."""
+    """Whether standard output shows live progress: a terminal or a Jupyter notebook
+    (whose output redraws carriage returns), not a file or pipe."""
     isatty = getattr(sys.stdout, "isatty", None)
-    return bool(isatty and isatty())
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def epoch_tag(key: str) -> str:
