@@ -11,9 +11,13 @@ one line and exit with status 2; set LSKD_DEBUG=1 to see the traceback.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import logging as std_logging
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +25,71 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+
+def _defer_package_init():
+    """Put the lskd_tf package in sys.modules without running its ``__init__.py`` yet.
+
+    ``import lskd_tf`` registers lskd_tf's Keras classes, which imports TensorFlow (~5 s
+    of CPU). Parsing and checking the command line needs only `lskd_tf.flags`, which is
+    TensorFlow-free, so a mistyped flag fails in well under a second; `_start_tensorflow`
+    runs ``__init__.py`` once the flags parsed. Returns that step, or None when lskd_tf
+    is already imported (run.py loaded by the tests).
+    """
+    if "lskd_tf" in sys.modules:
+        return None
+    spec = importlib.util.find_spec("lskd_tf")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["lskd_tf"] = package
+    return lambda: spec.loader.exec_module(package)
+
+
+_package_init = _defer_package_init()
+
 from lskd_tf import flags as lf  # noqa: E402  (defines every flag)
+
+# TensorFlow's CUDA probe on a machine without an NVIDIA GPU: "Could not find cuda drivers
+# on your machine, GPU will not be used." and "failed call to cuInit: ... UNKNOWN ERROR".
+_CUDA_PROBE = r"Could not find cuda drivers|failed call to cuInit"
+# INFO lines of TensorFlow's C++ logging ("I0000 00:00:17... port.cc:153] oneDNN custom
+# operations are on...") and absl's banner before them: written while TensorFlow loads,
+# before TF_CPP_MIN_LOG_LEVEL (2 unless set: no INFO, no WARNING) takes effect.
+_EARLY_INFO = r"^I\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl::InitializeLog"
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow (lskd_tf's ``__init__.py``) and find its devices, without the CUDA
+    probe's messages on machines that have no NVIDIA device.
+
+    TensorFlow's C++ logging writes them to the process's stderr before any Python logging
+    is set up, so stderr (file descriptor 2) is captured meanwhile and every other line
+    written again. With an NVIDIA device present (``/dev/nvidia0``...) the CUDA lines stay:
+    there, a failed cuInit is a real error. Early INFO lines go too unless
+    TF_CPP_MIN_LOG_LEVEL=0 asks for them; warnings and errors always stay.
+    """
+    if _package_init is None:
+        return
+    hidden = [] if glob.glob("/dev/nvidia[0-9]*") else [_CUDA_PROBE]
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0":
+        hidden.append(_EARLY_INFO)
+    hide = re.compile("|".join(hidden)) if hidden else None
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            _package_init()
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe runs here
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if hide is None or not hide.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _strategy():
@@ -197,12 +265,24 @@ def _is_utf8(path: str) -> bool:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with invalid flags as one `error:` line and exit status 2."""
+    """absl's flag parsing, with invalid flags as one `error:` line and exit status 2.
+
+    Flag names and values are checked before TensorFlow is imported; model, dataset and
+    KD-loss names (registries that import it) right after (`lf.registry_checks_deferred`).
+    """
     try:
-        return lf.FLAGS(argv)
+        with lf.registry_checks_deferred():
+            rest = lf.FLAGS(argv)
+            _start_tensorflow()
+            lf.check_registered_names()
+        return rest
     except flags.Error as error:
-        print(f"error: {one_line(error)} (python run.py --helpfull lists every flag)",
-              file=sys.stderr)  # fmt: skip
+        message = one_line(error)
+        if isinstance(error, flags.UnrecognizedFlagError):
+            meant = lf.flag_for(error.flagname)  # absl's guesses go by spelling only
+            if meant:
+                message = f"{message.split('. Did you mean')[0]}. Did you mean: --{meant} ?"
+        print(f"error: {message} (python run.py --helpfull lists every flag)", file=sys.stderr)
         sys.exit(2)
     except UnicodeDecodeError as error:  # absl reads flagfiles as UTF-8 text
         named = [a.split("=", 1)[1] for a in argv if a.startswith(("--flagfile=", "-flagfile="))]

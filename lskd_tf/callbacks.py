@@ -22,6 +22,8 @@ end (`Position`): the row's ``epoch`` and ``updates``, and where a restart conti
 from __future__ import annotations
 
 import dataclasses
+import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -222,8 +224,9 @@ class RunRecorder(keras.callbacks.Callback):
                 for key, value in row.items():
                     if key == "epoch" or key.startswith("val_") != bool(prefix):
                         continue
-                    name = f"epoch_{key.removeprefix(prefix)}"  # the HParams dashboard's tags
-                    tf.summary.scalar(name, value, step=row.get("updates", epoch))
+                    tf.summary.scalar(
+                        epoch_tag(key.removeprefix(prefix)), value, step=row.get("updates", epoch)
+                    )
             self.writers[split].flush()
         self.run.write_history(self.history)
         self._update_metrics()
@@ -245,7 +248,7 @@ class RunRecorder(keras.callbacks.Callback):
         for which, values in (final or {}).items():
             self.info[which].update(values)
             for name in values:
-                metric = name.removeprefix("val_")
+                metric = re.sub(r"^(val|test)_", "", name)  # test_bleu: the metric "bleu"
                 if metric not in self.info["metrics"] and isinstance(values[name], float):
                     self.info["metrics"].append(metric)
         self.info.update(
@@ -260,10 +263,23 @@ class RunRecorder(keras.callbacks.Callback):
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """A per-epoch progress bar with ETA, labelled ``<run> epoch e/E`` of the whole run.
+    """Progress of a run's epochs, labelled ``<run> epoch e/E`` of the whole run.
 
     ``describe`` (a run counted in updates) labels each period instead, e.g.
     ``<run> updates 2000-4000 of 300000``; its bar is as long as `fit`'s steps.
+
+    On a terminal: Keras's live bar with ETA. Anywhere else (a log file, a pipe, CI,
+    ``nohup``) one plain line per finished epoch, without ANSI colour codes or carriage
+    returns: Keras's `Progbar` redraws itself on every POSIX system, which made a
+    quick-study log 224 KB of escape sequences.
+
+    Args:
+        epochs: the run's epochs.
+        steps_per_epoch: steps of one epoch (the bar's length).
+        name: the run's name.
+        describe: labels a period of a run counted in updates (None: epochs).
+        interactive: live bar (True) or one line per epoch (False); default: whether
+            standard output is a terminal.
     """
 
     SHOWN = ("loss", "top1", "agreement", "val_top1")
@@ -274,30 +290,62 @@ class ProgressBar(keras.callbacks.Callback):
         steps_per_epoch: int,
         name: str,
         describe: Callable[[], str] | None = None,
+        interactive: bool | None = None,
     ):
         super().__init__()
         self.epochs = epochs
         self.steps = steps_per_epoch
         self.name = name
         self.describe = describe
+        self.interactive = is_terminal() if interactive is None else interactive
         self.bar = None
+        self.started = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
         if self.describe:
             self.steps = self.params.get("steps") or self.steps
-            print(f"{self.name} {self.describe()}", flush=True)
-        else:
-            print(f"{self.name} epoch {epoch + 1}/{self.epochs}", flush=True)
+        if not self.interactive:
+            return
+        print(f"{self.name} {self.label(epoch)}", flush=True)
         # Keras's logs are already running means: show them as they are.
         self.bar = keras.utils.Progbar(self.steps, stateful_metrics=self.SHOWN)
 
     def on_train_batch_end(self, batch, logs=None):
-        shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
-        self.bar.update(batch + 1, values=shown, finalize=False)
+        if self.bar is not None:
+            shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
+            self.bar.update(batch + 1, values=shown, finalize=False)
 
     def on_epoch_end(self, epoch, logs=None):
         shown = [(k, v) for k, v in (logs or {}).items() if k in self.SHOWN]
-        self.bar.update(self.steps, values=shown, finalize=True)
+        if self.bar is not None:
+            self.bar.update(self.steps, values=shown, finalize=True)
+            return
+        values = "".join(f" - {k}: {float(v):.4f}" for k, v in shown)
+        print(
+            f"{self.name} {self.label(epoch)} - {time.time() - self.started:.0f} s{values}",
+            flush=True,
+        )
+
+    def label(self, epoch: int) -> str:
+        """``epoch e/E``, or the period's own label in a run counted in updates."""
+        return self.describe() if self.describe else f"epoch {epoch + 1}/{self.epochs}"
+
+
+def is_terminal() -> bool:
+    """Whether standard output shows live progress: a terminal or a Jupyter notebook
+    (whose output redraws carriage returns), not a file or pipe."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+
+
+def epoch_tag(key: str) -> str:
+    """The TensorBoard tag of a history key: Keras's ``epoch_<name>`` (``epoch_time_s`` as is).
+
+    Keras's TensorBoard callback names epoch scalars ``epoch_loss``, ``epoch_top1``; a
+    key that already starts with ``epoch_`` keeps its name instead of ``epoch_epoch_...``.
+    """
+    return key if key.startswith("epoch_") else f"epoch_{key}"
 
 
 def best_row(history: list[dict], monitor: str) -> dict | None:

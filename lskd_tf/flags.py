@@ -11,33 +11,35 @@ student from each at T = 1 and T = 4 (pure KD), in about 3.5 minutes on a
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import math
 import os
 import re
+from typing import TYPE_CHECKING
 
 from absl import flags
 
-from lskd_tf import models, tasks
-from lskd_tf.distiller import DistillSpec
-from lskd_tf.experiment import (
+# Only TensorFlow-free modules at import time: run.py parses and validates the command
+# line before TensorFlow is imported (~5 s), so a mistyped flag fails in well under a
+# second. The specs (which import Keras) are imported where flags become specs.
+from lskd_tf import tasks
+from lskd_tf.choices import (
     MIXED_PRECISION,
-    TEACHER_CHECKPOINTS,
-    DataSpec,
-    RunEnv,
-    StudentSpec,
-    StudySpec,
-    TeacherSpec,
-)
-from lskd_tf.losses import (
+    OPTIMIZERS,
+    SCHEDULES,
     SMOOTHING_CONVENTIONS,
     TEMPERATURE_RANGE,
-    kd_losses,
+    WEIGHT_DECAY_SCOPES,
     validate_temperature,
 )
-from lskd_tf.schedules import SCHEDULES
-from lskd_tf.teacher_cache import CacheSpec
-from lskd_tf.training import OPTIMIZERS, TrainConfig
+from lskd_tf.run_dir import CHECKPOINTS as TEACHER_CHECKPOINTS
+
+if TYPE_CHECKING:
+    from lskd_tf.distiller import DistillSpec
+    from lskd_tf.experiment import DataSpec, RunEnv, StudentSpec, StudySpec, TeacherSpec
+    from lskd_tf.teacher_cache import CacheSpec
+    from lskd_tf.training import TrainConfig
 
 MODES = ("study", "teacher", "distill", "evaluate", "export", "analyze", "results")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -127,9 +129,9 @@ BLEU_SENTENCES = flags.DEFINE_integer(
 BLEU_TEXT = flags.DEFINE_enum(
     "bleu_text", None, ("raw", "moses"),
     "translation: how the dataset stores its text, for BLEU. moses = Moses tokenizer.perl "
-    "output (escapes like &apos;): detokenized for val_bleu, scored as is for "
-    "val_bleu_tokenized; raw = untokenized: scored as is for val_bleu, Moses-tokenized "
-    "(-a) for val_bleu_tokenized (default: moses for iwslt14, raw otherwise).",
+    "output (escapes like &apos;): detokenized for test_bleu, scored as is for "
+    "test_bleu_tokenized; raw = untokenized: scored as is for test_bleu, Moses-tokenized "
+    "(-a) for test_bleu_tokenized (default: moses for iwslt14, raw otherwise).",
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------- models, KD
@@ -173,10 +175,10 @@ SEQUENCE_LEVEL_KD = flags.DEFINE_bool(
     "teacher checkpoint (--beam_size, --length_penalty) and stored beside it.",
 )  # fmt: skip
 KD_LOSS = flags.DEFINE_string(
-    "kd_loss", "kl", f"The KD loss by name ({', '.join(kd_losses())}; "
-    "lskd_tf.losses.register_kd_loss adds one): kl = T^2 KL(softmax(t/T) || softmax(s/T)) "
-    "over all classes; topk_kl = the papers' fairseq fork's word-level KD: the teacher's "
-    "--kd_topk largest logits renormalised at T, the student's log-softmax read at their ids.",
+    "kd_loss", "kl", "The KD loss by name: kl = T^2 KL(softmax(t/T) || softmax(s/T)) over all "
+    "classes; topk_kl = the papers' fairseq fork's word-level KD: the teacher's --kd_topk "
+    "largest logits renormalised at T, the student's log-softmax read at their ids; or one "
+    "added with lskd_tf.losses.register_kd_loss (lskd_tf.losses.kd_losses() lists them).",
 )  # fmt: skip
 KD_TOPK = flags.DEFINE_integer(
     "kd_topk", 0, "--kd_loss=topk_kl: how many of the teacher's largest logits per token it "
@@ -225,7 +227,7 @@ WEIGHT_DECAY = flags.DEFINE_float(
     "weight_decay", 5e-4, "Weight decay (PyTorch SGD convention: gradient + wd * w)."
 )
 WEIGHT_DECAY_SCOPE = flags.DEFINE_enum(
-    "weight_decay_scope", "kernels", models.WEIGHT_DECAY_SCOPES,
+    "weight_decay_scope", "kernels", WEIGHT_DECAY_SCOPES,
     "Parameters --weight_decay applies to: kernels = conv/dense kernels only (no BN, biases); "
     "all = every parameter, as the papers' PyTorch SGD (the paper flagfiles set it).",
 )  # fmt: skip
@@ -284,7 +286,7 @@ TEACHER_WEIGHT_DECAY = flags.DEFINE_float(
     "teacher_weight_decay", None, "Teacher weight decay (default: --weight_decay)."
 )
 TEACHER_WEIGHT_DECAY_SCOPE = flags.DEFINE_enum(
-    "teacher_weight_decay_scope", None, models.WEIGHT_DECAY_SCOPES,
+    "teacher_weight_decay_scope", None, WEIGHT_DECAY_SCOPES,
     "Teacher weight decay scope (default: --weight_decay_scope).",
 )  # fmt: skip
 TEACHER_SCHEDULE = flags.DEFINE_enum(
@@ -349,7 +351,10 @@ ON_CONFLICT = flags.DEFINE_enum(
     "<output_dir>/<study>/.replaced/ and train it again. Finished runs with the same "
     "settings are always reused.",
 )  # fmt: skip
-VERBOSE = flags.DEFINE_integer("verbose", 1, "0: one line per run; 1: progress bars.")
+VERBOSE = flags.DEFINE_integer(
+    "verbose", 1, "0: a line when a run starts and one when it ends; 1: also each epoch, as "
+    "a progress bar on a terminal, as one plain line when the output is a file or pipe.",
+)  # fmt: skip
 ANALYZE = flags.DEFINE_bool(
     "analyze", True, "study mode: write the analysis report of all runs at the end."
 )
@@ -402,11 +407,63 @@ def _validate_models(task: str, values, name: str) -> None:
             raise flags.ValidationError(f"--{name}: {error}") from None
 
 
-@flags.multi_flags_validator(["task", "dataset"])
+_deferred: list | None = None
+"""Registry checks postponed by `registry_checks_deferred` (None: checked while parsing)."""
+
+
+@contextlib.contextmanager
+def registry_checks_deferred():
+    """Within: model, dataset and KD-loss names are checked by `check_registered_names`,
+    not while parsing.
+
+    Those checks read the task, model and loss registries, which import TensorFlow
+    (~5 s). run.py parses first, so that a mistyped flag or a bad number fails before
+    that, then calls `check_registered_names`. Outside this block (tests, notebooks)
+    every name is checked while parsing, as absl validators; leaving it drops the checks
+    of a parse that failed.
+    """
+    global _deferred
+    _deferred = []
+    try:
+        yield
+    finally:
+        _deferred = None
+
+
+def check_registered_names() -> None:
+    """Run the checks `registry_checks_deferred` postponed; IllegalFlagValueError if one fails."""
+    global _deferred
+    postponed, _deferred = _deferred or [], None
+    for check, values in postponed:
+        try:
+            check(values)
+        except flags.ValidationError as error:
+            raise flags.IllegalFlagValueError(str(error)) from None
+
+
+def _registry_validator(flag_names: list[str]):
+    """An absl validator of ``flag_names`` that `registry_checks_deferred` can postpone."""
+
+    def register(check):
+        def validate(values):
+            if _deferred is not None:
+                _deferred.append((check, dict(values)))
+                return True
+            return check(values)
+
+        flags.register_multi_flags_validator(flag_names, validate)
+        return check
+
+    return register
+
+
+@_registry_validator(["task", "dataset"])
 def _check_dataset(values):
     # The name only: a dataset's options (e.g. text's data_dir and languages) come from
     # other flags, and the DataSpec that `data_spec` builds from all of them is checked
     # when the specs are made.
+    from lskd_tf.experiment import DataSpec
+
     task = _task(values["task"])
     if values["dataset"] not in task.datasets():
         try:
@@ -416,7 +473,7 @@ def _check_dataset(values):
     return True
 
 
-@flags.multi_flags_validator(["task", "teacher_models", "student_models", "pairs"])
+@_registry_validator(["task", "teacher_models", "student_models", "pairs"])
 def _check_models(values):
     task = values["task"]
     for name in ("teacher_models", "student_models"):
@@ -463,8 +520,11 @@ def _alpha_key(value: str) -> str:
     return f"{float(value):g}"
 
 
-@flags.validator("kd_loss")
-def _check_kd_loss(value):
+@_registry_validator(["kd_loss"])
+def _check_kd_loss(values):
+    from lskd_tf.losses import kd_losses
+
+    value = values["kd_loss"]
     if value not in kd_losses():
         raise flags.ValidationError(
             f"unknown KD loss {value!r}; choose one of: {', '.join(kd_losses())}"
@@ -689,6 +749,22 @@ NOT_IN_FLAGFILES = ("verbose",)
 """Fields a run's flags.txt leaves out (display only)."""
 
 
+def flag_for(name: str) -> str | None:
+    """The flag that sets what ``name`` names under another name, or None.
+
+    A field of `TrainConfig` / `DistillSpec` whose flag is named differently (e.g.
+    ``--learning_rate`` -> ``--lr``, ``--teacher_learning_rate`` -> ``--teacher_lr``,
+    ``--temperature`` -> ``--temperatures``), for run.py's "did you mean".
+    """
+    field = name.removeprefix("teacher_")
+    if field != name and TEACHER_TRAIN_FLAGS.get(field, name) != name:
+        return TEACHER_TRAIN_FLAGS[field]
+    for table in (TRAIN_FLAGS, DISTILL_FLAGS):
+        if table.get(name, name) != name:
+            return table[name]
+    return None
+
+
 def _flag_value(field: str, flag: str):
     value = FLAGS[flag].value
     if field == "milestones" and value is not None:
@@ -709,6 +785,8 @@ def _as_flag(value) -> str:
 
 
 def data_spec() -> DataSpec:
+    from lskd_tf.experiment import DataSpec
+
     options = ()
     if TASK.value == "translation":
         chosen = (("source_language", SOURCE_LANGUAGE.value),
@@ -760,6 +838,8 @@ def _data_option_line(key: str, value) -> str:
 
 
 def student_train_config() -> TrainConfig:
+    from lskd_tf.training import TrainConfig
+
     values = {field: _flag_value(field, flag) for field, flag in TRAIN_FLAGS.items()}
     return TrainConfig(**_off_as_none(values))
 
@@ -772,6 +852,8 @@ def teacher_train_config() -> TrainConfig:
 
 def distill_spec() -> DistillSpec:
     """The students' objective; its temperature is the first of --temperatures."""
+    from lskd_tf.distiller import DistillSpec
+
     values = {field: _flag_value(field, flag) for field, flag in DISTILL_FLAGS.items()}
     values["temperature"] = _floats(values["temperature"], "temperatures")[0]
     return DistillSpec(**values)
@@ -780,6 +862,8 @@ def distill_spec() -> DistillSpec:
 def cache_spec() -> CacheSpec | None:
     if TEACHER_CACHE.value == "none":
         return None
+    from lskd_tf.teacher_cache import CacheSpec
+
     return CacheSpec(
         TEACHER_CACHE.value, views=CACHE_VIEWS.value, topk=CACHE_TOPK.value,
         dtype=CACHE_DTYPE.value,
@@ -787,6 +871,8 @@ def cache_spec() -> CacheSpec | None:
 
 
 def study_spec() -> StudySpec:
+    from lskd_tf.experiment import StudySpec
+
     return StudySpec(
         task=TASK.value,
         teacher_models=tuple(TEACHER_MODELS.value),
@@ -807,6 +893,8 @@ def study_spec() -> StudySpec:
 
 
 def run_env(strategy=None) -> RunEnv:
+    from lskd_tf.experiment import RunEnv
+
     profile = PROFILE_BATCHES.value
     return RunEnv(
         output_dir=OUTPUT_DIR.value, study=STUDY.value, tensorboard_dir=TENSORBOARD_DIR.value,
@@ -852,6 +940,8 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
     Generated from the spec's dataclasses through `TRAIN_FLAGS`, `TEACHER_TRAIN_FLAGS`
     and `DISTILL_FLAGS`: a new field needs one entry there, not another line here.
     """
+    from lskd_tf.experiment import TeacherSpec
+
     lines = [
         f"--mode={spec.kind if spec.kind == 'teacher' else 'distill'}",
         f"--study={env.study}", f"--output_dir={env.output_dir}",

@@ -33,9 +33,13 @@ import inspect
 import keras
 from keras import ops
 
+from lskd_tf.choices import (  # noqa: F401  (TEMPERATURE_RANGE: lskd_tf.losses' public bound)
+    SMOOTHING_CONVENTIONS,
+    TEMPERATURE_RANGE,
+    validate_temperature,
+)
 from lskd_tf.distribute import global_mean_share
 
-SMOOTHING_CONVENTIONS = ("uniform", "others")
 REDUCTION = "mean_with_sample_weight"
 """Mean over the weighted positions: sum(w * loss) / sum(w); the plain mean without weights."""
 
@@ -188,26 +192,6 @@ def validate_smoothing(alpha: float, convention: str, *, name: str = "alpha") ->
         raise ValueError(
             f"unknown smoothing convention {convention!r}; choose one of: "
             + ", ".join(SMOOTHING_CONVENTIONS)
-        )
-
-
-TEMPERATURE_RANGE = (0.01, 100.0)
-"""The temperatures T a KD loss accepts, bounds included: where its float32 value means
-something. Measured (float32 vs float64 NumPy transcription of `DistillationKL`, 256 x 100
-logits ~ N(0, 1), student = teacher + N(0, 0.3)): relative error 1e-7 for T <= 1, 3e-4 at
-T = 64 (the papers' largest), 1% at T = 100, 24% at T = 1000 (the softened distributions
-differ from uniform by less than float32 resolves). Small T is accurate but vanishes:
-T² · KL shrinks like T (1e-3 at T = 0.01 against 0.04 at T = 1) and T² underflows to 0
-below ~1e-19, so at T = 1e-30 the student trained on weight decay alone."""
-
-
-def validate_temperature(temperature: float) -> None:
-    """Raise a one-line ValueError unless the temperature is in `TEMPERATURE_RANGE`."""
-    low, high = TEMPERATURE_RANGE
-    if not low <= float(temperature) <= high:  # NaN fails too
-        raise ValueError(
-            f"temperature must be > 0 and within [{low:g}, {high:g}] (outside it the "
-            f"float32 KD loss vanishes or is rounding noise), got {temperature}"
         )
 
 

@@ -143,7 +143,9 @@ def run_row(info: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
         metrics = info.get(which, {})
         row[f"{which}_epoch"] = metrics.get("epoch")
         for metric in info.get("metrics", DEFAULT_METRICS):
-            value = metrics.get(prefix + metric)
+            # metrics measured on the test split after training (test_bleu) have their own
+            # prefix; older runs recorded test-split BLEU as val_bleu
+            value = metrics.get(prefix + metric, metrics.get(f"test_{metric}"))
             row[f"{which}_{metric}"] = None if value is None else 100.0 * value
     return row
 
@@ -408,19 +410,6 @@ def _footnote(table: pd.DataFrame) -> str:
     return "\n".join(notes)
 
 
-_LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "&": r"\&", "%": r"\%", "$": r"\$",
-    "#": r"\#", "_": r"\_", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}  # fmt: skip
-
-
-def latex_text(text: str) -> str:
-    """``text`` as literal LaTeX: every special character escaped (captions; the cells
-    are escaped by ``DataFrame.to_latex(escape=True)``). A run.json's strings reach the
-    tables, so a model named ``\\input{/etc/hostname}`` must print, not run."""
-    return "".join(_LATEX_SPECIALS.get(char, char) for char in str(text))
-
-
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER_TEXT = re.compile(r"[-+]?\d[\d.eE+\-±\[\], *]*")
 """Number texts of the tables (``-1.25 ± 0.40``, ``+1.23 [+0.40, +2.06] *``): digits,
@@ -475,8 +464,8 @@ def write_tables(
         note = f"Cells: {label}{_percent(metric)}, mean ± std over seeds.\n" + _footnote(table)
         for suffix, text in (
             ("csv", spreadsheet_safe(table.assign(metric=label)).to_csv()),
-            ("md", table.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"),
-            ("tex", table.to_latex(escape=True, caption=latex_text(note.replace("\n", " ")))),
+            ("md", markdown_table(table) + "\n\n" + note + "\n"),
+            ("tex", latex_table(table, caption=note.replace("\n", " "))),
         ):
             path = out_dir / f"{name}.{suffix}"
             atomic.write_text(path, text)
@@ -488,6 +477,51 @@ def write_tables(
             written["differences"], spreadsheet_safe(diffs.assign(metric=label)).to_csv(index=False)
         )
     return written
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` (index as columns) as Markdown, every cell exactly as formatted.
+
+    tabulate's default number parsing reprinted ``1.00`` as ``1``, ``+0.50`` as ``0.5``
+    and ``-0.00`` as ``-0``, dropping the decimals and signs the cells were given.
+    """
+    return table.reset_index().to_markdown(index=False, disable_numparse=True)
+
+
+_LATEX_TEXT = str.maketrans(
+    {
+        "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$", "|": r"\textbar{}",
+        "Δ": r"$\Delta$", "−": "$-$", "±": r"$\pm$", "≈": r"$\approx$", "≥": r"$\geq$",
+        "≤": r"$\leq$", "α": r"$\alpha$", "²": "$^2$", "×": r"$\times$",
+    }
+)  # fmt: skip
+"""Characters LaTeX reads as commands (``%`` starts a comment) or that its default
+OT1 text font lacks (Unicode math signs; ``<`` would print ``¡``), as text-mode LaTeX."""
+
+
+def latex_text(value) -> str:
+    """``value`` as LaTeX text: specials escaped, ``Δ ± −`` as math, a minus sign before
+    a number as ``$-$`` (a text hyphen is shorter than a minus)."""
+    return re.sub(r"(?<![\w$])-(?=\d)", "$-$", str(value).translate(_LATEX_TEXT))
+
+
+def latex_table(table: pd.DataFrame, caption: str) -> str:
+    """``table`` as a LaTeX ``table`` environment (needs ``\\usepackage{booktabs}``).
+
+    pandas's ``to_latex`` does not escape by default: a caption's ``95% CI`` commented
+    out the rest of the caption, and ``Δ``/``±`` need math mode. Every header, index
+    label, string cell and the caption go through `latex_text`.
+    """
+    escaped = table.map(lambda v: latex_text(v) if isinstance(v, str) else v)
+    escaped.columns = [latex_text(c) for c in table.columns]
+    escaped.index = table.index.map(
+        lambda key: tuple(map(latex_text, key)) if isinstance(key, tuple) else latex_text(key)
+    )
+    escaped.index.names = [None if n is None else latex_text(n) for n in table.index.names]
+    # multirow=False: repeated row labels instead of \multirow (one package fewer to load).
+    return escaped.to_latex(escape=False, caption=latex_text(caption), multirow=False)
 
 
 def headline(runs: pd.DataFrame) -> str:
@@ -517,7 +551,7 @@ def format_tables(runs: pd.DataFrame, metric: str | None = None) -> str:
     if not teachers.empty:
         parts.append(
             f"Teachers ({unit}, mean ± std over seeds; Δ = LS − no-LS paired by seed)\n\n"
-            + teachers.reset_index().to_markdown(index=False)
+            + markdown_table(teachers)
             + "\n\n"
             + _footnote(teachers)
         )
@@ -525,7 +559,7 @@ def format_tables(runs: pd.DataFrame, metric: str | None = None) -> str:
         parts.append(
             f"Students by teacher label smoothing a ({unit}, mean ± std over seeds; "
             "Δ = LS − no-LS paired by seed)\n\n"
-            + students.reset_index().to_markdown(index=False)
+            + markdown_table(students)
             + "\n\n"
             + _footnote(students)
         )
@@ -649,7 +683,8 @@ def verdict(runs: pd.DataFrame, metric: str | None = None, which: str = "last") 
                 text += "; the observed mean difference is 0, so no number of seeds would do."
             else:
                 text += (
-                    f"; at the observed mean Δ {diff.mean:+.2f} and SD {diff.sd:.2f}, "
+                    f"; at the observed mean Δ {statistics.signed(diff.mean)} and SD "
+                    f"{diff.sd:.2f}, "
                     f"{needed} paired seeds ({max(needed - diff.n, 0)} more) would give 80% "
                     "power at α = 0.05."
                 )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-SCHEDULES = ("step", "cosine", "constant", "inverse_sqrt", "linear")
+from lskd_tf.choices import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="lskd_tf")

@@ -187,16 +187,26 @@ class PairedDifference:
         """
         if self.n == 0:
             return ""
-        text = f"{self.mean:+.{digits}f}"
+        text = signed(self.mean, digits)
         if self.method == "none":
             return text
-        text += f" [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        text += f" [{signed(self.low, digits)}, {signed(self.high, digits)}]"
         return text + (f" {SIGNIFICANT}" if self.excludes_zero else "")
 
     def describe_method(self) -> str:
         """``t, 3 pairs`` / ``bootstrap, 25 pairs`` / ``no CI, 1 pair``."""
         label = {"none": "no CI", "t": "t", "bootstrap": "bootstrap"}[self.method]
         return f"{label}, {self.n} pair{'s' if self.n != 1 else ''}"
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """``+1.23`` / ``-1.23``; a value that rounds to zero prints ``+0.00``, never ``-0.00``.
+
+    A difference of -1e-9 (float noise between two equal accuracies) would otherwise
+    print as ``-0.00``, a negative difference that is not there.
+    """
+    text = f"{value:+.{digits}f}"
+    return "+" + text[1:] if float(text) == 0 else text
 
 
 def paired_difference(

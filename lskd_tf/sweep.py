@@ -11,6 +11,8 @@ runs together, in order, without claims (one cluster = one process).
 
 Stopping a sweep at any time loses nothing: finished runs are skipped on the
 next start and interrupted ones resume from their last finished epoch.
+
+Each run starts with one line ``run k/N: <run> (elapsed ..., ETA ...)`` (`lskd_tf.progress`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from lskd_tf import distribute, tasks
 from lskd_tf.claims import release, try_claim
 from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, identity, run, write_hparams_config
+from lskd_tf.progress import Progress, print_line
 from lskd_tf.run_dir import RunDir
 
 
@@ -89,6 +92,7 @@ def run_study(
         write_hparams_config(env, specs)
     if cluster:
         return _run_in_cluster(specs, env, on_run_start, on_run_end)
+    progress = Progress("run", len(specs), done=len(specs) - len(unfinished))
     done_here = 0
     while True:
         pending = [s for s in specs if not is_finished(env.run_dir(s))]
@@ -105,9 +109,12 @@ def run_study(
             if is_finished(run_dir) or not try_claim(run_dir, stale_after_s):
                 continue
             try:
+                # runs finished so far, here or by other processes sharing the study
+                progress.start(run_dir.name, done=sum(map(is_finished, map(env.run_dir, specs))))
                 if on_run_start:
                     on_run_start(spec, run_dir)
                 run(spec, env)  # the claim's own thread keeps its heartbeat
+                progress.finish()
                 if on_run_end:
                     on_run_end(spec, run_dir)
             finally:
@@ -130,11 +137,14 @@ def _run_in_cluster(specs, env, on_run_start, on_run_end) -> list[Path]:
     Two *clusters* must not share a study directory.
     """
     chief = distribute.is_chief(env.strategy)
+    progress = Progress("run", len(specs), write=print_line if chief else lambda line: None)
     for spec in specs:
         run_dir = env.run_dir(spec)
+        progress.start(run_dir.name)
         if on_run_start and chief:
             on_run_start(spec, run_dir)
         run(spec, env)
+        progress.finish()
         if on_run_end and chief:
             on_run_end(spec, run_dir)
     return [env.run_dir(s) for s in specs]

@@ -56,6 +56,7 @@ from lskd_tf.callbacks import (
     RunRecorder,
     validations_without_improvement,
 )
+from lskd_tf.choices import OPTIMIZERS
 from lskd_tf.distiller import Distiller, DistillSpec, default_metrics
 from lskd_tf.losses import SmoothedCrossEntropy, validate_smoothing
 from lskd_tf.models.weight_decay import adamw_exclusion_pattern, validate_weight_decay_scope
@@ -64,7 +65,6 @@ from lskd_tf.schedules import SCHEDULES, WarmupDecay, check_warmup
 from lskd_tf.seeding import epoch_seed, period_seed, reseed, set_global_seeds
 from lskd_tf.settings import ADDED_LATER, without_later_defaults
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 TrainData = tf.data.Dataset | Callable[[int], tf.data.Dataset] | tuple[np.ndarray, np.ndarray]
 EvalData = tf.data.Dataset | tuple[np.ndarray, np.ndarray] | None
 

@@ -477,6 +477,43 @@ def test_figures_are_valid_png_files(tmp_path):
         plot_reliability_diagram(probs, rng.integers(0, 4, 50), tmp_path / "rel.jpg")
 
 
+def test_reliability_diagram_explains_every_colour_and_shows_counts():
+    from matplotlib.colors import to_hex
+
+    from lskd_tf.analysis.figures import reliability_figure
+
+    # 30 examples at confidence 0.95 (27 right) and one at 0.55 (right): a one-example
+    # bin at accuracy 1.0 must not look like a full-strength bar.
+    confident = np.tile([0.95, 0.05], (30, 1))
+    probs = np.vstack([confident, [[0.55, 0.45]]])
+    labels = np.array([0] * 27 + [1] * 3 + [0])
+    name = "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed0"  # 49 characters
+    figure = reliability_figure(probs, labels, num_bins=10, title=name, min_count=10)
+    top, counts = figure.axes
+    title = figure._suptitle.get_text().splitlines()
+    assert len(title) == 2 and max(map(len, title)) <= 48 and "".join(title) == name
+    bars = [p for p in top.patches if p.get_height() > 0]
+    filled = {to_hex(p.get_facecolor()) for p in bars if p.get_fill()}
+    legend = top.get_legend()
+    explained = {to_hex(h.get_facecolor()) for h in legend.legend_handles if hasattr(h, "get_fill")}
+    assert filled == {to_hex("tab:blue"), to_hex("lightgrey")} and filled <= explained
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any("< 10 examples" in t for t in texts) and any("gap" in t for t in texts)
+    assert (
+        legend.get_title().get_text()
+        == f"ECE = {expected_calibration_error(probs, labels, 10):.4f}"
+    )
+    grey = [p for p in bars if p.get_fill() and to_hex(p.get_facecolor()) == to_hex("lightgrey")]
+    assert [(round(p.get_x() + p.get_width() / 2, 2), p.get_height()) for p in grey] == [
+        (0.55, 1.0)
+    ]
+    gap = [p for p in bars if not p.get_fill()]  # only for the bin with enough examples
+    assert len(gap) == 1 and gap[0].get_y() == pytest.approx(0.9)
+    assert gap[0].get_height() == pytest.approx(0.05)
+    assert [p.get_height() for p in counts.patches] == [1, 30]
+    assert [t.get_text() for t in counts.texts] == ["1", "30"]
+
+
 def test_projection_figure_uses_both_axes(tmp_path):
     """Clusters spread 20x more along PC 1 than PC 2 still fill the panels' height (an
     equal axis scaling drew them as a thin strip in the middle of an empty image)."""
@@ -673,16 +710,16 @@ def test_analyze_report_and_tensorboard(tmp_path):
     assert "student_ls0.0_T3" in student_row and "student_ls0.1_T3" in student_row
 
     logdir = tmp_path / "tb"
-    log_to_tensorboard(logdir, "teacher", teacher_metrics, teacher_metrics["figures"], step=2)
+    log_to_tensorboard(logdir, "analysis", teacher_metrics, teacher_metrics["figures"], step=2)
     tags = {}
     for event_file in logdir.iterdir():
         for event in tf.compat.v1.train.summary_iterator(os.fspath(event_file)):
             for value in event.summary.value:
                 tags[value.tag] = (value.metadata.plugin_data.plugin_name, event.step)
-    assert tags["teacher/projection"] == ("images", 2)
-    assert tags["teacher/reliability"] == ("images", 2)
-    assert tags["teacher/ece"] == ("scalars", 2)
-    assert "teacher/notes" not in tags
+    assert tags["analysis/projection"] == ("images", 2)
+    assert tags["analysis/reliability"] == ("images", 2)
+    assert tags["analysis/ece"] == ("scalars", 2)
+    assert "analysis/notes" not in tags
     assert any((tmp_path / "tb_report").iterdir())
 
 

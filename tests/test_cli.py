@@ -1,8 +1,12 @@
 """run.py end to end, in this process: validation, flagfiles, sweeps, tables, resume."""
 
+import contextlib
+import glob
 import importlib.util
+import io
 import json
 import os
+import re
 from pathlib import Path
 
 import keras
@@ -42,7 +46,10 @@ def quick_study(tmp_path_factory):
     """The default study (every default flag) with a tiny dataset and one epoch."""
     root = tmp_path_factory.mktemp("cli")
     args = [f"--output_dir={root}/runs", f"--tensorboard_dir={root}/tb", *FAST]
-    assert run_main(*args) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as out:  # like a log file: not a terminal
+        code = run_main(*args)
+    (root / "stdout.txt").write_text(out.getvalue())
+    assert code == 0, out.getvalue()
     return root / "runs" / "quick", root / "tb" / "quick", args
 
 
@@ -77,6 +84,50 @@ def test_default_study_outputs(quick_study, capsys):
     for name in runs:
         if name.startswith("student"):
             assert (study_dir / "exports" / name / "saved_model.pb").exists()
+
+
+def test_study_says_where_it_is(quick_study):
+    """run k/N with elapsed time and ETA; analysis k/N per run; no terminal codes."""
+    study_dir, _, _ = quick_study
+    out = (study_dir.parents[1] / "stdout.txt").read_text()
+    assert "\x1b[" not in out and "\r" not in out
+    lines = out.splitlines()
+    runs = [line for line in lines if re.match(r"run \d+/\d+: ", line)]
+    # plan_study's order: each teacher, then its students
+    order = ["teacher-resnet8-ls0-seed0", "student-resnet8-T1-seed0-from-resnet8-ls0-seed0",
+             "student-resnet8-T4-seed0-from-resnet8-ls0-seed0", "teacher-resnet8-ls0.1-seed0",
+             "student-resnet8-T1-seed0-from-resnet8-ls0.1-seed0",
+             "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed0"]  # fmt: skip
+    assert [line.split(" (")[0] for line in runs] == [
+        f"run {k}/6: {name}" for k, name in enumerate(order, 1)
+    ]
+    assert runs[0].endswith("(elapsed 0 s, ETA after the first one finishes)")
+    assert all(re.search(r"\(elapsed [^,]+, ETA .+ \(mean of \d finished\)\)$", line)
+               for line in runs[1:])  # fmt: skip
+    assert "(mean of 5 finished)" in runs[-1]
+    analysis = [line.split(" (")[0] for line in lines if re.match(r"analysis \d+/6: ", line)]
+    assert analysis == [f"analysis {k}/6: {name}" for k, name in enumerate(order, 1)]
+
+
+def test_tensorboard_tags_overlay_runs(quick_study):
+    """One tag per measure in every run (analysis/ece), epoch_time_s not doubled."""
+    import tensorflow as tf
+
+    _, tb_dir, _ = quick_study
+
+    def tags(logdir):
+        found = set()
+        for path in logdir.glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                found.update(value.tag for value in event.summary.value)
+        return found
+
+    for run in ("teacher-resnet8-ls0-seed0", "student-resnet8-T4-seed0-from-resnet8-ls0-seed0"):
+        analysis = tags(tb_dir / run / "analysis")
+        assert {"analysis/ece", "analysis/top1_accuracy", "analysis/reliability"} <= analysis
+        assert not any(tag.startswith(run) for tag in analysis)
+        assert {"epoch_loss", "epoch_time_s"} <= tags(tb_dir / run / "train")
+        assert "epoch_epoch_time_s" not in tags(tb_dir / run / "train")
 
 
 # run.json's last val_top1 and val_loss of every run of the quick_study fixture, measured
@@ -187,6 +238,53 @@ def test_flag_validation(argv, message):
         with pytest.raises(flags.IllegalFlagValueError) as error:
             parse(*argv)
         assert message in str(error.value)
+
+
+def _run_py(*argv, importtime: bool = False):
+    """run.py in a fresh interpreter (the behaviour is about a process start)."""
+    import subprocess
+    import sys
+
+    extra = ["-X", "importtime"] if importtime else []
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # run.py's own
+    return subprocess.run([sys.executable, *extra, str(ROOT / "run.py"), *argv],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--bogus_flag"], "error: Unknown command line flag 'bogus_flag' (python run.py"),
+        (["--temperatures=abc"], "--temperatures must be a comma-separated list of numbers"),
+        (["--learning_rate=0.1"], "flag 'learning_rate'. Did you mean: --lr ? (python run.py"),
+    ],
+)
+def test_a_bad_flag_fails_before_tensorflow_is_imported(argv, says):
+    done = _run_py(*argv, importtime=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr[-2000:]
+    assert "lskd_tf.flags" in imported and not {"tensorflow", "keras"} & imported
+
+
+def test_flags_named_like_fields_are_suggested():
+    assert lf.flag_for("learning_rate") == "lr" and lf.flag_for("temperature") == "temperatures"
+    assert lf.flag_for("teacher_learning_rate") == "teacher_lr"
+    assert lf.flag_for("label_smoothing") == "student_smoothing"
+    assert lf.flag_for("bogus") is None and lf.flag_for("teacher_bogus") is None
+
+
+def test_no_cuda_probe_noise_on_a_cpu_machine(tmp_path):
+    """TensorFlow starts (registry check of --teacher_models), yet stderr is one line."""
+    if glob.glob("/dev/nvidia[0-9]*"):
+        pytest.skip("a GPU machine: run.py keeps TensorFlow's CUDA messages there")
+    done = _run_py("--teacher_models=resnet9", f"--output_dir={tmp_path}")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        next(line for line in done.stderr.splitlines() if line.startswith("error: "))
+    ], done.stderr
+    assert "unknown model 'resnet9'" in done.stderr and not any(tmp_path.iterdir())
 
 
 def test_bad_teacher_checkpoints_fail_in_one_line(quick_study, tmp_path, capsys):

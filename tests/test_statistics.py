@@ -263,13 +263,13 @@ def test_written_and_printed_tables_carry_the_statistics(tmp_path):
     markdown = written["students.md"].read_text()
     assert "| +2.00 [-0.48, +4.48]" in markdown and statistics.CI_RULE in markdown
     latex = written["students.tex"].read_text()
-    assert "\\caption{" in latex and "t-interval for < 20 paired seeds" in latex
+    assert "\\caption{" in latex and "t-interval for $<$ 20 paired seeds" in latex
     diffs = pd.read_csv(written["differences"])
     last = diffs[(diffs["table"] == "students") & (diffs["epoch"] == "last") & (diffs["T"] == 1)]
     assert last[["n_pairs", "mean", "sd", "ci_method"]].values.tolist() == [[3, 2.0, 1.0, "t"]]
     assert last["ci_low"].item() == pytest.approx(2 - T_975_2 / math.sqrt(3), abs=1e-6)
     printed = results.format_tables(runs)
-    assert "| resnet8   |   1 | 71.00 ± 1.00 | 73.00 ± 2.00 | +2.00 [-0.48, +4.48] |" in printed
+    assert "| resnet8   | 1   | 71.00 ± 1.00 | 73.00 ± 2.00 | +2.00 [-0.48, +4.48] |" in printed
     assert "unpaired seeds: seeds run for one teacher smoothing only" in printed
     assert "Teachers (top-1 %" in printed
 
@@ -353,3 +353,68 @@ def test_run_config_ignores_seeds_and_storage_only():
     longer = {**base, "train": {"epochs": 6, "seed": 0}}
     assert results.run_config(base) != results.run_config(longer)
     assert json.loads(results.run_config(base))["data.options"] == [["train_per_class", 4]]
+
+
+def test_a_zero_difference_never_prints_minus_zero():
+    assert statistics.signed(-1e-9) == "+0.00" and statistics.signed(0.0) == "+0.00"
+    assert statistics.signed(-0.02) == "-0.02" and statistics.signed(1.234) == "+1.23"
+    # two teachers with the same accuracy up to float noise (0.01 vs 0.01 + 1e-10)
+    runs = pd.DataFrame([_teacher(0, 0.0, 1.0 + 1e-8), _teacher(0, 0.1, 1.0)])
+    assert results.teacher_table(runs).loc["resnet14", "last Δ(LS−noLS)"] == "+0.00"
+    # printed as formatted: tabulate's number parsing made "-0.00" "-0" and "1.00" "1"
+    row = next(line for line in results.format_tables(runs).splitlines() if "resnet14" in line)
+    assert [cell.strip() for cell in row.split("|")[2:5]] == ["1.00", "1.00", "+0.00"]
+
+
+def _latex_problems(text: str) -> list[str]:
+    """What would break or garble a pdflatex run: a parser for the subset the tables use."""
+    problems = [f"non-ASCII {c!r}" for c in sorted(set(text)) if ord(c) > 127]
+    depth, dollars, i = 0, 0, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2  # an escaped character or the first letter of a command
+            continue
+        if char == "%":
+            problems.append(f"comment at {text[i - 20 : i + 20]!r}")
+        dollars += char == "$"
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            problems.append(f"unbalanced }} at {i}")
+        i += 1
+    return problems + (["unbalanced {"] if depth else []) + (["odd $"] if dollars % 2 else [])
+
+
+def test_latex_tables_escape_percent_and_math(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    written = results.write_tables(_unresolved_runs(), tmp_path)
+    for name in ("students", "teachers"):
+        latex = written[f"{name}.tex"].read_text()
+        assert _latex_problems(latex) == [], name
+        caption = re.search(r"\\caption\{(.*)\}\n", latex).group(1)
+        assert "[95\\% CI]" in caption and caption.endswith("but not in $\\Delta$.")
+    latex = written["students.tex"].read_text()
+    assert "last $\\Delta$(LS$-$noLS)" in latex and "71.00 $\\pm$ 1.00" in latex
+    assert "$-$1.00 [$-$3.48, +1.48]" in latex and "t-interval for $<$ 20" in latex
+    assert results.latex_text("a_b & 5% #1 ~{x}") == r"a\_b \& 5\% \#1 \textasciitilde{}\{x\}"
+    if shutil.which("pdflatex") is None:
+        return  # the parser check above is the one that always runs (CI has no TeX)
+    document = tmp_path / "tables.tex"
+    document.write_text(
+        "\\documentclass{article}\\IfFileExists{booktabs.sty}{\\usepackage{booktabs}}"
+        "{\\let\\toprule\\hline\\let\\midrule\\hline\\let\\bottomrule\\hline}"
+        "\\begin{document}\n"
+        + written["students.tex"].read_text()
+        + written["teachers.tex"].read_text()
+        + "\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "tables.pdf").stat().st_size > 0
+    assert "Missing character" not in (tmp_path / "tables.log").read_text()

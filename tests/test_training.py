@@ -62,6 +62,33 @@ def test_teacher_run_writes_its_files(teacher_run):
     assert events
 
 
+def test_epoch_scalars_have_one_epoch_prefix(teacher_run):
+    """TensorBoard tags: ``epoch_loss`` like Keras's callback, ``epoch_time_s`` not doubled."""
+    tags = set()
+    for event_file in (teacher_run.run_dir / "tensorboard" / "train").glob("events.out.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"epoch_loss", "epoch_top1", "epoch_time_s", "epoch_learning_rate"} <= tags
+    assert not any(tag.startswith("epoch_epoch") for tag in tags)
+
+
+def test_progress_in_a_log_file_is_one_plain_line_per_epoch(tmp_path, tiny_cnn, capsys):
+    """stdout is not a terminal (capsys, like a log file or nohup): no ANSI codes, no \\r."""
+    lskd_tf.train_teacher(
+        tiny_cnn(name="teacher", seed=1), DATA, DATA, run_dir=tmp_path / "run",
+        config=config(epochs=2, verbose=1), run_info={"name": "logged"},
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out and "\r" not in out and "\b" not in out
+    lines = out.splitlines()
+    assert [line.split(" - ")[0] for line in lines[:2]] == ["logged epoch 1/2", "logged epoch 2/2"]
+    assert all(f" - {key}: " in lines[0] for key in ("loss", "top1", "val_top1"))
+    assert lines[2].startswith("[finished] logged:") and len(lines) == 3
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert f"loss: {history['loss'][1]:.4f}" in lines[1]
+    assert f"val_top1: {history['val_top1'][1]:.4f}" in lines[1]
+
+
 def test_finished_run_is_not_trained_again(teacher_run, tiny_cnn):
     fresh = tiny_cnn(name="teacher", seed=9)
     again = lskd_tf.train_teacher(fresh, DATA, DATA, run_dir=teacher_run.run_dir, config=config())

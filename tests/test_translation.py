@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sacrebleu
+import tensorflow as tf
 from conftest import StopAtEpoch
 from sacremoses import MosesTokenizer
 
@@ -56,7 +57,10 @@ def test_a_translation_study_records_bleu_of_best_and_last(finished):
         decoded = task.translate(model, DATA, info)
         assert len(decoded["hypotheses"]) == 16
         expected = sacrebleu.corpus_bleu(decoded["hypotheses"], [decoded["references"]]).score
-        assert recorded["last"]["val_bleu"] == pytest.approx(expected / 100, abs=1e-9)
+        # named by its split (the test split by default), not val_bleu
+        assert recorded["last"]["bleu_split"] == info.test_split == "test"
+        assert "val_bleu" not in recorded["last"]
+        assert recorded["last"]["test_bleu"] == pytest.approx(expected / 100, abs=1e-9)
         # and fairseq's tokenized BLEU of the same text, Moses-tokenized (raw text here)
         moses = MosesTokenizer(lang=info.target_language)
         hypotheses, references = (
@@ -66,7 +70,7 @@ def test_a_translation_study_records_bleu_of_best_and_last(finished):
         tokenized = sacrebleu.corpus_bleu(
             hypotheses, [references], tokenize="none", smooth_method="none"
         ).score
-        assert recorded["last"]["val_bleu_tokenized"] == pytest.approx(tokenized / 100, abs=1e-9)
+        assert recorded["last"]["test_bleu_tokenized"] == pytest.approx(tokenized / 100, abs=1e-9)
         assert "bleu_tokenized" in recorded["metrics"] and recorded["last"]["bleu_text"] == "raw"
         assert "|tok:none|smooth:none|" in recorded["last"]["bleu_tokenized_signature"]
         assert recorded["metric_labels"] == task.metric_labels
@@ -81,8 +85,12 @@ def test_the_tables_show_bleu_with_paired_differences(finished):
     student = RunDir(env.study_dir / "student-transformer_tiny-T2-seed0-from-transformer_tiny-"
                      "ls0.1-seed0").read()  # fmt: skip
     cell = float(table.loc[("transformer_tiny", "2"), "last a=0.1"])
-    assert cell == pytest.approx(100 * student["last"]["val_bleu"], abs=0.005)
+    assert cell == pytest.approx(100 * student["last"]["test_bleu"], abs=0.005)
     assert "Students by teacher label smoothing a (BLEU" in results.format_tables(runs)
+    # a run recorded before test_bleu (test-split BLEU as val_bleu) still reads the same
+    old = {**student, "last": {**student["last"], "val_bleu": student["last"]["test_bleu"]}}
+    del old["last"]["test_bleu"]
+    assert results.run_row(old)["last_bleu"] == pytest.approx(100 * student["last"]["test_bleu"])
 
 
 def _bleu_run(seed: int, alpha: float, bleu: float, tokenized: float | None) -> dict:
@@ -185,11 +193,17 @@ def test_a_killed_translation_student_resumes_exactly(finished, tmp_path):
 def test_token_analyses_report_every_run(finished, tmp_path):
     env, specs, run_dirs = finished
     task = tasks.get("translation")
-    report = task.analyze(run_dirs, tmp_path / "analysis", tensorboard_dir=None, title="mt")
+    report = task.analyze(run_dirs, tmp_path / "analysis", tensorboard_dir=tmp_path / "tb",
+                          title="mt")  # fmt: skip
     text = report.read_text()
     for run_dir in run_dirs:
         assert run_dir.name in text
         assert (tmp_path / "analysis" / run_dir.name / "reliability.png").stat().st_size > 0
+        # one tag per measure in every run's log, so TensorBoard overlays the runs
+        tags = {value.tag for path in (tmp_path / "tb" / run_dir.name / "analysis").iterdir()
+                for event in tf.compat.v1.train.summary_iterator(str(path))
+                for value in event.summary.value}  # fmt: skip
+        assert {"analysis/top1_accuracy", "analysis/reliability"} <= tags
     assert "semantic mass ratio" in text and "KL teacher-student" in text
     # token accuracy of the analysis = the run's teacher-forced val_top1 (same positions)
     from lskd_tf.tasks.translation import analysis

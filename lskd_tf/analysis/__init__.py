@@ -57,10 +57,11 @@ from lskd_tf.analysis.projection import (
     project_features,
     template_basis,
 )
-from lskd_tf.analysis.report import analyze, log_to_tensorboard, write_report
+from lskd_tf.analysis.report import ANALYSIS_GROUP, analyze, log_to_tensorboard, write_report
 from lskd_tf.analysis.stability import StabilityResult, stability
 
 __all__ = [
+    "ANALYSIS_GROUP",
     "Projection",
     "ReliabilityBins",
     "StabilityResult",

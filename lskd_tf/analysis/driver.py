@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lskd_tf.progress import Progress
 from lskd_tf.run_dir import RunDir
 
 
@@ -65,14 +66,24 @@ def _class_sample(task, spec, split: str, classes, per_class: int, batch_size: i
 
 
 def finished_runs(run_dirs: Sequence[str | os.PathLike]):
-    """``(run_dir, run.json contents, DataSpec)`` of each finished run, in order."""
+    """``(run_dir, run.json contents, DataSpec)`` of each finished run, in order.
+
+    Prints ``analysis k/N: <run> (elapsed ..., ETA ...)`` before handing out each run
+    (`lskd_tf.progress`): analysing a study's checkpoints takes minutes.
+    """
     from lskd_tf.experiment.specs import DataSpec
 
+    found = []
     for run_dir in map(Path, run_dirs):
         run = RunDir(run_dir)
         info = run.read()
         if info and run.is_finished():
-            yield run_dir, info, DataSpec.from_record(info["data"])
+            found.append((run_dir, info, DataSpec.from_record(info["data"])))
+    progress = Progress("analysis", len(found))
+    for run_dir, info, spec in found:
+        progress.start(run_dir.name)
+        yield run_dir, info, spec
+        progress.finish()
 
 
 def write_study_report(

@@ -7,6 +7,7 @@ Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas directly, ne
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -133,6 +134,13 @@ def plot_projection(
     return _save(figure, path)
 
 
+MIN_BIN_COUNT = 10
+"""Bins with fewer examples are greyed out in reliability diagrams: their accuracy is
+noise (one example gives 0 or 1), and a full-height bar would look as strong as any."""
+
+_ACCURACY, _GAP, _FEW = "tab:blue", "tab:red", "lightgrey"
+
+
 def plot_reliability_diagram(
     probs,
     labels,
@@ -140,39 +148,63 @@ def plot_reliability_diagram(
     *,
     num_bins: int = 15,
     title: str | None = None,
+    min_count: int = MIN_BIN_COUNT,
 ) -> str:
-    """Bar chart of accuracy per confidence bin against the diagonal, ECE in the legend."""
+    """Accuracy per confidence bin against the diagonal, over a histogram of bin counts.
+
+    Top panel: accuracy bars (blue); the gap between a bin's accuracy and its mean
+    confidence as a red hatched outline (no translucent fill, so no blended colour the
+    legend does not name); bins with fewer than ``min_count`` examples in grey, without
+    a gap. Bottom panel: examples per bin (log scale), each bar labelled with its count.
+    A long ``title`` (a run name) is wrapped at its hyphens instead of being clipped.
+    Returns `path`.
+    """
+    return _save(reliability_figure(probs, labels, num_bins=num_bins, title=title,
+                                    min_count=min_count), path)  # fmt: skip
+
+
+def reliability_figure(
+    probs,
+    labels,
+    *,
+    num_bins: int = 15,
+    title: str | None = None,
+    min_count: int = MIN_BIN_COUNT,
+) -> Figure:
+    """The `plot_reliability_diagram` figure, not saved (tests read its artists)."""
     bins = reliability_bins(probs, labels, num_bins)
     ece = expected_calibration_error(probs, labels, num_bins)
     width = 1.0 / num_bins
     centers = bins.edges[:-1] + width / 2
-    filled = bins.counts > 0
-    figure = Figure(figsize=(4.2, 4.2))
-    ax = figure.subplots()
-    ax.bar(
-        centers[filled],
-        bins.accuracy[filled],
-        width=width,
-        edgecolor="black",
-        color="tab:blue",
-        label=f"accuracy (ECE = {ece:.4f})",
-    )
-    ax.bar(
-        centers[filled],
-        (bins.confidence - bins.accuracy)[filled],
-        bottom=bins.accuracy[filled],
-        width=width,
-        color="tab:red",
-        alpha=0.3,
-        label="gap to confidence",
-    )
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    enough = bins.counts >= max(min_count, 1)
+    few = (bins.counts > 0) & ~enough
+    figure = Figure(figsize=(5.0, 6.4), layout="constrained")
+    ax, counts_ax = figure.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1.2)}
+    )  # fmt: skip
+    ax.bar(centers[enough], bins.accuracy[enough], width=width, edgecolor="black",
+           color=_ACCURACY, label="accuracy of the bin")  # fmt: skip
+    low = np.minimum(bins.accuracy, bins.confidence)[enough]
+    ax.bar(centers[enough], np.abs(bins.confidence - bins.accuracy)[enough], bottom=low,
+           width=width, fill=False, hatch="///", edgecolor=_GAP, linewidth=1.0,
+           label="gap to the bin's mean confidence")  # fmt: skip
+    if few.any():
+        ax.bar(centers[few], bins.accuracy[few], width=width, edgecolor="grey", color=_FEW,
+               label=f"bin with < {min_count} examples (unreliable)")  # fmt: skip
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, title=f"ECE = {ece:.4f}", title_fontsize=8)
+    filled = bins.counts > 0
+    colors = np.where(enough, _ACCURACY, _FEW)[filled]
+    bars = counts_ax.bar(centers[filled], bins.counts[filled], width=width, color=colors,
+                         edgecolor="black", linewidth=0.5)  # fmt: skip
+    counts_ax.bar_label(bars, labels=[str(c) for c in bins.counts[filled]], fontsize=7)
+    counts_ax.set_yscale("log")
+    counts_ax.set_ylim(0.8, max(2.0, float(bins.counts.max())) * 4)
+    counts_ax.set_ylabel("examples")
+    counts_ax.set_xlabel("confidence")
     if title:
-        ax.set_title(title)
-    figure.tight_layout()
-    return _save(figure, path)
+        figure.suptitle(textwrap.fill(title, width=48), fontsize=10)
+    return figure

@@ -105,7 +105,8 @@ def analyze(
         augmented_logits: optional `collect_augmented_logits` result for Müller's mutual
             information, computed between the first two projection classes.
         num_bins: ECE bins.
-        tensorboard_logdir: if given, also log the numbers and figures there.
+        tensorboard_logdir: if given, also log the numbers and figures there (tags
+            ``analysis/<measure>``, `log_to_tensorboard`).
 
     Returns:
         A flat dict: `top1_accuracy`, `top5_accuracy`, `one_minus_stability`, `ece`,
@@ -242,7 +243,7 @@ def analyze(
     with open(os.path.join(out_dir, "analysis.json"), "w") as handle:
         json.dump(_jsonable(metrics), handle, indent=2, sort_keys=True)
     if tensorboard_logdir is not None:
-        log_to_tensorboard(tensorboard_logdir, name, metrics, figures)
+        log_to_tensorboard(tensorboard_logdir, ANALYSIS_GROUP, metrics, figures)
     return metrics
 
 
@@ -513,17 +514,24 @@ def _scalars(metrics: dict, prefix: str = ""):
                 yield f"{prefix}{key}", float(value)
 
 
+ANALYSIS_GROUP = "analysis"
+"""TensorBoard tag group of the analysis measures: ``analysis/ece`` in every run's log."""
+
+
 def log_to_tensorboard(
     logdir: str | os.PathLike,
-    name: str,
+    group: str,
     metrics: dict,
     image_paths: dict[str, str],
     step: int = 0,
 ) -> None:
     """Write the numeric entries of `metrics` as scalars and the PNGs as image summaries.
 
-    Tags are `<name>/<metric>` and `<name>/<figure>`. Non-numeric entries (notes, class
-    lists, figure paths) and non-finite numbers are skipped.
+    Tags are `<group>/<metric>` and `<group>/<figure>`; lskd_tf passes `ANALYSIS_GROUP`
+    and one ``logdir`` per run (``<tensorboard_dir>/<study>/<run>/analysis``), so one
+    measure has one tag in every run and TensorBoard overlays the runs on one chart (a
+    run name in the tag would give each run a chart of its own). Non-numeric entries
+    (notes, class lists, figure paths) and non-finite numbers are skipped.
     """
     import tensorflow as tf
 
@@ -533,9 +541,9 @@ def log_to_tensorboard(
     writer = tf.summary.create_file_writer(os.fspath(logdir))
     with writer.as_default():
         for tag, value in _scalars({k: v for k, v in metrics.items() if k != "figures"}):
-            tf.summary.scalar(f"{name}/{tag}", value, step=step)
+            tf.summary.scalar(f"{group}/{tag}", value, step=step)
         for figure, image_path in image_paths.items():
             image = tf.image.decode_png(tf.io.read_file(image_path), channels=4)
-            tf.summary.image(f"{name}/{figure}", image[None], step=step)
+            tf.summary.image(f"{group}/{figure}", image[None], step=step)
     writer.flush()
     writer.close()

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from lskd_tf import tasks
+from lskd_tf.choices import MIXED_PRECISION
 from lskd_tf.distiller import DistillSpec
 from lskd_tf.losses import validate_smoothing
 from lskd_tf.run_dir import CHECKPOINTS
 from lskd_tf.teacher_cache.spec import CacheSpec
 from lskd_tf.training import TrainConfig
 
-MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 TEACHER_CHECKPOINTS = CHECKPOINTS
 
 

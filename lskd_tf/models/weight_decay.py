@@ -23,8 +23,7 @@ from __future__ import annotations
 import keras
 
 from lskd_tf import _compat
-
-WEIGHT_DECAY_SCOPES = ("kernels", "all")
+from lskd_tf.choices import WEIGHT_DECAY_SCOPES
 
 # Keras names the variable "kernel" but the config key "depthwise_regularizer".
 _DEPTHWISE_ATTRIBUTE = "depthwise_regularizer"

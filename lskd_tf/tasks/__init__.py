@@ -32,9 +32,10 @@ import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:  # imported where used: the task registry itself is TensorFlow-free
+    import keras
 
 _BUILT_IN = {
     "image_classification": "lskd_tf.tasks.image_classification",

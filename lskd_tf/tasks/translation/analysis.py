@@ -153,7 +153,7 @@ def analyze_runs(
         metrics["figures"] = {"reliability": figure}
         if tensorboard_dir is not None:
             analysis.log_to_tensorboard(
-                Path(tensorboard_dir) / run_dir.name / "analysis", run_dir.name, metrics,
+                Path(tensorboard_dir) / run_dir.name / "analysis", analysis.ANALYSIS_GROUP, metrics,
                 {"reliability": figure},
             )  # fmt: skip
         entries.append({"name": run_dir.name, "config": info, "metrics": metrics})

@@ -1,11 +1,11 @@
 """Corpus BLEU two ways, each with the sacreBLEU signature that makes it reproducible.
 
-* **BLEU** (`corpus_bleu`, run.json ``val_bleu``): sacreBLEU's defaults (13a tokenization,
+* **BLEU** (`corpus_bleu`, run.json ``test_bleu``): sacreBLEU's defaults (13a tokenization,
   mixed case, exponential smoothing, one reference per sentence) on *detokenized* text,
   the modern standard (Post 2018). Text stored Moses-tokenized is first detokenized and
   its escapes (``&apos;`` -> ``'``, ``&quot;``, ``&amp;``, ``&#124;`` ...) undone: 13a
   would otherwise split ``&apos;`` into three tokens that always match.
-* **Tokenized BLEU** (`tokenized_bleu`, run.json ``val_bleu_tokenized``): the number the
+* **Tokenized BLEU** (`tokenized_bleu`, run.json ``test_bleu_tokenized``): the number the
   papers report. Their fairseq fork (RayeRen/multilingual-kd-pytorch, fairseq/trainer.py
   ``test_bleu`` and fairseq/bleu.py ``Scorer``) removes BPE, splits the Moses-tokenized
   text on whitespace and scores those tokens: clipped n-gram precisions 1-4, brevity

@@ -10,9 +10,9 @@ resume and results code as images. What is translation-specific is here:
   accuracy, ``top1``) counts real tokens only;
 * models: `lskd_tf.tasks.translation.models` (Transformer encoder-decoders by name);
 * BLEU: after training, `final_metrics` decodes the BLEU split with ``best.keras`` and
-  ``last.keras`` (beam search, `decoding`) and scores it twice (`bleu`): ``val_bleu``,
+  ``last.keras`` (beam search, `decoding`) and scores it twice (`bleu`): ``test_bleu``,
   sacreBLEU 13a on detokenized text (the tables' default headline), and
-  ``val_bleu_tokenized``, fairseq's tokenized BLEU (the papers' number; the papers'
+  ``test_bleu_tokenized``, fairseq's tokenized BLEU (the papers' number; the papers'
   flagfiles headline it with ``--headline_metric=bleu_tokenized``), each with sacreBLEU's
   signature.
 
@@ -171,18 +171,24 @@ class Translation(tasks.Task):
     def final_metrics(self, run, spec, info) -> dict:
         """Both BLEUs of ``best.keras`` and ``last.keras``, with sacreBLEU's signatures.
 
-        Recorded as ``val_bleu`` (sacreBLEU 13a, detokenized) and ``val_bleu_tokenized``
-        (fairseq's tokenized BLEU) = score / 100, so that every run.json metric is a
-        fraction; tables multiply by 100 and show the usual BLEU. Runs recorded before
-        ``val_bleu_tokenized`` existed are left out of its tables (`results`)."""
+        Recorded as ``test_bleu`` (sacreBLEU 13a, detokenized) and
+        ``test_bleu_tokenized`` (fairseq's tokenized BLEU) on the default ``bleu_split``,
+        the test split (the papers' number; ``best.keras`` is picked on the validation
+        split's token accuracy), or ``val_bleu`` / ``val_bleu_tokenized`` with
+        ``bleu_split`` = the validation split (`bleu_key`), as score / 100, so that every
+        run.json metric is a fraction; tables multiply by 100 and show the usual BLEU.
+        Runs recorded before the tokenized BLEU existed are left out of its tables
+        (`results`)."""
         found = {}
         for which in ("best", "last"):
             model = self.load_model(run.checkpoint(which), info)
             decoded = self.translate(model, spec, info)
             found[which] = {
                 # A fraction, like every metric in run.json (the tables show x100: BLEU).
-                "val_bleu": float(decoded["bleu"]) / 100.0,
-                "val_bleu_tokenized": float(decoded["bleu_tokenized"]) / 100.0,
+                bleu_key(decoded["split"], info): float(decoded["bleu"]) / 100.0,
+                bleu_key(decoded["split"], info, "bleu_tokenized"): (
+                    float(decoded["bleu_tokenized"]) / 100.0
+                ),
                 "bleu_signature": decoded["signature"],
                 "bleu_tokenized_signature": decoded["tokenized_signature"],
                 "bleu_text": decoded["text_format"],
@@ -208,6 +214,17 @@ class Translation(tasks.Task):
         from lskd_tf.tasks.translation.analysis import analyze_runs
 
         return analyze_runs(self, run_dirs, out_dir, tensorboard_dir=tensorboard_dir, title=title)
+
+
+def bleu_key(split: str, info, metric: str = "bleu") -> str:
+    """run.json's name of a BLEU on ``split``: ``test_bleu``, ``val_bleu`` or
+    ``<split>_bleu`` (``metric="bleu_tokenized"``: ``test_bleu_tokenized``, ...).
+
+    Runs recorded before this rule named test-split BLEU ``val_bleu`` (their
+    ``bleu_split`` says ``test``); `lskd_tf.results` reads both.
+    """
+    prefix = {info.test_split: "test", info.eval_split: "val"}.get(split, split)
+    return f"{prefix}_{metric}"
 
 
 tasks.register(Translation())
