@@ -139,7 +139,7 @@ def export_checkpoint(
     """Export a `.keras` student for serving, the task's way (`lskd_tf.tasks.Task.export`)."""
     found = tasks.get(task)
     info = found.dataset_info(data)
-    return found.export(found.load_model(Path(path), info), export_dir, info)
+    return found.export(found.load_model(Path(path), info), export_dir, info, data)
 
 
 def spec_to_json(spec: RunSpec) -> str:
