@@ -385,18 +385,26 @@ def test_exported_translate_maps_strings_to_the_python_decoders_translations(
     serving.export(model, vocab, tmp_path / "mt", max_length=max_length, beam_size=beam_size,
                    length_penalty=length_penalty)  # fmt: skip
     loaded = tf.saved_model.load(str(tmp_path / "mt"))
-    got = loaded.signatures["translate"](sentences=tf.constant(SENTENCES))["translations"]
-    got = [text.decode() for text in got.numpy()]
+    sentences = [*SENTENCES, ""]
+    out = loaded.signatures["translate"](sentences=tf.constant(sentences))
+    got = [text.decode() for text in out["translations"].numpy()]
     # The Python path: the same pieces, truncated before EOS, decoded, detokenized.
-    rows = [ids[: max_length - 1] + [EOS_ID] for ids in vocab.encode(SENTENCES)]
+    pieces = vocab.encode(sentences)
+    rows = [ids[: max_length - 1] + [EOS_ID] for ids in pieces]
     source = np.zeros((len(rows), max(map(len, rows))), np.int32)
     for i, row in enumerate(rows):
         source[i, : len(row)] = row
     expected = vocab.decode_batch(decoding.translate_ids(
-        model, source, beam_size=beam_size, length_penalty=length_penalty))  # fmt: skip
+        model, source, beam_size=beam_size, max_length=max_length,
+        length_penalty=length_penalty))  # fmt: skip
     assert got == expected and any(got)
+    assert got[-1] == ""  # an empty sentence translates to nothing
+    truncated = out["truncated"].numpy().tolist()
+    assert truncated == [len(ids) > max_length - 1 for ids in pieces]
+    assert truncated[3] and not truncated[-1]
+    source = source[:-1]
     # The logits signature is the model itself; model.keras and spm.model sit beside it.
-    target_in = np.full((len(rows), 3), BOS_ID, np.int32)
+    target_in = np.full((len(source), 3), BOS_ID, np.int32)
     exported = loaded.signatures["logits"](source=tf.constant(source),
                                            target_in=tf.constant(target_in))["logits"]  # fmt: skip
     np.testing.assert_allclose(exported.numpy(), logits(model, source, target_in), atol=1e-5)
@@ -404,6 +412,41 @@ def test_exported_translate_maps_strings_to_the_python_decoders_translations(
     expected_logits = logits(model, source, target_in)
     np.testing.assert_array_equal(logits(reloaded, source, target_in), expected_logits)
     assert (tmp_path / "mt" / "spm.model").read_bytes() == vocab.proto
+
+
+def test_exported_translations_do_not_depend_on_the_batch(tmp_path):
+    """Issue #25: an untrained model's outputs run away. Through the export, every
+    sentence stops at its own limit (here floor(0.5 n) + 3 tokens, EOS included), alone
+    or in any batch, and equals the Python (BLEU) path's translation."""
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
+
+    from lskd_tf.tasks.translation import serving, tokenizer
+
+    vocab = tokenizer.get_or_learn(
+        tmp_path / "vocab", {"corpus": "export test"}, lambda: SENTENCES * 30, vocab_size=48
+    )
+    model = tiny(vocab=vocab.size, max_length=32, seed=5)
+    rule = dict(beam_size=2, max_length=24, max_len_a=0.5, max_len_b=3)
+    serving.export(model, vocab, tmp_path / "mt", **rule)
+    translate = tf.saved_model.load(str(tmp_path / "mt")).signatures["translate"]
+
+    def exported(sentences: list[str]) -> list[str]:
+        found = translate(sentences=tf.constant(sentences))["translations"].numpy()
+        return [text.decode() for text in found]
+
+    sentences = [*SENTENCES, "", "dogs"]
+    pieces = [ids[:23] + [EOS_ID] for ids in vocab.encode(sentences)]
+    ids = []
+    for row in pieces:  # the BLEU path, one sentence at a time
+        ids += decoding.translate_ids(model, np.asarray([row], np.int32), **rule)
+    limits = [len(row) // 2 + 3 if len(row) > 1 else 0 for row in pieces]
+    runaways = sum(len(found) == limit - 1 for found, limit in zip(ids, limits) if limit)
+    assert runaways >= 3 and all(len(f) <= max(limit - 1, 0) for f, limit in zip(ids, limits))
+    expected = vocab.decode_batch(ids)
+    assert exported(sentences) == expected
+    assert exported(sentences[::-1]) == expected[::-1]
+    assert [exported([s])[0] for s in sentences] == expected
+    assert exported(sentences[3:] + sentences[:1]) == expected[3:] + expected[:1]
 
 
 def test_export_refuses_a_vocabulary_of_another_size(tmp_path):

@@ -99,7 +99,10 @@ class Translator(tf.Module):
         """``{"translations": tf.string (B,), "truncated": tf.bool (B,)}`` of sentences."""
         source, truncated = self.source_ids(sentences)
         ids, lengths = decoding.best_of(*self.search(source))
-        pieces = tf.RaggedTensor.from_tensor(ids, lengths=lengths)
+        # As `Vocabulary.decode` (the BLEU path): unknown-token ids are dropped.
+        pieces = tf.ragged.boolean_mask(
+            ids, tf.sequence_mask(lengths, tf.shape(ids)[1]) & (ids > EOS_ID)
+        )
         return {"translations": self.tokenizer.detokenize(pieces), "truncated": truncated}
 
     @tf.function(
