@@ -39,7 +39,9 @@ keys/values of the source are computed once), so a step costs O(1) layers' work 
 of re-running the decoder over the whole prefix. The beam bookkeeping is tensor ops,
 batched over sentences and beams, inside one ``tf.function`` per model (a
 ``tf.while_loop`` that stops when every sentence is done); sentences already done keep
-their rows until the batch ends. ``benchmarks/decoding_speed.py`` measures it against the
+their rows until the batch ends. No XLA (not measured for decoding): the cache's and
+the hypotheses' shapes depend on the batch (source width, limits), so XLA would compile
+again for most batches. ``benchmarks/decoding_speed.py`` measures it against the
 previous per-sentence host loop without a cache.
 
 Example:

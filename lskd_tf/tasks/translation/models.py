@@ -27,7 +27,8 @@ can learn).
 The forward pass is written once (`encode`, `decode`); `get` runs it on symbolic
 inputs to build the model and `lskd_tf.tasks.translation.decoding` runs the same
 functions on a built model's layers (found by name) to encode a source once and decode
-step by step.
+step by step (`decode_step`: one token per step with the decoder blocks' key/value
+cache, the same layers and weights as `decode`).
 
 Example:
     >>> from lskd_tf.tasks.translation import models
