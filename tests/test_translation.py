@@ -169,10 +169,10 @@ def test_trained_models_decode_as_before_and_export_the_runs_translations(finish
     info = task.dataset_info(DATA)
     model = task.load_model(RunDir(env.run_dir(specs[1])).checkpoint("last"), info)
     options, _ = data.split_options(DATA.options)
-    x, _, _ = next(iter(task.eval_dataset(DATA, batch_size=16)))
+    x, _, _ = next(iter(task.eval_dataset(DATA, batch_size=8)))
     source = x["source"].numpy()
     reference = beam_reference.Compiled(model)
-    for beam_size in (1, 2, 4):
+    for beam_size in (1, 4):
         found = decoding.translate_ids(model, source, beam_size=beam_size,
                                        max_length=info.max_length)  # fmt: skip
         assert found == beam_reference.translate_ids(
