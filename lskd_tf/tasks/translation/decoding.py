@@ -135,7 +135,7 @@ def search(
         layers: the model's `models.Layers`.
         source: int32 (B, S) source ids, padded with 0.
         limits: int32 (B,) most output tokens per source (`length_limits`).
-        beam_size: hypotheses kept per source (a Python int: it sets shapes).
+        beam_size: hypotheses kept per source (int or int32 scalar tensor).
         length_penalty: fairseq's ``lenpen`` (float or float64 scalar tensor).
 
     Returns:
@@ -144,9 +144,9 @@ def search(
         in unused slots), int32 (B, k, L) ids without BOS/EOS (0 after ``lengths``) and
         int32 (B, k) lengths.
     """
-    k = int(beam_size)
+    k = tf.convert_to_tensor(beam_size, tf.int32)
     vocab = int(layers.embedding("target").input_dim)
-    width = min(2 * k, k * vocab)
+    width = tf.minimum(2 * k, k * vocab)
     source = tf.convert_to_tensor(source, tf.int32)
     limits = tf.convert_to_tensor(limits, tf.int32)
     batch = tf.shape(source)[0]
@@ -216,6 +216,14 @@ def search(
         return (t + 1, log_probs, [pair[0] for pair in cache], tokens, scores, fin_scores,
                 fin_tokens, fin_len, fin_count, active)  # fmt: skip
 
+    def body(*state):
+        # A constant beam size gives static shapes (B, k, ...) that gathers lose; a loop
+        # variable must keep its shape.
+        new = step(*state)
+        for after, before in zip(tf.nest.flatten(new), tf.nest.flatten(state)):
+            after.set_shape(before.shape)
+        return new
+
     state = (
         tf.constant(0),
         first,
@@ -229,7 +237,7 @@ def search(
         limits > 0,
     )
     *_, fin_scores, fin_tokens, fin_len, _, _ = tf.while_loop(
-        lambda t, *rest: tf.logical_and(t < steps, tf.reduce_any(rest[-1])), step, state
+        lambda t, *rest: tf.logical_and(t < steps, tf.reduce_any(rest[-1])), body, state
     )
     return fin_scores, fin_tokens, fin_len
 
@@ -245,13 +253,20 @@ def best_of(scores, tokens, lengths) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 class _Compiled:
-    """The compiled `search` of one model (traced once per beam size; shapes relaxed)."""
+    """The compiled `search` of one model: traced once, for every batch and beam size."""
 
     def __init__(self, model: keras.Model):
         layers = Layers.of(model)
         self.max_positions = learned_positions(layers)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.float64),
+                tf.TensorSpec([], tf.int32),
+            ]
+        )
         def run(source, limits, length_penalty, beam_size):
             return search(
                 layers, source, limits, beam_size=beam_size, length_penalty=length_penalty
@@ -329,7 +344,7 @@ def beam_search(
     limits = length_limits(source, max_length, max_len_a, max_len_b)
     scores, tokens, lengths = compiled.run(
         tf.constant(source), limits, tf.constant(float(length_penalty), tf.float64),
-        int(beam_size),
+        tf.constant(int(beam_size), tf.int32),
     )  # fmt: skip
     scores, tokens, lengths = scores.numpy(), tokens.numpy(), lengths.numpy()
     found = []
