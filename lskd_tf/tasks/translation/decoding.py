@@ -127,7 +127,7 @@ def learned_positions(layers: Layers) -> int | None:
 
 
 def search(
-    layers: Layers, source, limits, *, beam_size: int, length_penalty
+    layers: Layers, source, limits, *, beam_size: int | tf.Tensor, length_penalty
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Batched beam search in TensorFlow ops (call it inside a ``tf.function``).
 
@@ -169,8 +169,8 @@ def search(
         return tf.cast(log_probs, tf.float64), cache
 
     # Step 0 (BOS) outside the loop: it fills the cross-attention caches once.
-    first, cache = log_probs_of(tf.fill([batch * k], BOS_ID), 0, empty_cache(layers, batch * k,
-                                                                             length))  # fmt: skip
+    cache = empty_cache(layers, batch * k, length)
+    first, cache = log_probs_of(tf.fill([batch * k], BOS_ID), 0, cache)
     cross = [pair[1] for pair in cache]
     self_cache = [pair[0] for pair in cache]
 
@@ -207,7 +207,8 @@ def search(
         tokens = tf.where(active[:, None, None], grown, tokens)
         scores = tf.where(active[:, None], kept_score, scores)
         active = active & (fin_count < k) & (t + 1 < limits)
-        # The kept hypotheses' caches, then the next token's log-probabilities.
+        # The kept hypotheses' caches, then the next token's log-probabilities (computed
+        # once more than needed at the last step: simpler than a second loop exit).
         rows = tf.reshape(row_base + kept_beam, [-1])
         reordered = [tf.gather(c, rows) for c in self_cache]
         log_probs, cache = log_probs_of(
