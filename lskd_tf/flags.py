@@ -119,10 +119,15 @@ BAD_LINES = flags.DEFINE_enum(
     "translation, text files: what to do with empty or non-UTF-8 lines of parallel data: "
     "error (default; the error names them) or skip (drop those pairs, with one warning).",
 )  # fmt: skip
-BEAM_SIZE = flags.DEFINE_integer("beam_size", 4, "translation: beam size for BLEU (1 = greedy).")
+BEAM_SIZE = flags.DEFINE_integer(
+    "beam_size", 4,
+    "translation: beam size of BLEU decoding, sequence-level KD and the export (1 = greedy).",
+)  # fmt: skip
 LENGTH_PENALTY = flags.DEFINE_float(
-    "length_penalty", 1.0, "translation: beam scores are divided by length**length_penalty."
-)
+    "length_penalty", 1.0,
+    "translation: beam scores are divided by length**length_penalty (BLEU, sequence-level "
+    "KD, export).",
+)  # fmt: skip
 BLEU_SENTENCES = flags.DEFINE_integer(
     "bleu_sentences", None, "translation: score BLEU on the first N test sentences (default all)."
 )

@@ -236,6 +236,46 @@ def test_token_semantic_mass_by_hand():
     assert measures["agreement"] == 0.0
 
 
+def test_trained_models_decode_as_before_and_export_the_runs_translations(finished, tmp_path):
+    """On a trained student: the cached in-graph search gives the previous decoder's
+    translations (tests/beam_reference.py), and its export (the run's beam size and
+    max_length) gives the run's BLEU translations, batched or one sentence at a time.
+    This student (2 epochs on 256 pairs) mostly repeats a token until (or near) the
+    limit, as issue #25's did: where the export used to stop elsewhere."""
+    import beam_reference
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
+
+    from lskd_tf.tasks.translation import data, decoding
+
+    env, specs, _ = finished
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    model = task.load_model(RunDir(env.run_dir(specs[1])).checkpoint("last"), info)
+    options, _ = data.split_options(DATA.options)
+    x, _, _ = next(iter(task.eval_dataset(DATA, batch_size=8)))
+    source = x["source"].numpy()
+    reference = beam_reference.Compiled(model)
+    for beam_size in (1, 4):
+        found = decoding.translate_ids(model, source, beam_size=beam_size,
+                                       max_length=info.max_length)  # fmt: skip
+        assert found == beam_reference.translate_ids(
+            reference, source, beam_size=beam_size, max_length=info.max_length
+        )
+        assert max(map(len, found)) <= info.max_length - 1  # EOS included: max_length
+
+    decoded = task.translate(model, DATA, info)  # the run's BLEU decoding (beam 2)
+    task.export(model, tmp_path / "mt", info, DATA)
+    translate = tf.saved_model.load(str(tmp_path / "mt")).signatures["translate"]
+    sentences = data.sources("embedded", info.test_split, **options)[:16]
+
+    def exported(batch):
+        return [t.decode() for t in translate(sentences=tf.constant(batch))["translations"].numpy()]
+
+    assert exported(sentences) == decoded["hypotheses"]
+    assert [exported([s])[0] for s in sentences[:4]] == decoded["hypotheses"][:4]
+
+
 def test_sequence_level_students_learn_the_teachers_translations(finished, tmp_path):
     import dataclasses
 

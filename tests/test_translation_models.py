@@ -4,6 +4,7 @@ import collections
 import itertools
 import math
 
+import beam_reference
 import keras
 import numpy as np
 import pytest
@@ -297,22 +298,77 @@ def test_length_penalty_changes_the_choice(five_token_model):
     assert len(short) < len(long) == 3
 
 
-def test_greedy_equals_beam_one_and_outputs_are_clean():
+def test_beam_one_is_the_argmax_of_the_full_model_and_outputs_are_clean():
+    """Beam 1 (cached, in the graph) = argmax over full-model calls on the whole prefix."""
     model = tiny(vocab=30, max_length=32, seed=5)
     rng = np.random.default_rng(1)
     sources = rng.integers(4, 30, (6, 9)).astype(np.int32)
     sources[:, -1] = EOS_ID
     sources[2, 5:] = 0
     sources[4, 3:] = 0
-    greedy = decoding.greedy_ids(model, sources, max_length=12)
     beam_one = decoding.translate_ids(model, sources, beam_size=1, max_length=12)
-    assert greedy == beam_one
+    assert beam_one == beam_reference.greedy_ids(model, sources, max_length=12)
     for ids in decoding.translate_ids(model, sources, beam_size=4, max_length=12):
         assert len(ids) <= 11 and not set(ids) & {0, BOS_ID, EOS_ID}
-    with pytest.raises(ValueError, match="beam_size must be >= 1"):
-        decoding.translate_ids(model, sources, beam_size=0)
+    cases = [
+        (dict(beam_size=0, max_length=12), "beam_size must be >= 1"),
+        (dict(max_length=0), "max_length must be >= 1"),
+        (dict(max_length=12, max_len_a=-1.0, max_len_b=2), "max_len_a must be a finite"),
+        (dict(max_length=12, max_len_b=2.5), "max_len_b must be an integer"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            decoding.translate_ids(model, sources, **options)
     with pytest.raises(ValueError, match="2-D"):
-        decoding.translate_ids(model, sources[0])
+        decoding.translate_ids(model, sources[0], max_length=12)
+    learned = tiny(positions="learned")  # 16 learned positions
+    with pytest.raises(ValueError, match="exceeds the model's 16 learned positions"):
+        decoding.translate_ids(learned, sources, max_length=17)
+
+
+def test_cached_search_equals_the_previous_decoder():
+    """The one in-graph, key/value-cached beam search gives the previous per-sentence,
+    uncached decoder's hypotheses and scores (tests/beam_reference.py), on a model whose
+    beams differ from greedy and finish early, for sentences of different lengths."""
+    model = tiny(vocab=30, max_length=32, seed=5, **NON_DEFAULT)
+    rng = np.random.default_rng(1)
+    sources = rng.integers(4, 30, (6, 9)).astype(np.int32)
+    sources[:, -1] = EOS_ID
+    sources[2, 5:] = 0
+    sources[4, 3:] = 0
+    reference = beam_reference.Compiled(model)
+    greedy = decoding.translate_ids(model, sources, beam_size=1, max_length=12)
+    for beam_size, length_penalty in ((2, 1.0), (4, 1.0), (4, 0.5)):
+        options = dict(beam_size=beam_size, max_length=12, length_penalty=length_penalty)
+        found = decoding.beam_search(model, sources, **options)
+        expected = beam_reference.beam_search(reference, sources, **options)
+        assert [[ids for _, ids in h] for h in found] == [[ids for _, ids in h] for h in expected]
+        for ours, theirs in zip(found, expected):
+            np.testing.assert_allclose([s for s, _ in ours], [s for s, _ in theirs], atol=1e-6)
+        best = [h[0][1] for h in found]
+        assert best != greedy  # the beam matters here
+        assert min(map(len, best)) < 11  # some sentences finish before the limit
+        assert decoding.translate_ids(model, sources, **options) == best
+
+
+def test_length_rule_is_per_sentence_and_empty_sources_translate_to_nothing():
+    """An untrained model repeats a token until it is stopped: each sentence stops at its
+    own limit min(max_length, floor(a * n) + b), alone or batched with any other."""
+    model = tiny(vocab=30, max_length=32, seed=5)
+    sources = np.zeros((4, 8), np.int32)
+    for row, n in enumerate((2, 5, 8, 1)):  # tokens incl. EOS
+        sources[row, : n - 1] = 7 + row
+        sources[row, n - 1] = EOS_ID
+    limits = decoding.length_limits(sources, 12, 1.5, 2).numpy()
+    assert limits.tolist() == [5, 9, 12, 0]  # floor(1.5 n) + 2, capped at 12; EOS alone: 0
+    assert decoding.length_limits(sources, 12).numpy().tolist() == [12, 12, 12, 0]
+    options = dict(beam_size=3, max_length=12, max_len_a=1.5, max_len_b=2)
+    batched = decoding.translate_ids(model, sources, **options)
+    assert [len(ids) for ids in batched] == [4, 8, 11, 0]  # runaways: limit - 1 (+ EOS)
+    for row, ids in enumerate(batched):
+        assert decoding.translate_ids(model, sources[row : row + 1], **options) == [ids]
+    assert decoding.translate_ids(model, sources[[3, 0]], **options) == [[], batched[0]]
+    assert decoding.beam_search(model, [[EOS_ID, 0], [0, 0]], max_length=12) == [[], []]
 
 
 # ----------------------------------------------------------------------------- BLEU
@@ -472,18 +528,26 @@ def test_exported_translate_maps_strings_to_the_python_decoders_translations(
     serving.export(model, vocab, tmp_path / "mt", max_length=max_length, beam_size=beam_size,
                    length_penalty=length_penalty)  # fmt: skip
     loaded = tf.saved_model.load(str(tmp_path / "mt"))
-    got = loaded.signatures["translate"](sentences=tf.constant(SENTENCES))["translations"]
-    got = [text.decode() for text in got.numpy()]
+    sentences = [*SENTENCES, ""]
+    out = loaded.signatures["translate"](sentences=tf.constant(sentences))
+    got = [text.decode() for text in out["translations"].numpy()]
     # The Python path: the same pieces, truncated before EOS, decoded, detokenized.
-    rows = [ids[: max_length - 1] + [EOS_ID] for ids in vocab.encode(SENTENCES)]
+    pieces = vocab.encode(sentences)
+    rows = [ids[: max_length - 1] + [EOS_ID] for ids in pieces]
     source = np.zeros((len(rows), max(map(len, rows))), np.int32)
     for i, row in enumerate(rows):
         source[i, : len(row)] = row
     expected = vocab.decode_batch(decoding.translate_ids(
-        model, source, beam_size=beam_size, length_penalty=length_penalty))  # fmt: skip
+        model, source, beam_size=beam_size, max_length=max_length,
+        length_penalty=length_penalty))  # fmt: skip
     assert got == expected and any(got)
+    assert got[-1] == ""  # an empty sentence translates to nothing
+    truncated = out["truncated"].numpy().tolist()
+    assert truncated == [len(ids) > max_length - 1 for ids in pieces]
+    assert truncated[3] and not truncated[-1]
+    source = source[:-1]
     # The logits signature is the model itself; model.keras and spm.model sit beside it.
-    target_in = np.full((len(rows), 3), BOS_ID, np.int32)
+    target_in = np.full((len(source), 3), BOS_ID, np.int32)
     exported = loaded.signatures["logits"](source=tf.constant(source),
                                            target_in=tf.constant(target_in))["logits"]  # fmt: skip
     np.testing.assert_allclose(exported.numpy(), logits(model, source, target_in), atol=1e-5)
@@ -491,6 +555,41 @@ def test_exported_translate_maps_strings_to_the_python_decoders_translations(
     expected_logits = logits(model, source, target_in)
     np.testing.assert_array_equal(logits(reloaded, source, target_in), expected_logits)
     assert (tmp_path / "mt" / "spm.model").read_bytes() == vocab.proto
+
+
+def test_exported_translations_do_not_depend_on_the_batch(tmp_path):
+    """Issue #25: an untrained model's outputs run away. Through the export, every
+    sentence stops at its own limit (here floor(0.5 n) + 3 tokens, EOS included), alone
+    or in any batch, and equals the Python (BLEU) path's translation."""
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
+
+    from lskd_tf.tasks.translation import serving, tokenizer
+
+    vocab = tokenizer.get_or_learn(
+        tmp_path / "vocab", {"corpus": "export test"}, lambda: SENTENCES * 30, vocab_size=48
+    )
+    model = tiny(vocab=vocab.size, max_length=32, seed=5)
+    rule = dict(beam_size=2, max_length=24, max_len_a=0.5, max_len_b=3)
+    serving.export(model, vocab, tmp_path / "mt", **rule)
+    translate = tf.saved_model.load(str(tmp_path / "mt")).signatures["translate"]
+
+    def exported(sentences: list[str]) -> list[str]:
+        found = translate(sentences=tf.constant(sentences))["translations"].numpy()
+        return [text.decode() for text in found]
+
+    sentences = [*SENTENCES, "", "dogs"]
+    pieces = [ids[:23] + [EOS_ID] for ids in vocab.encode(sentences)]
+    ids = []
+    for row in pieces:  # the BLEU path, one sentence at a time
+        ids += decoding.translate_ids(model, np.asarray([row], np.int32), **rule)
+    limits = [len(row) // 2 + 3 if len(row) > 1 else 0 for row in pieces]
+    runaways = sum(len(found) == limit - 1 for found, limit in zip(ids, limits) if limit)
+    assert runaways >= 3 and all(len(f) <= max(limit - 1, 0) for f, limit in zip(ids, limits))
+    expected = vocab.decode_batch(ids)
+    assert exported(sentences) == expected
+    assert exported(sentences[::-1]) == expected[::-1]
+    assert [exported([s])[0] for s in sentences] == expected
+    assert exported(sentences[3:] + sentences[:1]) == expected[3:] + expected[:1]
 
 
 def test_export_refuses_a_vocabulary_of_another_size(tmp_path):

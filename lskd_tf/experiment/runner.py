@@ -148,7 +148,7 @@ def export_checkpoint(
     found = tasks.get(task)
     found.check_model_file(path)
     info = found.dataset_info(data)
-    return found.export(found.load_model(Path(path), info), export_dir, info)
+    return found.export(found.load_model(Path(path), info), export_dir, info, data)
 
 
 def spec_to_json(spec: RunSpec) -> str:

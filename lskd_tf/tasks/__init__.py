@@ -206,8 +206,13 @@ class Task:
         """
         return None
 
-    def export(self, model: keras.Model, export_dir: str | os.PathLike, info: Any) -> Path:
-        """Write ``model`` for serving; default: a SavedModel (``serve``) plus ``model.keras``."""
+    def export(
+        self, model: keras.Model, export_dir: str | os.PathLike, info: Any, data: Any = None
+    ) -> Path:
+        """Write ``model`` for serving; default: a SavedModel (``serve``) plus ``model.keras``.
+
+        ``data`` is the run's `lskd_tf.experiment.DataSpec` when known (translation
+        exports with its evaluation settings: beam size, length penalty)."""
         export_dir = Path(export_dir)
         export_dir.parent.mkdir(parents=True, exist_ok=True)
         model.export(str(export_dir), format="tf_saved_model", verbose=False)

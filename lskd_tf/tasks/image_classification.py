@@ -158,7 +158,7 @@ class ImageClassification(tasks.Task):
 
     # ------------------------------------------------------------------ after training
 
-    def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
+    def export(self, model: keras.Model, export_dir: str | os.PathLike, info, data=None) -> Path:
         from lskd_tf.export import export_student
 
         return export_student(

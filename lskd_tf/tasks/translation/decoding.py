@@ -1,31 +1,48 @@
-"""Greedy and beam-search decoding of a translation Transformer (`models.get`).
+"""Beam-search decoding of a translation Transformer (`models.get`), in the graph.
 
-`translate_ids` (the best hypothesis per source) is what BLEU evaluation and
-sequence-level KD call; `beam_search` returns every finished hypothesis and its score;
-`greedy_ids` is the argmax decoder.
+One implementation serves every caller: `translate_ids` (the best hypothesis per source)
+for BLEU evaluation and sequence-level KD, `beam_search` (every finished hypothesis and
+its score) and the exported SavedModel's ``translate`` signature (`serving`), which calls
+`search` inside its own graph.
 
 Beam search follows fairseq's ``SequenceGenerator``:
 
-* a hypothesis's score is the sum of its tokens' log-probabilities (EOS included),
-  normalized at the end by ``length ** length_penalty`` where length counts the EOS
-  (fairseq ``--lenpen``, default 1: the mean log-probability per token);
-* each step takes the ``2 * beam_size`` best extensions of the live hypotheses; an EOS
-  among the first ``beam_size`` of them finishes that hypothesis, the first
-  ``beam_size`` other extensions stay live; a source is done once it has
-  ``beam_size`` finished hypotheses; at the last allowed step only EOS may follow;
-* padding and BOS are never generated; the best finished hypothesis (normalized score)
-  is returned, without BOS/EOS.
+* a hypothesis's score is the sum of its tokens' log-probabilities (EOS included, in
+  float64), normalized at the end by ``length ** length_penalty`` where length counts
+  the EOS (fairseq ``--lenpen``, default 1: the mean log-probability per token);
+* each step takes the ``2 * beam_size`` best extensions of the live hypotheses (ties to
+  the lower (beam, token) index); an EOS among the first ``beam_size`` of them finishes
+  that hypothesis, the first ``beam_size`` other extensions stay live; a source is done
+  once it has ``beam_size`` finished hypotheses; at its last allowed step only EOS may
+  follow;
+* padding and BOS are never generated; the best finished hypothesis (normalized score,
+  ties to the one finished first) is returned, without BOS/EOS.
 
-With ``beam_size=1`` this is greedy decoding (`greedy_ids`; the tests check both agree),
-and with a beam wide enough to keep every prefix it is exact search (the tests compare
-it against enumerating every sequence of a tiny vocabulary).
+With ``beam_size=1`` this is greedy decoding, and with a beam wide enough to keep every
+prefix it is exact search (the tests compare it with an argmax loop over the full model
+and with enumerating every sequence of a tiny vocabulary).
 
-Cost: the encoder runs once per batch; each step re-runs the full decoder on the growing
-prefix of every live hypothesis (no key/value cache), in one ``tf.function`` traced once
-per model (shapes are relaxed after the first traces), so a step costs O(prefix length).
-Incremental key/value caching (keras_hub's ``TransformerDecoder`` supports it) is a
-later optimization. Sources that are done drop out of later steps. The per-step beam
-bookkeeping runs in NumPy on the host.
+**The length rule** (`length_limits`, the only place it is written): source ``i`` may
+produce at most ``min(max_length, floor(max_len_a * n_i) + max_len_b)`` tokens, EOS
+included, where ``n_i`` counts its source tokens (EOS included, padding excluded):
+fairseq's ``--max-len-a/--max-len-b`` per sentence (fairseq applies them to the batch's
+padded width; per sentence a translation does not depend on what it is batched with).
+Without ``max_len_b`` the limit is ``max_length`` alone: what BLEU evaluation uses, with
+the dataset's ``max_length`` (the longest target training ever saw). A source with no
+token besides EOS and padding (an empty sentence) gets limit 0: an empty translation,
+not a guess.
+
+Cost: the encoder runs once per batch; each step feeds one token per hypothesis through
+the decoder with keras_hub's ``TransformerDecoder`` key/value cache (`models.decode_step`:
+the decoder's self-attention keys/values of the prefix are kept, the cross-attention
+keys/values of the source are computed once), so a step costs O(1) layers' work instead
+of re-running the decoder over the whole prefix. The beam bookkeeping is tensor ops,
+batched over sentences and beams, inside one ``tf.function`` per model (a
+``tf.while_loop`` that stops when every sentence is done); sentences already done keep
+their rows until the batch ends. No XLA (not measured for decoding): the cache's and
+the hypotheses' shapes depend on the batch (source width, limits), so XLA would compile
+again for most batches. ``benchmarks/decoding_speed.py`` measures it against the
+previous per-sentence host loop without a cache.
 
 Example:
     >>> from lskd_tf.tasks.translation import decoding, models
@@ -36,6 +53,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import keras
@@ -47,32 +65,215 @@ from lskd_tf.tasks.translation.models import (
     EOS_ID,
     PAD_ID,
     Layers,
-    decode,
+    decode_step,
+    empty_cache,
     encode,
 )
 
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+# ----------------------------------------------------------------------------- the length rule
+
+
+def check_length_rule(
+    max_length, max_len_a: float = 0.0, max_len_b: int | None = None, max_positions=None
+) -> None:
+    """One-line ValueErrors for a length rule that cannot be applied (see `length_limits`)."""
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    if max_positions is not None and max_length > max_positions:
+        raise ValueError(
+            f"max_length {max_length} exceeds the model's {max_positions} learned "
+            "positions; lower max_length"
+        )
+    if not (math.isfinite(max_len_a) and max_len_a >= 0):
+        raise ValueError(f"max_len_a must be a finite number >= 0, got {max_len_a!r}")
+    if max_len_b is not None and (
+        isinstance(max_len_b, bool) or not isinstance(max_len_b, (int, np.integer))
+    ):
+        raise ValueError(f"max_len_b must be an integer or None, got {max_len_b!r}")
+
+
+def length_limits(
+    source, max_length: int, max_len_a: float = 0.0, max_len_b: int | None = None
+) -> tf.Tensor:
+    """int32 (B,): the most tokens (EOS included) each source's translation may have.
+
+    ``min(max_length, floor(max_len_a * n) + max_len_b)`` (only ``max_length`` when
+    ``max_len_b`` is None), ``n`` = the source's tokens incl. EOS, padding excluded; 0
+    for a source without any token besides EOS and padding. See the module docstring.
+    """
+    source = tf.convert_to_tensor(source, tf.int32)
+    real = tf.not_equal(source, PAD_ID)
+    count = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)
+    limits = tf.fill(tf.shape(count), tf.constant(int(max_length), tf.int32))
+    if max_len_b is not None:
+        relative = tf.floor(float(max_len_a) * tf.cast(count, tf.float64)) + int(max_len_b)
+        limits = tf.minimum(limits, tf.cast(tf.maximum(relative, 0.0), tf.int32))
+    empty = tf.logical_not(tf.reduce_any(real & tf.not_equal(source, EOS_ID), axis=1))
+    return tf.where(empty, 0, limits)
+
+
+def learned_positions(layers: Layers) -> int | None:
+    """The decoder's learned position count (the longest output), None for sinusoids."""
+    position = layers["decoder_embed_position"]
+    return position.max_length if position.positions == "learned" else None
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def search(
+    layers: Layers, source, limits, *, beam_size: int | tf.Tensor, length_penalty
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Batched beam search in TensorFlow ops (call it inside a ``tf.function``).
+
+    Args:
+        layers: the model's `models.Layers`.
+        source: int32 (B, S) source ids, padded with 0.
+        limits: int32 (B,) most output tokens per source (`length_limits`).
+        beam_size: hypotheses kept per source (int or int32 scalar tensor).
+        length_penalty: fairseq's ``lenpen`` (float or float64 scalar tensor).
+
+    Returns:
+        ``(scores, tokens, lengths)``: per source, up to ``beam_size`` finished
+        hypotheses in the order they finished: float64 (B, k) normalized scores (-inf
+        in unused slots), int32 (B, k, L) ids without BOS/EOS (0 after ``lengths``) and
+        int32 (B, k) lengths.
+    """
+    k = tf.convert_to_tensor(beam_size, tf.int32)
+    vocab = int(layers.embedding("target").input_dim)
+    width = tf.minimum(2 * k, k * vocab)
+    source = tf.convert_to_tensor(source, tf.int32)
+    limits = tf.convert_to_tensor(limits, tf.int32)
+    batch = tf.shape(source)[0]
+    steps = tf.reduce_max(tf.concat([limits, [0]], 0))
+    length = tf.maximum(steps, 1)  # cache and hypothesis width
+    memory, source_mask = encode(layers, source, training=False)
+    memory = tf.repeat(memory, k, axis=0)  # row b * k + j: beam j of source b
+    source_mask = tf.repeat(source_mask, k, axis=0)
+    never = tf.reduce_any(tf.one_hot([PAD_ID, BOS_ID], vocab, on_value=True,
+                                     off_value=False), axis=0)  # fmt: skip
+    only_eos = tf.logical_not(tf.one_hot(EOS_ID, vocab, on_value=True, off_value=False))
+    rank = tf.range(width)[None, :]
+    penalty = tf.cast(length_penalty, tf.float64)
+    minus_inf = tf.constant(-float("inf"), tf.float64)
+    row_base = (tf.range(batch) * k)[:, None]
+
+    def log_probs_of(tokens, index, cache):
+        logits, cache = decode_step(layers, memory, source_mask, tokens, index, cache)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        return tf.cast(log_probs, tf.float64), cache
+
+    # Step 0 (BOS) outside the loop: it fills the cross-attention caches once.
+    cache = empty_cache(layers, batch * k, length)
+    first, cache = log_probs_of(tf.fill([batch * k], BOS_ID), 0, cache)
+    cross = [pair[1] for pair in cache]
+    self_cache = [pair[0] for pair in cache]
+
+    def step(t, log_probs, self_cache, tokens, scores, fin_scores, fin_tokens, fin_len,
+             fin_count, active):  # fmt: skip
+        last = tf.equal(t, limits - 1)[:, None, None]  # (B, 1, 1): only EOS may follow
+        banned = tf.logical_or(never, tf.logical_and(last, only_eos))  # (B, 1, V)
+        log_probs = tf.where(banned, minus_inf, tf.reshape(log_probs, [batch, k, vocab]))
+        candidates = tf.reshape(scores[:, :, None] + log_probs, [batch, k * vocab])
+        values, flat = tf.math.top_k(candidates, width)  # ties: the lower index first
+        beam, token = flat // vocab, flat % vocab
+        is_eos = tf.equal(token, EOS_ID)
+        # An EOS among the first k finishes its hypothesis while the source has fewer
+        # than k finished ones, in rank order.
+        eligible = is_eos & (rank < k) & tf.math.is_finite(values) & active[:, None]
+        slot = fin_count[:, None] + tf.cumsum(tf.cast(eligible, tf.int32), axis=1) - 1
+        accept = eligible & (slot < k)
+        where = tf.where(accept)
+        into = tf.stack([where[:, 0], tf.cast(tf.gather_nd(slot, where), tf.int64)], -1)
+        normalized = values / tf.pow(tf.cast(t + 1, tf.float64), penalty)
+        hypotheses = tf.gather(tokens, beam, batch_dims=1)  # (B, width, L)
+        fin_scores = tf.tensor_scatter_nd_update(fin_scores, into, tf.gather_nd(normalized, where))
+        fin_tokens = tf.tensor_scatter_nd_update(fin_tokens, into, tf.gather_nd(hypotheses, where))
+        fin_len = tf.tensor_scatter_nd_update(fin_len, into, tf.fill(tf.shape(where)[:1], t))
+        fin_count = fin_count + tf.reduce_sum(tf.cast(accept, tf.int32), axis=1)
+        # The first k other extensions stay live, in rank order.
+        order = tf.argsort(tf.where(is_eos, width + rank, rank), axis=1, stable=True)[:, :k]
+        kept_beam = tf.gather(beam, order, batch_dims=1)
+        kept_token = tf.gather(token, order, batch_dims=1)
+        kept_score = tf.gather(values, order, batch_dims=1)
+        grown = tf.gather(tokens, kept_beam, batch_dims=1)
+        column = tf.one_hot(t, length, dtype=tf.int32)
+        grown = grown + kept_token[:, :, None] * column[None, None, :]
+        tokens = tf.where(active[:, None, None], grown, tokens)
+        scores = tf.where(active[:, None], kept_score, scores)
+        active = active & (fin_count < k) & (t + 1 < limits)
+        # The kept hypotheses' caches, then the next token's log-probabilities (computed
+        # once more than needed at the last step: simpler than a second loop exit).
+        rows = tf.reshape(row_base + kept_beam, [-1])
+        reordered = [tf.gather(c, rows) for c in self_cache]
+        log_probs, cache = log_probs_of(
+            tf.reshape(kept_token, [-1]), t + 1, list(zip(reordered, cross))
+        )
+        return (t + 1, log_probs, [pair[0] for pair in cache], tokens, scores, fin_scores,
+                fin_tokens, fin_len, fin_count, active)  # fmt: skip
+
+    def body(*state):
+        # A constant beam size gives static shapes (B, k, ...) that gathers lose; a loop
+        # variable must keep its shape.
+        new = step(*state)
+        for after, before in zip(tf.nest.flatten(new), tf.nest.flatten(state)):
+            after.set_shape(before.shape)
+        return new
+
+    state = (
+        tf.constant(0),
+        first,
+        self_cache,
+        tf.zeros([batch, k, length], tf.int32),
+        tf.tile(tf.concat([[0.0], tf.fill([k - 1], minus_inf)], 0)[None, :], [batch, 1]),
+        tf.fill([batch, k], minus_inf),
+        tf.zeros([batch, k, length], tf.int32),
+        tf.zeros([batch, k], tf.int32),
+        tf.zeros([batch], tf.int32),
+        limits > 0,
+    )
+    *_, fin_scores, fin_tokens, fin_len, _, _ = tf.while_loop(
+        lambda t, *rest: tf.logical_and(t < steps, tf.reduce_any(rest[-1])), body, state
+    )
+    return fin_scores, fin_tokens, fin_len
+
+
+def best_of(scores, tokens, lengths) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(ids (B, L), lengths (B,))`` of each source's best finished hypothesis (ties: the
+    first finished; a source without any, e.g. an empty one: length 0)."""
+    best = tf.math.top_k(scores, 1).indices[:, 0]
+    return tf.gather(tokens, best, batch_dims=1), tf.gather(lengths, best, batch_dims=1)
+
+
+# ----------------------------------------------------------------------------- Python API
+
+
 class _Compiled:
-    """The compiled encoder and next-token step of one model."""
+    """The compiled `search` of one model: traced once, for every batch and beam size."""
 
     def __init__(self, model: keras.Model):
         layers = Layers.of(model)
-        position = layers["decoder_embed_position"]
-        self.max_positions = position.max_length if position.positions == "learned" else None
+        self.max_positions = learned_positions(layers)
 
-        @tf.function(reduce_retracing=True)
-        def encoder(source):
-            return encode(layers, source, training=False)
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.float64),
+                tf.TensorSpec([], tf.int32),
+            ]
+        )
+        def run(source, limits, length_penalty, beam_size):
+            return search(
+                layers, source, limits, beam_size=beam_size, length_penalty=length_penalty
+            )
 
-        @tf.function(reduce_retracing=True)
-        def next_log_probs(memory, source_mask, prefix):
-            logits = decode(layers, memory, source_mask, prefix, training=False)
-            return tf.nn.log_softmax(tf.cast(logits[:, -1, :], tf.float32), axis=-1)
-
-        self.encoder = encoder
-        self.next_log_probs = next_log_probs
+        self.run = run
 
 
 def _compiled(model: keras.Model) -> _Compiled:
@@ -100,24 +301,8 @@ def _check_source(source_ids) -> np.ndarray:
     return source[:, :width].astype(np.int32)
 
 
-def _resolve_max_length(compiled: _Compiled, source: np.ndarray, max_length) -> int:
-    if max_length is None:
-        max_length = 2 * source.shape[1] + 10
-        if compiled.max_positions is not None:
-            max_length = min(max_length, compiled.max_positions)
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
-    if compiled.max_positions is not None and max_length > compiled.max_positions:
-        raise ValueError(
-            f"max_length {max_length} exceeds the model's {compiled.max_positions} learned "
-            "positions; lower max_length"
-        )
-    return int(max_length)
-
-
-def _check_beam(beam_size, length_penalty) -> None:
+def check_beam(beam_size, length_penalty) -> None:
+    """One-line ValueErrors for a beam size < 1 or a non-finite length penalty."""
     if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)):
         raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
     if beam_size < 1:
@@ -126,107 +311,63 @@ def _check_beam(beam_size, length_penalty) -> None:
         raise ValueError(f"length_penalty must be finite, got {length_penalty}")
 
 
-def _mask_log_probs(log_probs: np.ndarray, step: int, max_length: int) -> np.ndarray:
-    """Never padding or BOS; only EOS at the last allowed step."""
-    log_probs[:, PAD_ID] = -np.inf
-    log_probs[:, BOS_ID] = -np.inf
-    if step == max_length - 1:
-        eos = log_probs[:, EOS_ID].copy()
-        log_probs[:] = -np.inf
-        log_probs[:, EOS_ID] = eos
-    return log_probs
-
-
 def beam_search(
     model: keras.Model,
     source_ids,
     *,
+    max_length: int,
     beam_size: int = 4,
-    max_length: int | None = None,
     length_penalty: float = 1.0,
+    max_len_a: float = 0.0,
+    max_len_b: int | None = None,
 ) -> list[list[tuple[float, list[int]]]]:
     """Every finished hypothesis per source, best first: ``[(score, ids), ...]``.
 
     Args:
         model: a model built by `models.get` (or loaded from its ``.keras`` file).
         source_ids: int (B, S) source ids, padded with 0 (as in the data's batches).
+        max_length: most output tokens per hypothesis, EOS included (the dataset's
+            ``max_length``; at most the model's learned positions).
         beam_size: live hypotheses per source (1: greedy).
-        max_length: most output tokens per hypothesis, EOS included (default
-            ``2 * S + 10``, capped by learned positions).
         length_penalty: fairseq's ``lenpen``: scores are ``sum log p / length ** lp``.
+        max_len_a, max_len_b: the per-source bound ``floor(a * n) + b`` (`length_limits`;
+            none when ``max_len_b`` is None).
 
     Returns:
         For each source, up to ``beam_size`` ``(normalized score, ids)`` pairs sorted by
-        score (ids without BOS/EOS/padding).
+        score, ties in the order they finished (ids without BOS/EOS/padding; an empty
+        source has none).
     """
-    _check_beam(beam_size, length_penalty)
+    check_beam(beam_size, length_penalty)
     compiled = _compiled(model)
+    check_length_rule(max_length, max_len_a, max_len_b, compiled.max_positions)
     source = _check_source(source_ids)
-    max_length = _resolve_max_length(compiled, source, max_length)
-    n, k = source.shape[0], int(beam_size)
-    memory, source_mask = compiled.encoder(tf.constant(source))
-    # Row b * k + j is beam j of source b.
-    memory = tf.repeat(memory, k, axis=0)
-    source_mask = tf.repeat(source_mask, k, axis=0)
-    tokens = np.zeros((n, k, 0), dtype=np.int32)
-    scores = np.full((n, k), -np.inf)
-    scores[:, 0] = 0.0  # step 0 extends one hypothesis, not k copies
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
-    active = np.arange(n)
-    for step in range(max_length):
-        rows = (active[:, None] * k + np.arange(k)[None, :]).reshape(-1)
-        prefix = np.concatenate(
-            [np.full((len(rows), 1), BOS_ID, np.int32), tokens[active].reshape(len(rows), -1)],
-            axis=1,
-        )
-        log_probs = compiled.next_log_probs(
-            tf.gather(memory, rows), tf.gather(source_mask, rows), tf.constant(prefix)
-        ).numpy()
-        log_probs = _mask_log_probs(log_probs.astype(np.float64), step, max_length)
-        vocab = log_probs.shape[-1]
-        candidates = (
-            scores[active][:, :, None] + log_probs.reshape(len(active), k, vocab)
-        ).reshape(len(active), k * vocab)
-        width = min(2 * k, k * vocab)
-        # Best first; stable, so ties go to the lower (beam, token) index.
-        order = np.argsort(-candidates, axis=1, kind="stable")[:, :width]
-        new_tokens = np.zeros((len(active), k, step + 1), dtype=np.int32)
-        new_scores = np.full((len(active), k), -np.inf)
-        still_active = np.ones(len(active), dtype=bool)
-        for a, sentence in enumerate(active):
-            kept = 0
-            for rank, flat in enumerate(order[a]):
-                beam, token = divmod(int(flat), vocab)
-                score = candidates[a, flat]
-                if token == EOS_ID:
-                    if rank < k and np.isfinite(score) and len(finished[sentence]) < k:
-                        length = step + 1  # tokens incl. EOS
-                        hypothesis = tokens[sentence, beam].tolist()
-                        finished[sentence].append((score / length**length_penalty, hypothesis))
-                elif kept < k:
-                    new_tokens[a, kept, :step] = tokens[sentence, beam]
-                    new_tokens[a, kept, step] = token
-                    new_scores[a, kept] = score
-                    kept += 1
-            if len(finished[sentence]) >= k:
-                still_active[a] = False
-        grown = np.zeros((n, k, step + 1), dtype=np.int32)
-        grown[active] = new_tokens
-        tokens = grown
-        scores[active] = new_scores
-        active = active[still_active]
-        if not len(active):
-            break
-    return [sorted(found, key=lambda pair: -pair[0]) for found in finished]
+    limits = length_limits(source, max_length, max_len_a, max_len_b)
+    scores, tokens, lengths = compiled.run(
+        tf.constant(source), limits, tf.constant(float(length_penalty), tf.float64),
+        tf.constant(int(beam_size), tf.int32),
+    )  # fmt: skip
+    scores, tokens, lengths = scores.numpy(), tokens.numpy(), lengths.numpy()
+    found = []
+    for row_scores, row_tokens, row_lengths in zip(scores, tokens, lengths):
+        pairs = [
+            (float(score), row_tokens[j, :length].tolist())
+            for j, (score, length) in enumerate(zip(row_scores, row_lengths))
+            if np.isfinite(score)
+        ]
+        found.append(sorted(pairs, key=lambda pair: -pair[0]))  # stable: first finished first
+    return found
 
 
 def translate_ids(
     model: keras.Model,
     source_ids,
     *,
+    max_length: int,
     beam_size: int = 4,
-    max_length: int | None = None,
     length_penalty: float = 1.0,
+    max_len_a: float = 0.0,
+    max_len_b: int | None = None,
 ) -> list[list[int]]:
     """The best hypothesis per source as a list of ids (no BOS, EOS or padding).
 
@@ -240,42 +381,10 @@ def translate_ids(
         for found in beam_search(
             model,
             source_ids,
-            beam_size=beam_size,
             max_length=max_length,
+            beam_size=beam_size,
             length_penalty=length_penalty,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
         )
     ]
-
-
-def greedy_ids(model: keras.Model, source_ids, *, max_length: int | None = None) -> list[list[int]]:
-    """Argmax decoding until EOS (or ``max_length`` tokens incl. EOS); ids without BOS/EOS.
-
-    Same masking as `beam_search` (no padding/BOS; EOS forced at the last step), so it
-    equals ``translate_ids(..., beam_size=1)``.
-    """
-    compiled = _compiled(model)
-    source = _check_source(source_ids)
-    max_length = _resolve_max_length(compiled, source, max_length)
-    memory, source_mask = compiled.encoder(tf.constant(source))
-    n = source.shape[0]
-    prefix = np.full((n, 1), BOS_ID, np.int32)
-    done = np.zeros(n, dtype=bool)
-    outputs: list[list[int]] = [[] for _ in range(n)]
-    for step in range(max_length):
-        rows = np.nonzero(~done)[0]
-        log_probs = compiled.next_log_probs(
-            tf.gather(memory, rows), tf.gather(source_mask, rows), tf.constant(prefix[rows])
-        ).numpy()
-        log_probs = _mask_log_probs(log_probs.astype(np.float64), step, max_length)
-        chosen = np.argmax(log_probs, axis=-1)
-        column = np.full((n, 1), PAD_ID, np.int32)
-        column[rows, 0] = chosen
-        prefix = np.concatenate([prefix, column], axis=1)
-        for row, token in zip(rows, chosen):
-            if token == EOS_ID:
-                done[row] = True
-            else:
-                outputs[row].append(int(token))
-        if done.all():
-            break
-    return outputs

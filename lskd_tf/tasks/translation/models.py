@@ -39,7 +39,8 @@ Known difference from fairseq: keras_hub's sinusoids are interleaved (sin, cos, 
 The forward pass is written once (`encode`, `decode`); `get` runs it on symbolic
 inputs to build the model and `lskd_tf.tasks.translation.decoding` runs the same
 functions on a built model's layers (found by name) to encode a source once and decode
-step by step.
+step by step (`decode_step`: one token per step with the decoder blocks' key/value
+cache, the same layers and weights as `decode`).
 
 Example:
     >>> from lskd_tf.tasks.translation import models
@@ -254,9 +255,12 @@ class ScaleAndPosition(keras.layers.Layer):
         self.position_layer.build(input_shape)
         self.built = True
 
-    def call(self, embeddings):
+    def call(self, embeddings, start_index=0):
+        """``start_index``: the position of the first row (cached decoding feeds one
+        token at a time)."""
         embeddings = embeddings * ops.cast(self.scale, embeddings.dtype)
-        return embeddings + ops.cast(self.position_layer(embeddings), embeddings.dtype)
+        positions = self.position_layer(embeddings, start_index=start_index)
+        return embeddings + ops.cast(positions, embeddings.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -374,21 +378,14 @@ def encode(layers: Layers, source, training=None):
     return x, source_mask
 
 
-def decode(layers: Layers, memory, source_mask, target_in, training=None):
-    """Logits float32 (B, T, V) of ``target_in`` (B, T) given the encoder's output."""
-    target_mask = layers[TARGET_MASK](target_in)
+def _embed_target(layers: Layers, target_in, start_index=0, training=None):
     x = layers.embedding("target")(target_in)
-    x = layers["decoder_embed_position"](x)
-    x = layers["decoder_embed_dropout"](x, training=training)
-    for block in layers.stack("decoder"):
-        x = block(
-            x,
-            memory,
-            decoder_padding_mask=target_mask,
-            encoder_padding_mask=source_mask,
-            use_causal_mask=True,
-            training=training,
-        )
+    x = layers["decoder_embed_position"](x, start_index=start_index)
+    return layers["decoder_embed_dropout"](x, training=training)
+
+
+def _project(layers: Layers, x):
+    """Final norm (pre-norm) and output projection: float32 logits."""
     final_norm = layers.get("decoder_final_norm")
     if final_norm is not None:
         x = final_norm(x)
@@ -398,6 +395,70 @@ def decode(layers: Layers, memory, source_mask, target_in, training=None):
     else:
         x = projection(x)
     return layers[LOGITS](x)
+
+
+def decode(layers: Layers, memory, source_mask, target_in, training=None):
+    """Logits float32 (B, T, V) of ``target_in`` (B, T) given the encoder's output."""
+    target_mask = layers[TARGET_MASK](target_in)
+    x = _embed_target(layers, target_in, training=training)
+    for block in layers.stack("decoder"):
+        x = block(
+            x,
+            memory,
+            decoder_padding_mask=target_mask,
+            encoder_padding_mask=source_mask,
+            use_causal_mask=True,
+            training=training,
+        )
+    return _project(layers, x)
+
+
+def empty_cache(layers: Layers, rows, length) -> list:
+    """The key/value cache of `decode_step` for ``rows`` sequences of up to ``length``
+    tokens: per decoder block, a zero self-attention cache (rows, 2, length, heads,
+    d_model / heads) in the block's compute dtype, and ``None`` for the cross-attention
+    cache, which the first `decode_step` fills from the encoder's output."""
+    d_model = layers.embedding("target").output_dim
+    caches = []
+    for block in layers.stack("decoder"):
+        shape = [rows, 2, length, block.num_heads, d_model // block.num_heads]
+        caches.append((ops.zeros(shape, dtype=block.compute_dtype), None))
+    return caches
+
+
+def decode_step(layers: Layers, memory, source_mask, tokens, index, cache: list):
+    """``(logits float32 (B, V), cache)`` of the next token after position ``index``.
+
+    Incremental decoding with keras_hub's ``TransformerDecoder`` key/value cache: the
+    same layers and weights as `decode` (nothing is created, so checkpoints load
+    unchanged); ``tokens`` (B,) are the ids at position ``index`` (BOS at 0), ``cache``
+    comes from `empty_cache` (or the previous step). Position ``index`` attends to the
+    cached positions ``0..index`` only (the causal mask), so the logits equal
+    ``decode(...)[:, index]`` of the whole prefix, at the cost of one position per step.
+    Decoded prefixes hold no padding (decoding never generates it), so no target mask.
+    """
+    x = _embed_target(layers, tokens[:, None], start_index=index, training=False)
+    updated = []
+    for block, (self_cache, cross_cache) in zip(layers.stack("decoder"), cache):
+        fill_cross = cross_cache is None
+        if fill_cross:  # first step: project the encoder's output once
+            shape = ops.shape(self_cache)
+            cross_cache = ops.zeros(
+                (shape[0], 2, ops.shape(memory)[1], shape[3], shape[4]), dtype=self_cache.dtype
+            )
+        x, self_cache, cross_cache = block(
+            x,
+            memory,
+            encoder_padding_mask=source_mask,
+            self_attention_cache=self_cache,
+            self_attention_cache_update_index=index,
+            cross_attention_cache=cross_cache,
+            cross_attention_cache_update_index=0 if fill_cross else None,
+            use_causal_mask=True,
+            training=False,
+        )
+        updated.append((self_cache, cross_cache))
+    return _project(layers, x)[:, 0, :], updated
 
 
 def _create_layers(spec: TranslationModelSpec, vocab_size: int, max_length: int) -> Layers:

@@ -196,16 +196,23 @@ class Translation(tasks.Task):
             }
         return found
 
-    def export(self, model: keras.Model, export_dir: str | os.PathLike, info) -> Path:
+    def export(self, model: keras.Model, export_dir: str | os.PathLike, info, spec=None) -> Path:
         """A SavedModel whose ``translate`` signature maps sentences to translations
         (tokenizer and beam search inside; `serving`), plus ``model.keras`` and the
-        vocabulary."""
+        vocabulary. It decodes as `translate` (BLEU) does: the dataset's ``max_length``
+        and the run's ``beam_size`` / ``length_penalty`` (the DataSpec ``spec``'s evaluation
+        options; their defaults without it)."""
         if info is None:
             raise ValueError(
                 "exporting a translation model needs its dataset (the vocabulary): pass "
                 "--task=translation and the --dataset (and options) it was trained on"
             )
-        return serving.export(model, info.vocabulary(), export_dir, max_length=info.max_length)
+        _, evaluation = data.split_options(spec.options if spec is not None else ())
+        return serving.export(
+            model, info.vocabulary(), export_dir, max_length=info.max_length,
+            beam_size=int(evaluation["beam_size"]),
+            length_penalty=float(evaluation["length_penalty"]),
+        )  # fmt: skip
 
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
