@@ -34,6 +34,12 @@ class ImageClassification(tasks.Task):
     def dataset_info(self, data) -> datasets.DatasetInfo:
         return datasets.get_info(data.name, data_dir=data.data_dir, **dict(data.options))
 
+    def data_fingerprint(self, data) -> dict | None:
+        """The source's fingerprint (`lskd_tf.data.source.Source.fingerprint`)."""
+        source = datasets.get_source(data.name)
+        options = {k: v for k, v in data.options if k != "superclass_mapping"}  # get_info's
+        return source.fingerprint(data.data_dir, source.resolve_options(options))
+
     def dataset(self, data, split: str, *, batch_size: int, training: bool, seed: int = 0):
         """One split of ``data`` as a batched pipeline (`lskd_tf.data.make_dataset`)."""
         return datasets.make_dataset(
