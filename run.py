@@ -180,4 +180,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    from lskd_tf.processes import exit_with_parent
+
+    exit_with_parent()  # started by lskd_tf.processes.popen: no orphan if the parent dies
     app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)

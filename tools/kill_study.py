@@ -31,6 +31,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's lskd_tf (the studies it starts use it too)
+
+from lskd_tf import processes  # noqa: E402  (children die with this process)
+
+LIMIT_S = 1800.0  # one study's bound: catches a hang, not a slow (loaded) machine
 STUDY = [
     "--train_per_class=3", "--test_per_class=1", "--epochs=2", "--teacher_epochs=2",
     "--teacher_models=resnet8", "--verbose=0", "--analyze=false", "--export=false",
@@ -43,21 +48,35 @@ def study_command(out: Path) -> list[str]:
 
 
 def run_to_end(out: Path) -> None:
-    subprocess.run(study_command(out), check=True, capture_output=True, cwd=ROOT)
+    try:
+        processes.run(study_command(out), check=True, capture_output=True, cwd=ROOT,
+                      timeout=LIMIT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise SystemExit(
+            f"the restarted study in {out} did not finish in {LIMIT_S:.0f} s"
+        ) from None
 
 
 def timed_reference(out: Path) -> tuple[float, float]:
     """Run the study to the end; (seconds until its first run.json, total seconds)."""
     started = time.time()
-    process = subprocess.Popen(study_command(out), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    # stderr to a file, not a pipe nobody reads while polling: a full pipe (64 KB of
+    # warnings) would block the study forever
+    stderr = out / "stderr.txt"
+    with open(stderr, "wb") as log:
+        process = processes.popen(study_command(out), stdout=subprocess.DEVNULL,
+                                  stderr=log, cwd=ROOT)  # fmt: skip
     startup_s = None
     while process.poll() is None:
         if startup_s is None and any((out / "runs").rglob("run.json")):
             startup_s = time.time() - started
+        if time.time() - started > LIMIT_S:
+            process.kill()
+            raise SystemExit(f"the reference study in {out} did not finish in {LIMIT_S:.0f} s")
         time.sleep(0.05)
     if process.returncode != 0:
-        raise SystemExit(f"the reference study failed: {process.stderr.read().decode()[-2000:]}")
+        raise SystemExit(f"the reference study failed: {stderr.read_text()[-2000:]}")
     total_s = time.time() - started
     return (startup_s if startup_s is not None else total_s), total_s
 
@@ -73,8 +92,8 @@ def runs_left(reference: Path, killed: Path) -> float:
 
 def killed_at(out: Path, after_s: float) -> bool:
     """Start the study, SIGKILL it after ``after_s`` s; False if it had finished already."""
-    process = subprocess.Popen(study_command(out), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+    process = processes.popen(study_command(out), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
     try:
         process.wait(timeout=after_s)
         return False
