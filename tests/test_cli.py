@@ -195,8 +195,10 @@ def test_bad_teacher_checkpoints_fail_in_one_line(quick_study, tmp_path, capsys)
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
+    # --tensorboard_dir: the study declares its HParams before training finds no data
     code = run_main("--dataset=cifar100", f"--data_dir={tmp_path}", "--verbose=0",
-                    f"--output_dir={tmp_path / 'runs'}")  # fmt: skip
+                    f"--output_dir={tmp_path / 'runs'}",
+                    f"--tensorboard_dir={tmp_path / 'tb'}")  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "cifar100" in err and str(tmp_path) in err and err.count("\n") == 1
 
