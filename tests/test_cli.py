@@ -15,6 +15,7 @@ from conftest import StopAtEpoch
 
 from lskd_tf import claims, experiment, results, sweep
 from lskd_tf import flags as lf
+from lskd_tf.run_dir import RunDir
 from lskd_tf.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,3 +282,70 @@ def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
     expected = sorted(p.parent.name for p in (tmp_path / "runs" / "quick").glob("*/run.json"))
     assert len(expected) == 6
     assert sorted(trained) == expected  # each run once, by one of the two processes
+
+
+def test_exports_and_summaries_are_done_once_among_processes(tmp_path):
+    """Issue #25: every process sharing a study exported every student into the same
+    directories. Another holder of a job's claim is a thread here (a claim has one
+    holder per process), which a second process sees the same way."""
+    import threading
+
+    env = experiment.RunEnv(output_dir=str(tmp_path), study="s")
+    calls, inside, release = [], threading.Event(), threading.Event()
+
+    def slow_work():
+        calls.append("slow")
+        inside.set()
+        assert release.wait(60)
+
+    first = threading.Thread(target=sweep.do_once, args=(env, "results", "k1", slow_work))
+    first.start()
+    assert inside.wait(60)
+    done = []
+    second = threading.Thread(
+        target=lambda: done.append(
+            sweep.do_once(env, "results", "k1", lambda: calls.append("again"), poll_s=0.05)
+        )
+    )
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waits for the holder instead of repeating the work
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert calls == ["slow"] and done == [False]  # done once; the other reports it done
+    assert sweep.do_once(env, "results", "k2", lambda: calls.append("new runs"))
+    assert calls[-1] == "new runs"
+
+    # an export: written under a temporary name and renamed into place, once per student
+    # identity; a retrained student (another fingerprint) replaces it whole
+    spec = experiment.plan_study(experiment.StudySpec(teacher_smoothings=(0.0,),
+                                                      temperatures=(4.0,)))[1]  # fmt: skip
+    run = RunDir(env.run_dir(spec))
+    run.write({"status": "finished", "fingerprint": "a"})
+    written = []
+
+    def export(target):
+        assert not target.exists() and target.name.startswith(".tmp")
+        target.mkdir()
+        (target / "saved_model.pb").write_text(f"export {len(written)}")
+        written.append(target)
+
+    assert sweep.export_once(env, spec, export) and not sweep.export_once(env, spec, export)
+    exports = tmp_path / "s" / "exports"
+    assert len(written) == 1 and sorted(p.name for p in exports.iterdir()) == [spec.name]
+    assert (exports / spec.name / "saved_model.pb").read_text() == "export 0"
+    run.write({"status": "finished", "fingerprint": "b"})
+    assert sweep.export_once(env, spec, export)
+    assert (exports / spec.name / "saved_model.pb").read_text() == "export 1"
+    assert sorted(p.name for p in exports.iterdir()) == [spec.name]  # no temporaries left
+
+    def failing(target):
+        target.mkdir()
+        raise OSError(28, "No space left on device")
+
+    run.write({"status": "finished", "fingerprint": "c"})
+    with pytest.raises(OSError):
+        sweep.export_once(env, spec, failing)
+    assert (exports / spec.name / "saved_model.pb").read_text() == "export 1"  # kept whole
+    assert sorted(p.name for p in exports.iterdir()) == [spec.name]
