@@ -35,7 +35,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lskd_tf import tasks
+from lskd_tf import distribute, tasks
 from lskd_tf.checksums import file_sha256
 from lskd_tf.experiment.specs import RunEnv, RunSpec, TeacherSpec
 from lskd_tf.run_dir import FINISHED, RunDir
@@ -146,13 +146,14 @@ def as_recorded(wanted: dict, recorded: dict | None) -> dict:
     return wanted
 
 
-def _record_added_entries(run: RunDir, recorded: dict, wanted: dict) -> None:
+def _record_added_entries(run: RunDir, recorded: dict, wanted: dict, env: RunEnv) -> None:
     """Write the identity's new entries into a finished run recorded without them.
 
-    Only a finished run: an unfinished one records its identity when it resumes, and
-    the process holding it may be writing its run.json right now.
+    Only a finished run (an unfinished one records its identity when it resumes, and
+    the process holding it may be writing its run.json right now), and only by the
+    chief of a multi-worker job (the only worker that writes).
     """
-    if recorded.get("status") != FINISHED:
+    if recorded.get("status") != FINISHED or not distribute.is_chief(env.strategy):
         return
     run.write(with_identity(recorded, wanted))
     print(f"recorded the data fingerprint of {run.name} (run.json had none yet)", flush=True)
@@ -174,7 +175,7 @@ def check(spec: RunSpec, env: RunEnv, *, on_conflict: str = "error") -> dict:
     if recorded is None or recorded.get("identity") == wanted:
         return wanted
     if recorded.get("identity") == as_recorded(wanted, recorded.get("identity")):
-        _record_added_entries(run, recorded, wanted)
+        _record_added_entries(run, recorded, wanted, env)
         return wanted
     if on_conflict == "overwrite":
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
