@@ -6,9 +6,11 @@
 2. Runs it again in a fresh directory, sends SIGKILL at a random moment while work
    remains, restarts it, and so on ``--kills`` times; then lets it finish. The moment
    is drawn from what the reference measured on this machine, so the kills land while
-   the study trains on a fast machine as on a slow one: start-up (until the first
-   ``run.json`` appears) plus a uniform fraction of the training time still left
-   (the reference's training time x the share of runs not yet finished).
+   the study trains on a fast machine as on a slow one: once the restarted study has
+   started working (an event: it writes a ``run.json``), after a uniform fraction of the
+   training time still left (the reference's training time x the share of runs not yet
+   finished), scaled by how much slower or faster this start-up was than the
+   reference's (the machine's load may change between them).
 3. Compares the two: every run's ``last.keras`` and ``best.keras`` weights bit for bit,
    every run.json's best/last metrics, the results tables; and checks that nothing is
    left claimed, running or orphaned (no ``claim.json``, no ``.tmp*`` file, every run
@@ -90,17 +92,32 @@ def runs_left(reference: Path, killed: Path) -> float:
     return 1 - done / len(names)
 
 
-def killed_at(out: Path, after_s: float) -> bool:
-    """Start the study, SIGKILL it after ``after_s`` s; False if it had finished already."""
+def killed_at(out: Path, fraction: float, reference: tuple[float, float]) -> float | None:
+    """Start the study and SIGKILL it ``fraction`` of the reference's training time after
+    it started working, scaled by this start-up's speed; the seconds after start-up at
+    which it was killed, or None if it finished first."""
+    reference_startup_s, reference_total_s = reference
+    started = time.time()
     process = processes.popen(study_command(out), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
     try:
-        process.wait(timeout=after_s)
-        return False
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
+        while not any(p.stat().st_mtime >= started for p in (out / "runs").rglob("run.json")):
+            if process.poll() is not None:
+                return None  # finished (nothing left) before writing a run.json
+            if time.time() - started > LIMIT_S:
+                raise SystemExit(f"the study in {out} wrote no run.json in {LIMIT_S:.0f} s")
+            time.sleep(0.05)
+        speed = (time.time() - started) / max(reference_startup_s, 1e-3)
+        after_s = fraction * (reference_total_s - reference_startup_s) * speed
+        try:
+            process.wait(timeout=after_s)
+            return None
+        except subprocess.TimeoutExpired:
+            return after_s
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        return True
 
 
 def weights(path: Path) -> list:
@@ -152,12 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
         if left == 0:
             print(f"kill {attempt + 1}: every run had finished; no kill")
             continue
-        after_s = startup_s + rng.uniform(0.05, 0.95) * (total_s - startup_s) * left
-        if killed_at(killed_dir, after_s):
+        after_s = killed_at(killed_dir, rng.uniform(0.05, 0.95) * left, (startup_s, total_s))
+        if after_s is not None:
             kills += 1
-            print(f"kill {attempt + 1}: SIGKILL after {after_s:.1f} s", flush=True)
+            print(f"kill {attempt + 1}: SIGKILL {after_s:.1f} s after start-up", flush=True)
         else:
-            print(f"kill {attempt + 1}: the study had finished before {after_s:.1f} s")
+            print(f"kill {attempt + 1}: the study had finished before its kill moment")
     run_to_end(killed_dir)
     problems = compare(args.out / "reference", killed_dir)
     summary = {"kills": kills, "problems": problems, "seconds": round(time.time() - started)}
