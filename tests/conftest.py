@@ -8,7 +8,8 @@ session-scoped fixture that every test reuses.
 Hermetic: tests write only under temporary directories. lskd_tf's own cache
 (``LSKD_TF_CACHE``: learned vocabularies) goes to a session directory, and the
 session fails when the checkout's ``git status`` (tracked and untracked files outside
-ignored build dirs) differs after the tests from before them.
+ignored build dirs) differs after the tests from before them, or when a process the
+tests started is still running (Linux).
 """
 
 import atexit
@@ -135,17 +136,41 @@ def tiny_cnn():
     return build_tiny_cnn
 
 
+def live_children() -> list[str]:
+    """This process's children still running (zombies aside), as "pid command"; Linux only."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name_and_rest = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        command, _, rest = name_and_rest.rpartition(") ")
+        fields = rest.split()
+        if len(fields) > 1 and fields[0] != "Z" and int(fields[1]) == os.getpid():
+            found.append(f"{stat.parent.name} {command.split(' (', 1)[-1]}")
+    return found
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Fail the session when the tests changed the checkout (files written outside tmp)."""
-    if _STATUS_BEFORE is None:
-        return  # not a git checkout (e.g. an unpacked sdist): nothing to compare
-    after = checkout_status()
-    if after is None or after == _STATUS_BEFORE:
+    """Fail the session when the tests changed the checkout (files written outside tmp)
+    or left processes running (every test stops what it starts)."""
+    problems = []
+    if _STATUS_BEFORE is not None:  # None: not a git checkout (e.g. an unpacked sdist)
+        after = checkout_status()
+        if after is not None and after != _STATUS_BEFORE:
+            lines = [*sorted(after - _STATUS_BEFORE),
+                     *(f"(gone) {x}" for x in _STATUS_BEFORE - after)]  # fmt: skip
+            problems.append(
+                f"the tests changed the checkout {ROOT} (write under tmp_path instead): "
+                + "; ".join(lines[:10])
+            )
+    children = live_children()
+    if children:
+        problems.append(f"the tests left processes running: {'; '.join(children[:10])}")
+    if not problems:
         return
-    lines = [*sorted(after - _STATUS_BEFORE), *(f"(gone) {x}" for x in _STATUS_BEFORE - after)]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    shown = "; ".join(lines[:10])
-    message = f"the tests changed the checkout {ROOT} (write under tmp_path instead): {shown}"
-    if reporter is not None:
-        reporter.write_line(f"FAILED hermetic check: {message}", red=True)
+    for problem in problems:
+        if reporter is not None:
+            reporter.write_line(f"FAILED hermetic check: {problem}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
