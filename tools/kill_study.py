@@ -5,12 +5,13 @@
 1. Runs the tiny study once, uninterrupted (the reference).
 2. Runs it again in a fresh directory, sends SIGKILL at a random moment while work
    remains, restarts it, and so on ``--kills`` times; then lets it finish. The moment
-   is drawn from what the reference measured on this machine, so the kills land while
-   the study trains on a fast machine as on a slow one: once the restarted study has
-   started working (an event: it writes a ``run.json``), after a uniform fraction of the
-   training time still left (the reference's training time x the share of runs not yet
-   finished), scaled by how much slower or faster this start-up was than the
-   reference's (the machine's load may change between them).
+   follows the study's own progress, so the kills land while it trains on a fast
+   machine as on a slow one, and when the load changes between the reference and the
+   restarts: a random epoch still to do is drawn (epochs are counted in the runs'
+   ``history.csv``); once the restarted study has started working (it wrote a
+   ``run.json``) and finished the epochs before it (events, not times), it is killed a
+   random fraction of a reference epoch later (the reference's training time / its
+   epochs).
 3. Compares the two: every run's ``last.keras`` and ``best.keras`` weights bit for bit,
    every run.json's best/last metrics, the results tables; and checks that nothing is
    left claimed, running or orphaned (no ``claim.json``, no ``.tmp*`` file, every run
@@ -83,37 +84,36 @@ def timed_reference(out: Path) -> tuple[float, float]:
     return (startup_s if startup_s is not None else total_s), total_s
 
 
-def runs_left(reference: Path, killed: Path) -> float:
-    """Share of the reference's runs not yet finished in ``killed``."""
+def epochs_done(out: Path) -> int:
+    """Epochs finished by every run of the study in ``out`` (rows of its history.csv files)."""
     from lskd_tf.run_dir import RunDir
 
-    names = [p.parent.name for p in (reference / "runs" / "quick").glob("*/run.json")]
-    done = sum(RunDir(killed / "runs" / "quick" / name).is_finished() for name in names)
-    return 1 - done / len(names)
+    return sum(len(RunDir(p.parent).read_history()) for p in (out / "runs").glob("*/*/run.json"))
 
 
-def killed_at(out: Path, fraction: float, reference: tuple[float, float]) -> float | None:
-    """Start the study and SIGKILL it ``fraction`` of the reference's training time after
-    it started working, scaled by this start-up's speed; the seconds after start-up at
-    which it was killed, or None if it finished first."""
-    reference_startup_s, reference_total_s = reference
+def killed_at(out: Path, epoch: int, delay_s: float) -> bool:
+    """Start the study; once it has written a run.json and finished ``epoch`` epochs in
+    all, SIGKILL it ``delay_s`` seconds later. False if it finished first."""
     started = time.time()
     process = processes.popen(study_command(out), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+
+    def working() -> bool:
+        wrote = any(p.stat().st_mtime >= started for p in (out / "runs").rglob("run.json"))
+        return wrote and epochs_done(out) >= epoch
+
     try:
-        while not any(p.stat().st_mtime >= started for p in (out / "runs").rglob("run.json")):
+        while not working():
             if process.poll() is not None:
-                return None  # finished (nothing left) before writing a run.json
+                return False  # finished before reaching that epoch
             if time.time() - started > LIMIT_S:
-                raise SystemExit(f"the study in {out} wrote no run.json in {LIMIT_S:.0f} s")
+                raise SystemExit(f"the study in {out} made no progress in {LIMIT_S:.0f} s")
             time.sleep(0.05)
-        speed = (time.time() - started) / max(reference_startup_s, 1e-3)
-        after_s = fraction * (reference_total_s - reference_startup_s) * speed
         try:
-            process.wait(timeout=after_s)
-            return None
+            process.wait(timeout=delay_s)
+            return False
         except subprocess.TimeoutExpired:
-            return after_s
+            return True
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
@@ -163,16 +163,19 @@ def main(argv: list[str] | None = None) -> dict:
     startup_s, total_s = timed_reference(args.out / "reference")
     print(f"reference: {total_s:.1f} s, first run.json after {startup_s:.1f} s", flush=True)
     killed_dir = args.out / "killed"
+    total_epochs = epochs_done(args.out / "reference")
+    epoch_s = (total_s - startup_s) / total_epochs
     kills = 0
     for attempt in range(args.kills):
-        left = runs_left(args.out / "reference", killed_dir)
-        if left == 0:
+        done = epochs_done(killed_dir) if killed_dir.exists() else 0
+        if done >= total_epochs:
             print(f"kill {attempt + 1}: every run had finished; no kill")
             continue
-        after_s = killed_at(killed_dir, rng.uniform(0.05, 0.95) * left, (startup_s, total_s))
-        if after_s is not None:
+        epoch, delay_s = rng.randint(done, total_epochs - 1), rng.uniform(0.05, 0.95) * epoch_s
+        if killed_at(killed_dir, epoch, delay_s):
             kills += 1
-            print(f"kill {attempt + 1}: SIGKILL {after_s:.1f} s after start-up", flush=True)
+            print(f"kill {attempt + 1}: SIGKILL {delay_s:.1f} s after epoch {epoch} of "
+                  f"{total_epochs}", flush=True)  # fmt: skip
         else:
             print(f"kill {attempt + 1}: the study had finished before its kill moment")
     run_to_end(killed_dir)
