@@ -112,7 +112,6 @@ def _write_flagfile(env):
 def _study(env) -> None:
     from lskd_tf import experiment, results, sweep
     from lskd_tf.experiment import StudentSpec
-    from lskd_tf.run_dir import RunDir
 
     started = time.time()
     specs = experiment.plan_study(lf.study_spec())
@@ -126,27 +125,36 @@ def _study(env) -> None:
         return  # in a multi-worker job only the chief summarizes, analyses and exports
     finished = [d for d in run_dirs if sweep.is_finished(d)]
     runs = results.collect_runs(finished)
-    written = results.write_tables(runs, env.study_dir / "results", lf.HEADLINE_METRIC.value)
-    print("\n" + results.format_tables(runs, lf.HEADLINE_METRIC.value) + "\n")
+    # Summaries and exports are done once among the processes sharing the study
+    # (sweep.do_once); a process that finds one done by another says so.
+    key, results_dir = sweep.summary_key(finished), env.study_dir / "results"
+    metric = lf.HEADLINE_METRIC.value
+    write = lambda: results.write_tables(runs, results_dir, metric)  # noqa: E731
+    wrote = sweep.do_once(env, "results", f"{key}:{metric}", write)  # another metric: again
+    if wrote or not _done_meanwhile(env, "results", started):
+        print("\n" + results.format_tables(runs, metric) + "\n")
+    else:
+        print(f"results tables:    written by another process for the same runs ({results_dir})")
     if len(finished) < len(run_dirs):
         print(f"{len(run_dirs) - len(finished)} run(s) not finished yet: rerun to continue.")
         return
     tensorboard_study = Path(env.tensorboard_dir) / env.study
     if lf.ANALYZE.value:
-        report = experiment.analyze_runs(
+        report = []
+        analyze = lambda: report.append(experiment.analyze_runs(  # noqa: E731
             finished, env.study_dir / "analysis", tensorboard_dir=tensorboard_study,
             title=f"lskd_tf study '{env.study}'",
-        )  # fmt: skip
-        print(f"analysis report:   {report or 'none (this task has no analyses yet)'}")
+        ))  # fmt: skip
+        if sweep.do_once(env, "analysis", key, analyze):
+            print(f"analysis report:   {report[0] or 'none (this task has no analyses yet)'}")
+        else:
+            print(f"analysis report:   done already for these runs ({env.study_dir / 'analysis'})")
     if lf.EXPORT.value:
-        for spec in specs:
-            if isinstance(spec, StudentSpec):
-                experiment.export_checkpoint(
-                    RunDir(env.run_dir(spec)).checkpoint("last"),
-                    env.study_dir / "exports" / spec.name, spec.data, task=spec.task,
-                )  # fmt: skip
-        print(f"SavedModels:       {env.study_dir / 'exports'}/<student run>")
-    print(f"results tables:    {written['runs'].parent}/ (CSV, Markdown, LaTeX)")
+        students = [spec for spec in specs if isinstance(spec, StudentSpec)]
+        exported = sum(sweep.export_once(env, spec, _exporter(env, spec)) for spec in students)
+        print(f"SavedModels:       {env.study_dir / 'exports'}/<student run> ({exported} "
+              f"exported now, {len(students) - exported} done already)")  # fmt: skip
+    print(f"results tables:    {results_dir}/ (CSV, Markdown, LaTeX)")
     print(f"run directories:   {env.study_dir}/<run>/ (run.json, history.csv, *.keras)")
     print(f"TensorBoard:       tensorboard --logdir {tensorboard_study}")
     print(f"study wall time:   {time.time() - started:.0f} s")
@@ -155,6 +163,23 @@ def _study(env) -> None:
             "the real study:    python run.py --flagfile=flags/cifar100/study.flags "
             "(CIFAR-100; add --download the first time)"
         )
+
+
+def _exporter(env, spec):
+    """``target -> export``: the student's last checkpoint for serving, into ``target``."""
+    from lskd_tf import experiment
+    from lskd_tf.run_dir import RunDir
+
+    last = RunDir(env.run_dir(spec)).checkpoint("last")
+    return lambda target: experiment.export_checkpoint(last, target, spec.data, task=spec.task)
+
+
+def _done_meanwhile(env, job: str, since: float) -> bool:
+    """Whether another process did the study's ``job`` after ``since`` (this one's start)."""
+    from lskd_tf import sweep
+
+    done = sweep.done_time(env, job)
+    return done is not None and done >= since
 
 
 def _single_run(env) -> None:
@@ -293,4 +318,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    from lskd_tf.processes import exit_with_parent
+
+    exit_with_parent()  # started by lskd_tf.processes.popen: no orphan if the parent dies
     app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)

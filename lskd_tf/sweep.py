@@ -13,15 +13,24 @@ Stopping a sweep at any time loses nothing: finished runs are skipped on the
 next start and interrupted ones resume from their last finished epoch.
 
 Each run starts with one line ``run k/N: <run> (elapsed ..., ETA ...)`` (`lskd_tf.progress`).
+
+What follows the runs is done once per study too (`do_once`, `export_once`): each
+student's export, the results tables and the analysis go through the same claims, so
+when several processes finish a study together one of them writes each and the others
+report it done.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lskd_tf import distribute, tasks
+from lskd_tf import atomic, distribute, tasks
 from lskd_tf.claims import release, try_claim
 from lskd_tf.experiment import RunEnv, RunSpec, StudentSpec, identity, run, write_hparams_config
 from lskd_tf.progress import Progress, print_line
@@ -148,3 +157,108 @@ def _run_in_cluster(specs, env, on_run_start, on_run_end) -> list[Path]:
         if on_run_end and chief:
             on_run_end(spec, run_dir)
     return [env.run_dir(s) for s in specs]
+
+
+# ---------------------------------------------------------------------------- once per study
+
+DONE_DIR = ".done"
+"""``<study>/.done/<task>/``: the claim and the record (``done.json``) of one study-level
+job (an export, the results tables, the analysis), so several processes sharing a study
+do each job once."""
+DONE_FILE = "done.json"
+
+
+def summary_key(run_dirs: Sequence[Path]) -> str:
+    """What a study's summary (tables, analysis) depends on: its runs' run.json bytes.
+
+    Two processes that summarize the same finished runs get the same key; a run trained
+    or re-run since makes a new one (and a new summary).
+    """
+    digest = hashlib.sha256()
+    for run_dir in sorted(Path(d) for d in run_dirs):
+        digest.update(f"{run_dir.name}\n".encode())
+        digest.update(RunDir(run_dir).run_json.read_bytes())
+    return digest.hexdigest()
+
+
+def do_once(
+    env: RunEnv,
+    job: str,
+    key: str,
+    work: Callable[[], None],
+    *,
+    poll_s: float = 2.0,
+    stale_after_s: float = 600.0,
+) -> bool:
+    """Do ``work()`` for ``(job, key)`` once among the processes sharing ``env``'s study.
+
+    ``job`` names the work (e.g. ``exports/<student run>``, ``results``); ``key`` says
+    what it was done for (e.g. the student's identity fingerprint): done for another
+    key, it is done again. The work runs under the job's claim (`lskd_tf.claims`, as a
+    run does), and ``done.json`` records the key after it succeeded. A process that finds
+    the job claimed waits until the holder finishes (or dies: then it takes the job
+    over) and does not repeat it.
+
+    Returns:
+        True if this process did the work, False if another process had done it.
+    """
+    directory = env.study_dir / DONE_DIR / job
+    while True:
+        if _done_for(directory) == key:
+            return False
+        if try_claim(directory, stale_after_s):
+            try:
+                if _done_for(directory) == key:  # finished between our look and our claim
+                    return False
+                work()
+                atomic.write_json(directory / DONE_FILE, {"key": key, "time": time.time()})
+                return True
+            finally:
+                release(directory)
+        time.sleep(poll_s)
+
+
+def _done_record(directory: Path) -> dict:
+    try:
+        found = json.loads((directory / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _done_for(directory: Path) -> str | None:
+    return _done_record(directory).get("key")
+
+
+def done_time(env: RunEnv, job: str) -> float | None:
+    """When ``job`` (see `do_once`) was last done in ``env``'s study, or None."""
+    return _done_record(env.study_dir / DONE_DIR / job).get("time")
+
+
+def export_once(env: RunEnv, spec: StudentSpec, export: Callable[[Path], object]) -> bool:
+    """Export a finished student to ``<study>/exports/<run>`` once among processes.
+
+    ``export(directory)`` writes the export into a new directory; it is written beside
+    the target under a temporary name and renamed into place, so a reader sees the old
+    export or the new one, whole. The key is the student's identity fingerprint: a
+    retrained student is exported again. True if this process exported it.
+    """
+    target = env.study_dir / "exports" / spec.name
+    fingerprint = RunDir(env.run_dir(spec)).read().get("fingerprint", "")
+
+    def work() -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f"{atomic.TEMPORARY_PREFIX}{os.getpid()}-{spec.name}")
+        old = target.with_name(f"{atomic.TEMPORARY_PREFIX}{os.getpid()}-old-{spec.name}")
+        for leftover in target.parent.glob(f"{atomic.TEMPORARY_PREFIX}*-{spec.name}"):
+            shutil.rmtree(leftover, ignore_errors=True)  # a killed exporter's (we hold the claim)
+        try:
+            export(temporary)
+            if target.exists():
+                os.rename(target, old)
+            os.rename(temporary, target)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+    return do_once(env, f"exports/{spec.name}", fingerprint, work)

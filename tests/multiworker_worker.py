@@ -110,4 +110,7 @@ def try_keras_fit(strategy, result_path):
 
 
 if __name__ == "__main__":
+    from lskd_tf.processes import exit_with_parent
+
+    exit_with_parent()  # the test process died (killed pytest): do not train on as an orphan
     main()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lskd_tf import atomic, claims
+from lskd_tf import atomic, claims, processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,8 @@ def _owner_pid(directory: Path) -> int | None:
         return None
 
 
-def _wait_for(condition, timeout_s: float = 10.0, what: str = "condition") -> None:
+def _wait_for(condition, timeout_s: float = 120.0, what: str = "condition") -> None:
+    """Poll ``condition`` until true; the limit only catches a hang (generous under load)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -87,7 +88,7 @@ def _dead_unreaped(pid: int) -> bool:
 def holder(tmp_path):
     """A live other process holding the claim on tmp_path/run (killed at the end)."""
     directory = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], cwd=tmp_path)
+    process = processes.popen([sys.executable, "-c", HOLDER, str(directory)], cwd=tmp_path)
     try:
         _wait_for(lambda: (directory / claims.CLAIM_FILE).exists() or process.poll() is not None,
                   what="the child's claim")  # fmt: skip
@@ -129,7 +130,7 @@ def test_a_killed_unreaped_holder_loses_its_claim_at_once(holder):
     assert _owner(directory)["pid"] == process.pid  # its claim.json is still there
     started = time.monotonic()
     assert claims.try_claim(directory, stale_after_s=600)
-    assert time.monotonic() - started < 5  # not the 600 s staleness limit
+    assert time.monotonic() - started < 60  # at once, not after the 600 s staleness limit
     assert _owner(directory)["pid"] == os.getpid()
     claims.release(directory)
 
@@ -181,7 +182,7 @@ def test_heartbeat_thread_refreshes_the_claim_until_release(tmp_path):
     assert claims.try_claim(directory, heartbeat_s=0.2)
     old = time.time() - 3600
     os.utime(path, (old, old))
-    _wait_for(lambda: path.stat().st_mtime > old + 3000, timeout_s=5, what="a heartbeat")
+    _wait_for(lambda: path.stat().st_mtime > old + 3000, what="a heartbeat")
     name = f"lskd_tf-claim-heartbeat:{directory.resolve()}"
     threads = [t for t in threading.enumerate() if t.name == name]
     assert len(threads) == 1 and threads[0].daemon
@@ -198,7 +199,7 @@ def test_the_heartbeat_is_at_most_a_quarter_of_the_staleness_limit(tmp_path):
     assert claims.try_claim(directory, stale_after_s=0.8, heartbeat_s=600)
     old = time.time() - 3600
     os.utime(path, (old, old))
-    _wait_for(lambda: path.stat().st_mtime > old + 3000, timeout_s=5, what="a heartbeat")
+    _wait_for(lambda: path.stat().st_mtime > old + 3000, what="a heartbeat")
     claims.release(directory)
 
 

@@ -17,8 +17,9 @@ from absl import flags
 from absl.testing import flagsaver
 from conftest import StopAtEpoch
 
-from lskd_tf import claims, experiment, results, sweep
+from lskd_tf import claims, experiment, processes, results, sweep
 from lskd_tf import flags as lf
+from lskd_tf.run_dir import RunDir
 from lskd_tf.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,8 +303,10 @@ def test_bad_teacher_checkpoints_fail_in_one_line(quick_study, tmp_path, capsys)
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
+    # --tensorboard_dir: the study declares its HParams before training finds no data
     code = run_main("--dataset=cifar100", f"--data_dir={tmp_path}", "--verbose=0",
-                    f"--output_dir={tmp_path / 'runs'}")  # fmt: skip
+                    f"--output_dir={tmp_path / 'runs'}",
+                    f"--tensorboard_dir={tmp_path / 'tb'}")  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "cifar100" in err and str(tmp_path) in err and err.count("\n") == 1
 
@@ -364,19 +367,20 @@ def test_interrupted_sweep_resumes_without_repeating(tmp_path):
 
 
 def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
-    """Two run.py processes on one output_dir: every run is trained exactly once."""
+    """Two run.py processes on one output_dir: every run is trained exactly once, and
+    every student exported once (issue #25: both used to export all of them)."""
     import subprocess
     import sys
 
     args = [
         sys.executable, str(ROOT / "run.py"), *FAST, f"--output_dir={tmp_path / 'runs'}",
-        f"--tensorboard_dir={tmp_path / 'tb'}", "--analyze=false", "--export=false",
+        f"--tensorboard_dir={tmp_path / 'tb'}", "--analyze=false",
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env) for _ in range(2)]  # fmt: skip
-    try:
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    procs = [processes.popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env) for _ in range(2)]  # fmt: skip
+    try:  # the limit only catches a hang: the pair takes ~1 min, several under load
+        outputs = [p.communicate(timeout=1800)[0] for p in procs]
     finally:
         for p in procs:
             p.kill()
@@ -386,3 +390,77 @@ def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
     expected = sorted(p.parent.name for p in (tmp_path / "runs" / "quick").glob("*/run.json"))
     assert len(expected) == 6
     assert sorted(trained) == expected  # each run once, by one of the two processes
+    counts = [re.search(r"\((\d+) exported now, (\d+) done already\)", out) for out in outputs]
+    assert all(counts), outputs
+    exported_now, done_already = ([int(c[i]) for c in counts] for i in (1, 2))
+    assert sum(exported_now) == 4 and done_already == [4 - n for n in exported_now]
+    exports = tmp_path / "runs" / "quick" / "exports"
+    assert sorted(p.name for p in exports.iterdir()) == [n for n in expected if "student" in n]
+    assert all((exports / name / "saved_model.pb").is_file() for name in os.listdir(exports))
+
+
+def test_exports_and_summaries_are_done_once_among_processes(tmp_path):
+    """Issue #25: every process sharing a study exported every student into the same
+    directories. Another holder of a job's claim is a thread here (a claim has one
+    holder per process), which a second process sees the same way."""
+    import threading
+
+    env = experiment.RunEnv(output_dir=str(tmp_path), study="s")
+    calls, inside, release = [], threading.Event(), threading.Event()
+
+    def slow_work():
+        calls.append("slow")
+        inside.set()
+        assert release.wait(60)
+
+    first = threading.Thread(target=sweep.do_once, args=(env, "results", "k1", slow_work))
+    first.start()
+    assert inside.wait(60)
+    done = []
+    second = threading.Thread(
+        target=lambda: done.append(
+            sweep.do_once(env, "results", "k1", lambda: calls.append("again"), poll_s=0.05)
+        )
+    )
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waits for the holder instead of repeating the work
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert calls == ["slow"] and done == [False]  # done once; the other reports it done
+    assert sweep.do_once(env, "results", "k2", lambda: calls.append("new runs"))
+    assert calls[-1] == "new runs"
+
+    # an export: written under a temporary name and renamed into place, once per student
+    # identity; a retrained student (another fingerprint) replaces it whole
+    spec = experiment.plan_study(experiment.StudySpec(teacher_smoothings=(0.0,),
+                                                      temperatures=(4.0,)))[1]  # fmt: skip
+    run = RunDir(env.run_dir(spec))
+    run.write({"status": "finished", "fingerprint": "a"})
+    written = []
+
+    def export(target):
+        assert not target.exists() and target.name.startswith(".tmp")
+        target.mkdir()
+        (target / "saved_model.pb").write_text(f"export {len(written)}")
+        written.append(target)
+
+    assert sweep.export_once(env, spec, export) and not sweep.export_once(env, spec, export)
+    exports = tmp_path / "s" / "exports"
+    assert len(written) == 1 and sorted(p.name for p in exports.iterdir()) == [spec.name]
+    assert (exports / spec.name / "saved_model.pb").read_text() == "export 0"
+    run.write({"status": "finished", "fingerprint": "b"})
+    assert sweep.export_once(env, spec, export)
+    assert (exports / spec.name / "saved_model.pb").read_text() == "export 1"
+    assert sorted(p.name for p in exports.iterdir()) == [spec.name]  # no temporaries left
+
+    def failing(target):
+        target.mkdir()
+        raise OSError(28, "No space left on device")
+
+    run.write({"status": "finished", "fingerprint": "c"})
+    with pytest.raises(OSError):
+        sweep.export_once(env, spec, failing)
+    assert (exports / spec.name / "saved_model.pb").read_text() == "export 1"  # kept whole
+    assert sorted(p.name for p in exports.iterdir()) == [spec.name]

@@ -14,7 +14,8 @@ _spec.loader.exec_module(kill_study)
 @pytest.mark.slow
 def test_random_sigkills_finish_bit_identical(tmp_path):
     summary = kill_study.main(["--kills=3", "--seed=1", f"--out={tmp_path}"])
-    # kill moments are drawn inside the training time the reference measured here, so
-    # at least two of three land while runs remain (the third may find all finished)
+    # kill moments follow the study's progress (a random epoch still to do, then a part
+    # of a reference epoch), whatever the machine's load: at least two of three land
+    # while runs remain (a kill in the last epoch may come after the study finished)
     assert summary["kills"] >= 2
     assert summary["problems"] == []

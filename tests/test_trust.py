@@ -495,3 +495,51 @@ def test_a_damaged_history_csv_is_reported(study, tmp_path, capsys):
         line = one_error_line(capsys)
         assert f"{history} is damaged" in line and "delete the run directory" in line
         assert history.read_text() == garbage, garbage  # never overwritten
+
+
+def _corpus(directory: Path, animal: str, lines: int = 40) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "valid", "test"):
+        (directory / f"{split}.de").write_text(
+            "".join(f"die {animal} {i % 7} ist klein\n" for i in range(lines))
+        )
+        (directory / f"{split}.en").write_text(
+            "".join(f"the cat {i % 7} is small\n" for i in range(lines))
+        )
+
+
+def test_other_sentences_under_the_same_name_are_refused(tmp_path, capsys):
+    """Issue #25: another --data_dir, or train.de edited in place (vocabulary folder
+    removed), used to report the old run as if it matched."""
+    data, other = tmp_path / "data", tmp_path / "other"
+    _corpus(data, "katze")
+    _corpus(other, "maus")
+    args = [f"--output_dir={tmp_path}/runs", f"--tensorboard_dir={tmp_path}/tb",
+            "--task=translation", "--dataset=iwslt14", "--vocab_size=40",
+            "--teacher_models=transformer_tiny", "--student_models=transformer_tiny",
+            "--mode=teacher", "--verbose=0"]  # fmt: skip
+    # The finished run as training records it (identity and fingerprint), without the
+    # training itself: the refusal happens before any training.
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["run.py", *args, f"--data_dir={data}"])
+        spec, env = lf.single_run_spec(), lf.run_env()
+    found = experiment.identity.check(spec, env)
+    RunDir(env.run_dir(spec)).write(
+        experiment.identity.with_identity({"status": "finished", **spec.record()}, found)
+    )
+    runs = tmp_path / "runs"
+    before = snapshot(runs)
+    assert cli(*args, f"--data_dir={data}") == 0  # the same sentences: reused
+    assert snapshot(runs) == before
+    assert cli(*args, f"--data_dir={other}") == 2
+    line = one_error_line(capsys)
+    assert "was trained with other settings" in line and "data.content.files" in line
+    assert snapshot(runs) == before
+    train_de = data / "train.de"
+    train_de.write_text(train_de.read_text().replace("katze", "hund"))
+    shutil.rmtree(next(data.glob("vocab-*")))
+    assert cli(*args, f"--data_dir={data}") == 2
+    line = one_error_line(capsys)
+    assert "data.content.files.train.de" in line and "vocabulary_sha256" in line
+    assert snapshot(runs) == before

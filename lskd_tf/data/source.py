@@ -16,6 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from lskd_tf.data import fingerprint
 from lskd_tf.data.info import DataNotFoundError, DatasetInfo
 
 
@@ -85,6 +86,16 @@ class Source:
     def eval_image(self, image, options: dict[str, Any]):
         raise NotImplementedError
 
+    def fingerprint(self, data_dir: str | None, options: dict[str, Any]) -> dict | None:
+        """What identifies the examples' content beyond the name and options, or None.
+
+        Recorded in a run's identity (`lskd_tf.experiment.identity`), so a re-run on
+        other data is refused instead of reusing the old run. A source that reads user
+        files returns their fingerprint (`lskd_tf.data.fingerprint`); a generated one
+        (fixed by its options) returns None.
+        """
+        return None
+
     def discrete_views(self, options: dict[str, Any]):
         """The finite view set of `train_image`, if its augmentation is discrete, else None.
 
@@ -101,6 +112,12 @@ class TfdsSource(Source):
     skip_decoding: bool = False
     #: the steps to obtain the data, for the "missing data" message ({data_dir} is filled)
     how_to_get: str = ""
+
+    def fingerprint(self, data_dir, options):
+        """The TFDS builder's name, version and the splits a run reads."""
+        return fingerprint.tfds(
+            self.name, default_data_dir(data_dir), (self.train_split, self.eval_split)
+        )
 
     def examples(self, split, data_dir, download, options):
         return load_tfds(

@@ -9,7 +9,11 @@ the run it holds has exactly the identity of the run asked for. The identity is:
 * the dataset and its options (not where it is stored: ``data_dir``, ``download``,
   ``cache`` do not change the examples), as the task reports them (`Task.data_identity`:
   ImageNet and CUB runs also record every resolved preprocessing option, since their
-  preprocessing changed after runs existed);
+  preprocessing changed after runs existed), and, for data read from files, the
+  content's fingerprint (``data.content``, `lskd_tf.tasks.Task.data_fingerprint`: each
+  text file's SHA-256 and the learned vocabulary's for translation, the builder's name,
+  version and splits for TFDS sets), so other sentences under the same name and
+  options make another run;
 * the mixed-precision policy;
 * for a student, its teacher's identity (a study's teacher run: retraining the teacher
   with other settings makes new students) or the SHA-256 of the teacher checkpoint file.
@@ -18,6 +22,11 @@ Its SHA-256 (`fingerprint`) is recorded in run.json beside it. A mismatch raises
 `RunConflictError` naming the run, each setting that differs (old → new) and the ways
 out: another study name, or ``on_conflict="overwrite"``, which moves the old run aside
 to ``<study>/.replaced/`` (nothing is deleted) and trains it again.
+
+Entries added to the identity after runs existed (`ADDED_LATER`, e.g. ``data.content``)
+follow `lskd_tf.settings`' rule: a run recorded without one still matches (it resumes,
+is skipped when finished and is reported), and the first re-run that computes the entry
+records it in run.json; from then on a change of it is refused like any other.
 """
 
 from __future__ import annotations
@@ -28,13 +37,15 @@ import shutil
 import time
 from pathlib import Path
 
-from lskd_tf import tasks
+from lskd_tf import distribute, tasks
 from lskd_tf.checksums import file_sha256
 from lskd_tf.experiment.specs import RunEnv, RunSpec, TeacherSpec
-from lskd_tf.run_dir import RunDir
+from lskd_tf.run_dir import FINISHED, RunDir
 
 ON_CONFLICT = ("error", "overwrite")
 REPLACED_DIR = ".replaced"
+ADDED_LATER = (("data", "content"),)
+"""Identity entries (paths of keys) that runs recorded before them lack."""
 
 
 class RunConflictError(ValueError):
@@ -43,10 +54,15 @@ class RunConflictError(ValueError):
 
 def identity(spec: RunSpec, env: RunEnv) -> dict:
     """Everything that changes the run's result (see the module docstring)."""
+    task = tasks.get(spec.task)
+    data = task.data_identity(spec.data)
+    content = task.data_fingerprint(spec.data)
+    if content is not None:
+        data["content"] = content
     found = {
         **spec.record(),
         "train": spec.train.identity(),
-        "data": tasks.get(spec.task).data_identity(spec.data),
+        "data": data,
         "mixed_precision": env.mixed_precision,
     }
     if spec.pretrained:  # the weights themselves, not only their file name
@@ -103,6 +119,49 @@ def differences(old: dict | None, new: dict) -> list[str]:
     ]
 
 
+def _lacks(recorded: dict, path: tuple[str, ...]) -> bool:
+    for key in path[:-1]:
+        recorded = recorded.get(key)
+        if not isinstance(recorded, dict):
+            return False
+    return path[-1] not in recorded
+
+
+def _without(found: dict, path: tuple[str, ...]) -> dict:
+    if len(path) == 1:
+        return {key: value for key, value in found.items() if key != path[0]}
+    head, *rest = path
+    if not isinstance(found.get(head), dict):
+        return found
+    return {**found, head: _without(found[head], tuple(rest))}
+
+
+def as_recorded(wanted: dict, recorded: dict | None) -> dict:
+    """``wanted`` without the `ADDED_LATER` entries that ``recorded`` lacks (a student's
+    teacher identity included): what a run recorded before those entries must equal."""
+    if not isinstance(recorded, dict):
+        return wanted
+    for path in ADDED_LATER:
+        if _lacks(recorded, path):
+            wanted = _without(wanted, path)
+    if isinstance(wanted.get("teacher"), dict) and isinstance(recorded.get("teacher"), dict):
+        wanted = {**wanted, "teacher": as_recorded(wanted["teacher"], recorded["teacher"])}
+    return wanted
+
+
+def _record_added_entries(run: RunDir, recorded: dict, wanted: dict, env: RunEnv) -> None:
+    """Write the identity's new entries into a finished run recorded without them.
+
+    Only a finished run (an unfinished one records its identity when it resumes, and
+    the process holding it may be writing its run.json right now), and only by the
+    chief of a multi-worker job (the only worker that writes).
+    """
+    if recorded.get("status") != FINISHED or not distribute.is_chief(env.strategy):
+        return
+    run.write(with_identity(recorded, wanted))
+    print(f"recorded the data fingerprint of {run.name} (run.json had none yet)", flush=True)
+
+
 def check(spec: RunSpec, env: RunEnv, *, on_conflict: str = "error") -> dict:
     """The run's identity, after making sure its directory holds this run or nothing.
 
@@ -117,6 +176,9 @@ def check(spec: RunSpec, env: RunEnv, *, on_conflict: str = "error") -> dict:
     run = RunDir(env.run_dir(spec))
     recorded = run.read()
     if recorded is None or recorded.get("identity") == wanted:
+        return wanted
+    if recorded.get("identity") == as_recorded(wanted, recorded.get("identity")):
+        _record_added_entries(run, recorded, wanted, env)
         return wanted
     if on_conflict == "overwrite":
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -140,8 +202,10 @@ def with_identity(run_info: dict, found: dict) -> dict:
 
 
 __all__ = [
+    "ADDED_LATER",
     "ON_CONFLICT",
     "RunConflictError",
+    "as_recorded",
     "check",
     "differences",
     "fingerprint",

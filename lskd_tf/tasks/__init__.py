@@ -91,6 +91,18 @@ class Task:
         """
         return {"name": data.name, "options": [list(o) for o in data.options]}
 
+    def data_fingerprint(self, data) -> dict | None:
+        """What identifies the content of ``data``'s examples, or None (the default).
+
+        A run's identity (`lskd_tf.experiment.identity`) records it, so that a re-run on
+        other data (another ``data_dir``, files edited in place, another TFDS version) is
+        refused instead of silently reusing the old run. A dataset read from user files
+        returns their fingerprint (`lskd_tf.data.fingerprint`); one generated from its
+        options (already in the identity) returns None. Computing it must be cheap on
+        an unchanged dataset: it runs on every start, for finished runs too.
+        """
+        return None
+
     def train_fn(self, data, *, batch_size: int, seed: int) -> Callable:
         """``(epoch, input_context=None) -> tf.data.Dataset`` of global training batches.
 

@@ -42,6 +42,12 @@ class ImageClassification(tasks.Task):
         preprocessing = datasets.get_source(data.name).preprocessing(dict(data.options))
         return {**found, "preprocessing": preprocessing} if preprocessing else found
 
+    def data_fingerprint(self, data) -> dict | None:
+        """The source's fingerprint (`lskd_tf.data.source.Source.fingerprint`)."""
+        source = datasets.get_source(data.name)
+        options = {k: v for k, v in data.options if k != "superclass_mapping"}  # get_info's
+        return source.fingerprint(data.data_dir, source.resolve_options(options))
+
     def dataset(
         self, data, split: str, *, batch_size: int, training: bool, seed: int = 0,
         classes=None, per_class: int | None = None,

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from lskd_tf.data import fingerprint as data_fingerprint
 from lskd_tf.data.info import DataNotFoundError
 from lskd_tf.seeding import epoch_seed
 from lskd_tf.tasks.translation import corpus, tokenizer
@@ -380,7 +381,8 @@ def _raw_split_cached(
     return tuple(sources), tuple(targets)
 
 
-def _read_text_split(config: _Config, split: str):
+def _text_paths(config: _Config, split: str) -> list[Path]:
+    """A text split's (source, target) files; `DataNotFoundError` when one is missing."""
     o = config.opts
     directory = _text_dir(config)
     paths = [directory / f"{split}.{o[lang]}" for lang in ("source_language", "target_language")]
@@ -395,6 +397,12 @@ def _read_text_split(config: _Config, split: str):
             f"dataset {config.name!r}: no {' or '.join(missing)} in data_dir={str(directory)!r}; "
             + how
         )
+    return paths
+
+
+def _read_text_split(config: _Config, split: str):
+    o = config.opts
+    paths = _text_paths(config, split)
     empty = [str(p) for p in paths if p.stat().st_size == 0]
     if empty:
         raise ValueError(
@@ -463,12 +471,11 @@ def _vocab_dir_and_key(config: _Config) -> tuple[Path, dict[str, Any]]:
         root = Path(config.data_dir) if config.data_dir else CACHE_ROOT
         directory = root / "translation" / f"embedded-{suffix}-{digest}"
     elif config.name in ("iwslt14", "text"):
-        text_dir = _text_dir(config)
-        digest = hashlib.sha256()
-        for lang in (o["source_language"], o["target_language"]):
-            digest.update((text_dir / f"train.{lang}").read_bytes())
-        key = {"dataset": config.name, "languages": pair, "train_sha256": digest.hexdigest()}
-        directory = text_dir / f"vocab-{pair}-{suffix}"
+        # The training files' joint SHA-256 (source bytes, then target bytes), the same
+        # cached pass that the run's identity records (`fingerprint`).
+        train_sha256 = data_fingerprint.files_sha256(_text_paths(config, "train")).joint
+        key = {"dataset": config.name, "languages": pair, "train_sha256": train_sha256}
+        directory = _text_dir(config) / f"vocab-{pair}-{suffix}"
     else:
         key = {"dataset": config.name, "languages": pair}
         directory = (
@@ -503,6 +510,33 @@ def _vocabulary_cached(config: _Config, stamp) -> tokenizer.Vocabulary:
 def vocabulary(name: str, *, data_dir=None, **options: Any) -> tokenizer.Vocabulary:
     """The dataset's joint vocabulary, learned on its training split on first use."""
     return _vocabulary(_config(name, data_dir, options))
+
+
+def fingerprint(name: str, *, data_dir=None, **options: Any) -> dict[str, Any]:
+    """What identifies a dataset's sentences and vocabulary (a run's identity records it).
+
+    * ``files`` (``iwslt14``, ``text``): per split, per language, the SHA-256 of the
+      file's bytes (`lskd_tf.data.fingerprint.files_sha256`: streamed, cached beside
+      the data by size and mtime, so an unchanged corpus is not read again);
+    * ``tfds``, ``version``, ``splits`` (TFDS sets): the builder and what it reads;
+    * ``vocabulary_sha256`` (every dataset): the learned SentencePiece model's SHA-256,
+      so a vocabulary learned again on other data makes other runs.
+
+    The embedded corpus is generated from its options (already in the identity), so
+    only its vocabulary is recorded.
+    """
+    config = _config(name, data_dir, options)
+    vocabulary_sha256 = _vocabulary(config).fingerprint  # missing data: its one-line error
+    found: dict[str, Any] = {}
+    if config.name in ("iwslt14", "text"):
+        o = config.opts
+        languages = (o["source_language"], o["target_language"])
+        for split in config.splits:
+            digests = data_fingerprint.files_sha256(_text_paths(config, split))
+            found.setdefault("files", {})[split] = dict(zip(languages, digests.files))
+    elif config.name != "embedded":
+        found.update(data_fingerprint.tfds(config.name, _tfds_root(config), config.splits))
+    return {**found, "vocabulary_sha256": vocabulary_sha256}
 
 
 # ---------------------------------------------------------------------------- tokenized splits

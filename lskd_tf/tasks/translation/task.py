@@ -67,6 +67,11 @@ class Translation(tasks.Task):
         options, _ = data.split_options(spec.options)
         return data.get_info(spec.name, data_dir=spec.data_dir, **options)
 
+    def data_fingerprint(self, spec) -> dict:
+        """The sentences' and the vocabulary's fingerprint (`data.fingerprint`)."""
+        options, _ = data.split_options(spec.options)
+        return data.fingerprint(spec.name, data_dir=spec.data_dir, **options)
+
     def train_fn(self, spec, *, batch_size: int, seed: int) -> Callable:
         options, evaluation = data.split_options(spec.options)
         budget = evaluation["max_tokens"]
