@@ -210,7 +210,9 @@ def test_preprocessing_enters_only_imagenet_and_cub_identities():
         "options": [],
     }
     cifar = TeacherSpec(model="resnet8", data=DataSpec(name="cifar100"))
-    assert identity(cifar, env)["data"] == {"name": "cifar100", "options": []}
+    cifar_data = identity(cifar, env)["data"]
+    assert cifar_data.pop("content")["tfds"] == "cifar100"  # the data's fingerprint (#25)
+    assert cifar_data == {"name": "cifar100", "options": []}
     rotation = (("max_rotation_degrees", 15.0),)
     cub = TeacherSpec(model="resnet8", data=DataSpec(name="caltech_birds2011", options=rotation))
     found = identity(cub, env)
