@@ -62,8 +62,16 @@ def first_per_class(
     ds = examples.filter(
         lambda image, label: tf.reduce_any(tf.equal(wanted, tf.cast(label, tf.int64)))
     )
+    def kept(example, keep):
+        return keep
+
+    def example_only(example, keep):
+        return example
+
+    # Named functions, not two lambdas on one line: AutoGraph cannot tell such lambdas
+    # apart and prints a warning per call.
     ds = ds.scan(tf.zeros([len(classes)], tf.int64), count)
-    ds = ds.filter(lambda example, keep: keep).map(lambda example, keep: example)
+    ds = ds.filter(kept).map(example_only)
     return ds.take(len(classes) * int(per_class))
 
 
