@@ -439,7 +439,8 @@ def test_every_dataset_name_passes_flag_validation(tmp_path, capsys, task, datas
     models = ["--teacher_models=transformer_tiny", "--student_models=transformer_tiny"] if (
         task == "translation") else ["--teacher_models=resnet8"]  # fmt: skip
     code = cli(f"--task={task}", f"--dataset={dataset}", f"--data_dir={tmp_path}",
-               f"--output_dir={tmp_path}/runs", *models, *extra)  # fmt: skip
+               f"--output_dir={tmp_path}/runs", f"--tensorboard_dir={tmp_path}/tb",
+               *models, *extra)  # fmt: skip
     line = one_error_line(capsys)
     assert code == 2 and "--helpfull" not in line, line
     assert str(tmp_path) in line or dataset.split("/")[0] in line, line
