@@ -62,6 +62,7 @@ def first_per_class(
     ds = examples.filter(
         lambda image, label: tf.reduce_any(tf.equal(wanted, tf.cast(label, tf.int64)))
     )
+
     def kept(example, keep):
         return keep
 
