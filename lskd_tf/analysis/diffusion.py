@@ -91,6 +91,7 @@ from lskd_tf.analysis._validation import (
 # Rows are processed in chunks so float64 copies of ImageNet-sized feature matrices
 # (50,000 x 2,048) never exist in full.
 _CHUNK_ROWS = 8192
+_CHUNK_VALUES = 1 << 22  # ~32 MB of float64 per (rows, K) copy in `sibling_margin`
 
 
 def semantic_mass(probs, labels, superclass) -> dict[str, float]:
@@ -287,8 +288,11 @@ def sibling_margin(logits, labels, superclass) -> dict[str, float]:
     y = check_labels(labels, num_classes, num_examples)
     groups = check_superclass(superclass, num_classes)
     margins = np.full(num_examples, np.nan)
-    for start in range(0, num_examples, _CHUNK_ROWS):
-        rows = slice(start, start + _CHUNK_ROWS)
+    # (rows, K) float64 copies: bound their size by values, not rows (a translation
+    # vocabulary has K ~ 10^4, so 8192 rows would be 650 MB per copy).
+    chunk_rows = max(1, _CHUNK_VALUES // num_classes)
+    for start in range(0, num_examples, chunk_rows):
+        rows = slice(start, start + chunk_rows)
         chunk, targets = z[rows].astype(np.float64), y[rows]
         if not np.all(np.isfinite(chunk)):
             raise ValueError("`logits` contains NaN or infinite values.")
