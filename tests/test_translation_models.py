@@ -351,6 +351,25 @@ def test_cached_search_equals_the_previous_decoder():
         assert decoding.translate_ids(model, sources, **options) == best
 
 
+def test_models_of_one_architecture_share_one_trace_and_keep_their_own_outputs():
+    """The search is traced once per architecture and fed each model's weights: models
+    decoded alternately each give their own (reference decoder's) hypotheses."""
+    first, second = tiny(vocab=30, max_length=32, seed=7), tiny(vocab=30, max_length=32, seed=8)
+    assert decoding._compiled(first) is decoding._compiled(second)
+    rng = np.random.default_rng(3)
+    sources = rng.integers(4, 30, (4, 7)).astype(np.int32)
+    sources[:, -1] = EOS_ID
+    options = dict(beam_size=3, max_length=10)
+    expected = {
+        id(model): [h[0][1] for h in beam_reference.beam_search(
+            beam_reference.Compiled(model), sources, **options)]
+        for model in (first, second)
+    }  # fmt: skip
+    assert expected[id(first)] != expected[id(second)]
+    for model in (first, second, first):
+        assert decoding.translate_ids(model, sources, **options) == expected[id(model)]
+
+
 def test_length_rule_is_per_sentence_and_empty_sources_translate_to_nothing():
     """An untrained model repeats a token until it is stopped: each sentence stops at its
     own limit min(max_length, floor(a * n) + b), alone or batched with any other."""

@@ -37,7 +37,8 @@ the decoder with keras_hub's ``TransformerDecoder`` key/value cache (`models.dec
 the decoder's self-attention keys/values of the prefix are kept, the cross-attention
 keys/values of the source are computed once), so a step costs O(1) layers' work instead
 of re-running the decoder over the whole prefix. The beam bookkeeping is tensor ops,
-batched over sentences and beams, inside one ``tf.function`` per model (a
+batched over sentences and beams, inside one ``tf.function`` per model architecture,
+traced once per process and fed each model's weights (`_Shared`; a
 ``tf.while_loop`` that stops when every sentence is done); sentences already done keep
 their rows until the batch ends. No XLA (not measured for decoding): the cache's and
 the hypotheses' shapes depend on the batch (source width, limits), so XLA would compile
@@ -53,6 +54,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import weakref
 
@@ -276,7 +278,69 @@ class _Compiled:
         self.run = run
 
 
+class _Shared:
+    """The compiled search of a model *architecture*, run with any model's weights.
+
+    Tracing `search` costs about a second per model on a CPU, and a study decodes many
+    models of one architecture (best and last checkpoint of every teacher and student).
+    A clone of the first model of each architecture (same config, same variable shapes)
+    keeps the one traced function; every call first copies the caller's weights into
+    it, which costs a memory copy of the weights, not a trace. Outputs are those of the
+    caller's model: the same graph on the same weights.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.shell = keras.models.clone_model(model)
+        self.compiled = _Compiled(self.shell)
+        self.max_positions = self.compiled.max_positions
+
+    def matches(self, model: keras.Model) -> bool:
+        return len(self.shell.weights) == len(model.weights) and all(
+            a.shape == b.shape and a.dtype == b.dtype
+            for a, b in zip(self.shell.weights, model.weights)
+        )
+
+    def bind(self, model: keras.Model) -> _Compiled:
+        for mine, theirs in zip(self.shell.weights, model.weights):
+            mine.assign(theirs)
+        return self.compiled
+
+
+_SHARED: dict[str, _Shared] = {}
+_SHARED_LIMIT = 4  # architectures kept per process (each holds one copy of the weights)
+
+
+def _architecture(model: keras.Model) -> str | None:
+    """A key equal for models that trace the same search (None: not cloneable)."""
+    try:
+        config = json.dumps(
+            {"class": type(model).__qualname__, "config": model.get_config()},
+            sort_keys=True, default=repr,
+        )  # fmt: skip
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    return config + repr([(tuple(w.shape), str(w.dtype)) for w in model.weights])
+
+
 def _compiled(model: keras.Model) -> _Compiled:
+    """The compiled search for ``model``: shared by every model of its architecture
+    (`_Shared`), else traced for this model alone (kept as long as the model lives)."""
+    key = _architecture(model)
+    if key is not None:
+        shared = _SHARED.get(key)
+        if shared is None:
+            try:
+                shared = _Shared(model)
+            except (NotImplementedError, TypeError, ValueError):
+                shared = None
+            if shared is not None and shared.matches(model):
+                if len(_SHARED) >= _SHARED_LIMIT:
+                    _SHARED.pop(next(iter(_SHARED)))
+                _SHARED[key] = shared
+            else:
+                shared = None
+        if shared is not None:
+            return shared.bind(model)
     try:
         found = _FUNCTIONS.get(model)
         if found is None:
