@@ -97,7 +97,9 @@ def _strategy():
         return None  # the default strategy: one device
     from lskd_tf.distribute import get_strategy
 
-    return get_strategy(lf.STRATEGY.value)
+    return get_strategy(
+        lf.STRATEGY.value, cluster=lf.CLUSTER.value, slurm_port_base=lf.SLURM_PORT_BASE_FLAG.value
+    )
 
 
 def _write_flagfile(env):

@@ -52,6 +52,34 @@ def test_strategy_names_and_tf_config_are_checked(monkeypatch):
     assert distribute.get_strategy("default") is tf.distribute.get_strategy()
 
 
+def test_slurm_step_gives_the_cluster_without_tf_config(monkeypatch):
+    """An srun task's SLURM variables make the cluster (CPU nodes: no GPU share is set)."""
+    from lskd_tf import flags as lf
+
+    assert (lf.CLUSTERS, lf.SLURM_PORT_BASE) == (distribute.CLUSTERS, distribute.SLURM_PORT_BASE)
+    for name in ("TF_CONFIG", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="unknown cluster 'k8s'; choose one of: auto"):
+        distribute.get_strategy("multi_worker", cluster="k8s")
+    with pytest.raises(ValueError, match="cluster 'slurm' needs a SLURM job step started by"):
+        distribute.get_strategy("multi_worker", cluster="slurm")
+    with pytest.raises(ValueError, match="or to run as one of several tasks of a SLURM"):
+        distribute.get_strategy("multi_worker")  # auto: neither TF_CONFIG nor srun
+    step = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "3",
+            "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2,1"}  # fmt: skip
+    assert distribute.in_slurm_step(step)
+    assert not distribute.in_slurm_step({**step, "SLURM_STEP_NUM_TASKS": "1"})  # array task
+    for name, value in {**step, "CUDA_VISIBLE_DEVICES": "-1"}.items():
+        monkeypatch.setenv(name, value)
+    resolver = distribute.slurm_cluster_resolver(port_base=9000)
+    assert resolver.cluster_spec().as_dict() == {"worker": ["n1:9000", "n1:9001", "n2:9000"]}
+    assert resolver.get_task_info() == ("worker", 2)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "-1"  # left alone: no GPU to share
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1,1")  # 2 tasks listed, 3 in the step
+    with pytest.raises(ValueError, match="SlurmClusterResolver could not read this job step"):
+        distribute.slurm_cluster_resolver()
+
+
 def test_chief_writes_the_run_dir_and_the_others_a_temporary_one(monkeypatch, tmp_path):
     run_dir = tmp_path / "run"
     monkeypatch.delenv("TF_CONFIG", raising=False)
