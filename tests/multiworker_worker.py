@@ -68,6 +68,8 @@ def main():
         "multi_worker" if multi else "default", collective_timeout_s=args.timeout,
         slurm_port_base=args.port_base,
     )  # fmt: skip
+    if multi:  # which resolver made the cluster (the SLURM test checks it)
+        print(f"cluster resolver: {type(strategy.cluster_resolver).__name__}", flush=True)
     if args.keras_fit:
         try_keras_fit(strategy, os.path.join(args.out, f"fit_{args.name}.json"))
         return

@@ -191,11 +191,13 @@ def free_ports(count):
     return ports
 
 
-def start(out, name, *args, tf_config=None, tmp=None):
+def start(out, name, *args, tf_config=None, tmp=None, slurm=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_CONFIG", None)
+    for variable in [v for v in env if v == "TF_CONFIG" or v.startswith("SLURM_")]:
+        env.pop(variable)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
+    env.update(slurm or {})
     if tmp:
         env["TMPDIR"] = str(tmp)  # where a non-chief's temporary write dir goes
     log = open(out / f"log_{name}.txt", "w")
@@ -214,6 +216,45 @@ def start_cluster(out, *args, tmp=None):
             *args,
             tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}},
             tmp=tmp,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+
+
+def consecutive_free_ports(count):
+    """A first port whose ``count`` successors are free (SlurmClusterResolver's port_base)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def start_slurm_step(out, *args, tmp=None):
+    """Two tasks of a simulated ``srun --ntasks=2`` on one node: SLURM's variables, no TF_CONFIG.
+
+    This TensorFlow's SlurmClusterResolver expands SLURM_STEP_NODELIST itself (no
+    ``scontrol``), so no fake ``scontrol`` is needed.
+    """
+    port_base = consecutive_free_ports(2)
+    step = {"SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_STEP_TASKS_PER_NODE": "2", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    return [
+        start(
+            out,
+            f"w{i}",
+            *args,
+            f"--port_base={port_base}",
+            tmp=tmp,
+            slurm={**step, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
         )  # fmt: skip
         for i in range(2)
     ]
@@ -263,18 +304,30 @@ def test_canary_keras_fit_still_fails_multi_worker(tmp_path):
 
 
 def test_two_workers_equal_each_other_and_one_process(tmp_path):
+    """Two workers of a simulated ``srun --ntasks=2`` (SLURM variables, no TF_CONFIG:
+    SlurmClusterResolver makes the cluster) train what one process trains.
+
+    One pair only, to keep the suite's time: the TF_CONFIG route makes the same
+    `MultiWorkerMirroredStrategy` and runs the same loop, and its clusters train in
+    the canary, the killed-worker test and the run.py study test below.
+    """
     multi, single, tmp = tmp_path / "multi", tmp_path / "single", tmp_path / "tmp"
     for directory in (multi, single, tmp):
         directory.mkdir()
-    workers = start_cluster(multi, tmp=tmp) + [start(single, "one")]
+    workers = start_slurm_step(multi, tmp=tmp) + [start(single, "one")]
     try:
         logs = ((multi, "w0"), (multi, "w1"), (single, "one"))
         for process, (out, name) in zip(workers, logs):
             assert exit_code(process, f"worker {name}") == 0, log_of(out, name)
     finally:
         stop(workers)
+    assert "SlurmClusterResolver" in log_of(multi, "w0")  # the cluster came from SLURM
+    check_two_workers_equal_one_process(multi, np.load(single / "result_one.npz"))
+    assert list(tmp.iterdir()) == []
+
+
+def check_two_workers_equal_one_process(multi, one):
     w0, w1 = (np.load(multi / f"result_{name}.npz") for name in ("w0", "w1"))
-    one = np.load(single / "result_one.npz")
     assert bool(w0["chief"]) and not bool(w1["chief"])
     weights = [key for key in one.files if key.startswith(("teacher_", "student_"))]
     assert len(weights) == 2 * 7  # conv, 4 BatchNorm, dense kernel and bias, per model
@@ -291,7 +344,6 @@ def test_two_workers_equal_each_other_and_one_process(tmp_path):
         assert (multi / role / "history.csv").exists() and (multi / role / "last.keras").exists()
         info = json.loads((multi / role / "run.json").read_text())
         assert info["status"] == "finished" and info["num_replicas"] == 2
-    assert list(tmp.iterdir()) == []
 
 
 def test_a_killed_worker_makes_the_run_fail_cleanly(tmp_path):
