@@ -371,8 +371,9 @@ def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
     every student exported once (issue #25: both used to export all of them).
 
     Their environment is what the two tasks of a SLURM array job see
-    (tools/slurm/sweep_array.sbatch): SLURM_ARRAY_TASK_ID 0 and 1 of 2, one task each. The claims share the
-    study; nothing reads the array variables (and a one-task step is no cluster)."""
+    (tools/slurm/sweep_array.sbatch): SLURM_ARRAY_TASK_ID 0 and 1 of 2, one task each.
+    The claims share the study; nothing reads the array variables (and a one-task
+    step is no multi-worker cluster)."""
     import subprocess
     import sys
 
