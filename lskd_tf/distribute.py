@@ -245,6 +245,13 @@ def get_strategy(
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    if cluster not in CLUSTERS:
+        raise ValueError(f"unknown cluster {cluster!r}; choose one of: {', '.join(CLUSTERS)}")
+    if cluster != "auto" and name != "multi_worker":
+        raise ValueError(
+            f"cluster {cluster!r} is for strategy 'multi_worker', not {name!r}: choose "
+            "strategy 'multi_worker' or leave cluster at 'auto'"
+        )
     if collective_timeout_s is not None and not collective_timeout_s > 0:
         raise ValueError(f"collective_timeout_s must be > 0 or None, got {collective_timeout_s}")
     if name == "default":
@@ -254,8 +261,6 @@ def get_strategy(
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(list(devices) if devices else None)
     if name == "multi_worker":
-        if cluster not in CLUSTERS:
-            raise ValueError(f"unknown cluster {cluster!r}; choose one of: {', '.join(CLUSTERS)}")
         use_slurm = cluster == "slurm" or (
             cluster == "auto" and read_tf_config() is None and in_slurm_step()
         )

@@ -61,6 +61,8 @@ def test_slurm_step_gives_the_cluster_without_tf_config(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValueError, match="unknown cluster 'k8s'; choose one of: auto"):
         distribute.get_strategy("multi_worker", cluster="k8s")
+    with pytest.raises(ValueError, match="cluster 'slurm' is for strategy 'multi_worker', not"):
+        distribute.get_strategy("mirrored", cluster="slurm")
     with pytest.raises(ValueError, match="cluster 'slurm' needs a SLURM job step started by"):
         distribute.get_strategy("multi_worker", cluster="slurm")
     with pytest.raises(ValueError, match="or to run as one of several tasks of a SLURM"):
