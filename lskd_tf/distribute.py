@@ -314,6 +314,8 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     """Whether this process writes the run's files: the ``chief`` task, else ``worker`` 0.
 
     True without a cluster (single process), as TensorFlow's multi-worker guide does.
+    Without ``strategy`` only ``TF_CONFIG`` is read: a SLURM cluster is known from its
+    strategy's resolver.
     """
     task_type, index, cluster = _task(strategy)
     if task_type is None:

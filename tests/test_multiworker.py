@@ -1,7 +1,8 @@
 """Distributed training: strategy choice, chief-only writes, the multi-worker epoch loop.
 
 The multi-worker tests start real `MultiWorkerMirroredStrategy` clusters of two
-processes on 127.0.0.1 (tests/multiworker_worker.py), with free ports, and every
+processes on this machine (tests/multiworker_worker.py), clustered by TF_CONFIG or by
+simulated SLURM `srun` variables (SlurmClusterResolver), with free ports, and every
 process killed at the end whatever happens (and, through `lskd_tf.processes.popen`,
 when the test process itself is killed). Every wait ends on an event (a process exits,
 a file appears); its limit, `LIMIT_S`, only catches a hang: a loaded machine (a load
