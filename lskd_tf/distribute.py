@@ -402,7 +402,7 @@ def raise_if_peer_failure(
     raise WorkerFailureError(
         "multi-worker training stopped: another worker died or stopped answering "
         f"({type(error).__name__}: {detail}). The files of the finished epochs in "
-        f"{run_dir} are complete; restart every worker (same TF_CONFIG) to resume."
+        f"{run_dir} are complete; restart every worker (same TF_CONFIG or srun step) to resume."
     ) from error
 
 
