@@ -93,11 +93,14 @@ def _start_tensorflow() -> None:
 
 
 def _strategy():
-    if lf.STRATEGY.value == "default":
-        return None  # the default strategy: one device
     from lskd_tf.distribute import get_strategy
 
-    return get_strategy(lf.STRATEGY.value)
+    if lf.STRATEGY.value == "default":
+        get_strategy(cluster=lf.CLUSTER.value)  # only checks: --cluster needs multi_worker
+        return None  # the default strategy: one device
+    return get_strategy(
+        lf.STRATEGY.value, cluster=lf.CLUSTER.value, slurm_port_base=lf.SLURM_PORT_BASE_FLAG.value
+    )
 
 
 def _write_flagfile(env):

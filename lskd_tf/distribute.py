@@ -5,9 +5,11 @@ Four strategies (`get_strategy`):
 * ``default``: TensorFlow's default strategy (one device).
 * ``mirrored``: `tf.distribute.MirroredStrategy` over all local GPUs (or ``devices``).
 * ``multi_worker``: `tf.distribute.MultiWorkerMirroredStrategy`, one process per
-  machine, configured by the ``TF_CONFIG`` environment variable as TensorFlow
-  documents it (``{"cluster": {"worker": ["host:port", ...]}, "task": {"type":
-  "worker", "index": i}}``).
+  machine, its cluster (``cluster``, one of `CLUSTERS`) read from the ``TF_CONFIG``
+  environment variable as TensorFlow documents it (``{"cluster": {"worker":
+  ["host:port", ...]}, "task": {"type": "worker", "index": i}}``) or, in a SLURM job
+  step started by ``srun``, from SLURM's variables by TensorFlow's
+  `tf.distribute.cluster_resolver.SlurmClusterResolver` (`slurm_cluster_resolver`).
 * ``tpu``: `tf.distribute.TPUStrategy` (best effort, untested here: no TPU).
 
 Build the models *and* call the training functions under ``strategy.scope()``;
@@ -94,6 +96,15 @@ import tensorflow as tf
 from lskd_tf import _compat
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# Where ``multi_worker`` learns its cluster: ``auto`` = TF_CONFIG when it is set, else
+# the SLURM job step when ``srun`` started more than one task, else an error.
+CLUSTERS = ("auto", "tf_config", "slurm")
+# SlurmClusterResolver's own default: task k of a node listens on port_base + k.
+SLURM_PORT_BASE = 8888
+# What SlurmClusterResolver reads (SLURM_STEP_NUM_TASKS: the srun step's task count).
+_SLURM_STEP_VARIABLES = (
+    "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE"
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- strategies
@@ -130,12 +141,76 @@ def read_tf_config(environ: dict | None = None) -> dict | None:
     return config
 
 
+def in_slurm_step(environ: dict | None = None) -> bool:
+    """Whether this process is one of several tasks of a SLURM job step (``srun -n N``, N > 1).
+
+    An ``sbatch`` array task alone (``SLURM_ARRAY_TASK_ID`` set, one task) is not: it
+    is an ordinary sweep process of the study (see `lskd_tf.sweep`).
+    """
+    environ = os.environ if environ is None else environ
+    if not all(environ.get(name) for name in _SLURM_STEP_VARIABLES):
+        return False
+    try:
+        return int(environ["SLURM_STEP_NUM_TASKS"]) > 1
+    except ValueError:
+        return False
+
+
+def slurm_cluster_resolver(
+    port_base: int = SLURM_PORT_BASE,
+) -> tf.distribute.cluster_resolver.SlurmClusterResolver:
+    """TensorFlow's `SlurmClusterResolver` for this ``srun`` task, working on CPU nodes too.
+
+    The resolver (tensorflow/python/distribute/cluster_resolver/slurm_cluster_resolver.py,
+    TF 2.21) reads ``SLURM_PROCID`` (this task's rank = its worker index; rank 0 is the
+    chief), ``SLURM_STEP_NUM_TASKS``, ``SLURM_STEP_NODELIST`` (expanded in Python, e.g.
+    ``n[1-2]`` -> n1, n2: no ``scontrol`` call in this version) and
+    ``SLURM_STEP_TASKS_PER_NODE`` (e.g. ``2(x2)``), sorts the hosts and gives task k of a
+    node the address ``host:port_base + k``. Every task must therefore see the same
+    ``port_base`` and the ports must be free on every node.
+
+    GPUs: it counts them from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi`` and gives each
+    task its share through ``CUDA_VISIBLE_DEVICES``. On a node without either it fails
+    (``nvidia-smi`` missing; or 0 GPUs per task makes its ``range`` step 0), so with no
+    GPU in sight the resolver is told one pretend GPU per task and not to set
+    ``CUDA_VISIBLE_DEVICES``: the cluster addresses are the same, the devices the CPU.
+    """
+    environ = os.environ  # what the resolver itself reads
+    missing = [name for name in _SLURM_STEP_VARIABLES if not environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"cluster 'slurm' needs a SLURM job step started by srun ({', '.join(missing)} "
+            "not set); run each worker as a task of `srun --ntasks=N python run.py ...` "
+            "(see tools/slurm/multi_worker.sbatch)"
+        )
+    resolver_cls = tf.distribute.cluster_resolver.SlurmClusterResolver
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        has_gpus = shutil.which("nvidia-smi") is not None
+    else:  # "" or "-1" hide every GPU
+        has_gpus = any(d.strip() and not d.strip().startswith("-") for d in visible.split(","))
+    try:
+        if has_gpus:
+            return resolver_cls(port_base=port_base)
+        tasks = int(environ["SLURM_STEP_NUM_TASKS"])
+        return resolver_cls(
+            port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False
+        )
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"cluster 'slurm': SlurmClusterResolver could not read this job step ({error}); "
+            "check srun's --ntasks-per-node against the node's GPUs"
+        ) from None
+
+
 def get_strategy(
     name: str = "default",
     *,
     devices: Sequence[str] | None = None,
     collective_timeout_s: float | None = None,
     tpu: str = "",
+    cluster: str = "auto",
+    slurm_port_base: int = SLURM_PORT_BASE,
 ) -> tf.distribute.Strategy:
     """A `tf.distribute.Strategy` by name: ``default``, ``mirrored``, ``multi_worker``, ``tpu``.
 
@@ -148,9 +223,16 @@ def get_strategy(
             worker raise instead of wait; None = TensorFlow's default (no deadline,
             rely on the coordination service's heartbeats).
         tpu: ``tpu`` only: the TPU's name or address (empty: the local/Colab TPU).
+        cluster: ``multi_worker`` only, one of `CLUSTERS`: ``tf_config`` reads
+            ``TF_CONFIG``; ``slurm`` asks `slurm_cluster_resolver` (one worker per
+            ``srun`` task); ``auto`` takes ``TF_CONFIG`` when set, else SLURM when
+            `in_slurm_step`.
+        slurm_port_base: ``multi_worker`` on SLURM only: task k of a node listens on
+            ``slurm_port_base + k`` (the same value in every task).
 
     ``multi_worker`` must be created at program start, before any other
-    TensorFlow op, in every worker process, each with its own ``TF_CONFIG``.
+    TensorFlow op, in every worker process, each with its own ``TF_CONFIG`` (or
+    started together by one ``srun``).
 
     Example:
 
@@ -163,6 +245,13 @@ def get_strategy(
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    if cluster not in CLUSTERS:
+        raise ValueError(f"unknown cluster {cluster!r}; choose one of: {', '.join(CLUSTERS)}")
+    if cluster != "auto" and name != "multi_worker":
+        raise ValueError(
+            f"cluster {cluster!r} is for strategy 'multi_worker', not {name!r}: choose "
+            "strategy 'multi_worker' or leave cluster at 'auto'"
+        )
     if collective_timeout_s is not None and not collective_timeout_s > 0:
         raise ValueError(f"collective_timeout_s must be > 0 or None, got {collective_timeout_s}")
     if name == "default":
@@ -172,17 +261,24 @@ def get_strategy(
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(list(devices) if devices else None)
     if name == "multi_worker":
-        if read_tf_config() is None:
+        use_slurm = cluster == "slurm" or (
+            cluster == "auto" and read_tf_config() is None and in_slurm_step()
+        )
+        resolver = slurm_cluster_resolver(slurm_port_base) if use_slurm else None
+        if resolver is None and read_tf_config() is None:
             raise ValueError(
                 "strategy 'multi_worker' needs the TF_CONFIG environment variable in every "
                 'worker process, e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
-                '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\' '
-                "(see the README, section Multi-GPU and multi-worker training)"
+                '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\', or to run as '
+                "one of several tasks of a SLURM `srun` (cluster 'slurm'; see the README, "
+                "section Multi-GPU and multi-worker training)"
             )
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout_s
         )
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver, communication_options=options
+        )
     try:  # tpu: best effort, documented as untested here
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
@@ -218,6 +314,8 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     """Whether this process writes the run's files: the ``chief`` task, else ``worker`` 0.
 
     True without a cluster (single process), as TensorFlow's multi-worker guide does.
+    Without ``strategy`` only ``TF_CONFIG`` is read: a SLURM cluster is known from its
+    strategy's resolver.
     """
     task_type, index, cluster = _task(strategy)
     if task_type is None:
@@ -304,7 +402,7 @@ def raise_if_peer_failure(
     raise WorkerFailureError(
         "multi-worker training stopped: another worker died or stopped answering "
         f"({type(error).__name__}: {detail}). The files of the finished epochs in "
-        f"{run_dir} are complete; restart every worker (same TF_CONFIG) to resume."
+        f"{run_dir} are complete; restart every worker (same TF_CONFIG or srun step) to resume."
     ) from error
 
 

@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 MODES = ("study", "teacher", "distill", "evaluate", "export", "analyze", "results")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# lskd_tf.distribute's CLUSTERS and SLURM_PORT_BASE, repeated here so that parsing flags
+# does not import TensorFlow (tests/test_multiworker.py checks they agree).
+CLUSTERS = ("auto", "tf_config", "slurm")
+SLURM_PORT_BASE = 8888
 
 FLAGS = flags.FLAGS
 
@@ -329,7 +333,19 @@ CACHE_DTYPE = flags.DEFINE_enum(
 STRATEGY = flags.DEFINE_enum(
     "strategy", "default", STRATEGIES,
     "default: one device; mirrored: all local GPUs; multi_worker: MultiWorkerMirroredStrategy "
-    "configured by TF_CONFIG; tpu: TPUStrategy (untested here).",
+    "configured by TF_CONFIG or SLURM (--cluster); tpu: TPUStrategy (untested here).",
+)  # fmt: skip
+CLUSTER = flags.DEFINE_enum(
+    "cluster", "auto", CLUSTERS,
+    "--strategy=multi_worker: where the cluster comes from. tf_config: the TF_CONFIG "
+    "variable; slurm: the srun job step (SLURM_PROCID, SLURM_STEP_NODELIST, ...) through "
+    "SlurmClusterResolver, one worker per task; auto: TF_CONFIG if set, else SLURM if srun "
+    "started several tasks. (A sweep spread over an sbatch array needs no flag: the array "
+    "tasks share the study through its run claims; tools/slurm/.)",
+)  # fmt: skip
+SLURM_PORT_BASE_FLAG = flags.DEFINE_integer(
+    "slurm_port_base", SLURM_PORT_BASE,
+    "--cluster=slurm: task k of a node listens on this port + k (free on every node).",
 )  # fmt: skip
 MIXED_PRECISION_FLAG = flags.DEFINE_enum(
     "mixed_precision", "float32", MIXED_PRECISION,

@@ -6,6 +6,11 @@ a lock that dies with its process, plus a heartbeat file for other hosts). A stu
 waits for its teacher: if the teacher is being trained elsewhere, the student is left
 for a later pass.
 
+A SLURM array job is such a set of processes (tools/slurm/sweep_array.sbatch). Its
+tasks are not told which runs are theirs (``SLURM_ARRAY_TASK_ID`` is not read): a
+fixed partition would leave tasks idle behind slow runs and strand a killed task's
+share, while claims balance the load and hand a dead task's run to a live one.
+
 Under `MultiWorkerMirroredStrategy` the workers of one job run the study's
 runs together, in order, without claims (one cluster = one process).
 

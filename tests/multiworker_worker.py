@@ -3,9 +3,13 @@
 Trains a tiny teacher, then distills a tiny student from it, with
 `lskd_tf.train_teacher` / `lskd_tf.distill_student`, under
 ``multi_worker`` when ``TF_CONFIG`` is set and the default strategy otherwise,
-and saves the final weights and histories to ``<out>/result_<name>.npz``.
+and saves the final weights and histories to ``<out>/result_<name>.npz``. Instead of
+``TF_CONFIG``, SLURM's ``srun`` variables (SLURM_PROCID, SLURM_STEP_NUM_TASKS, ...) can
+give the cluster (`lskd_tf.distribute.in_slurm_step`); ``--port_base`` is then the first
+port of `SlurmClusterResolver`.
 
     python tests/multiworker_worker.py OUT_DIR NAME [--epochs E] [--timeout S] [--keras_fit]
+        [--port_base P]
 
 With ``--keras_fit`` it only tries plain `keras.Model.fit` under the strategy and writes
 ``<out>/fit_<name>.json`` saying whether it worked (the canary of
@@ -53,15 +57,19 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--keras_fit", action="store_true")
+    parser.add_argument("--port_base", type=int, default=8888)
     args = parser.parse_args()
 
     import lskd_tf
     from lskd_tf import distribute
 
-    multi = bool(os.environ.get("TF_CONFIG"))
+    multi = bool(os.environ.get("TF_CONFIG")) or distribute.in_slurm_step()
     strategy = distribute.get_strategy(
-        "multi_worker" if multi else "default", collective_timeout_s=args.timeout
-    )
+        "multi_worker" if multi else "default", collective_timeout_s=args.timeout,
+        slurm_port_base=args.port_base,
+    )  # fmt: skip
+    if multi:  # which resolver made the cluster (the SLURM test checks it)
+        print(f"cluster resolver: {type(strategy.cluster_resolver).__name__}", flush=True)
     if args.keras_fit:
         try_keras_fit(strategy, os.path.join(args.out, f"fit_{args.name}.json"))
         return

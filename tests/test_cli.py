@@ -368,7 +368,12 @@ def test_interrupted_sweep_resumes_without_repeating(tmp_path):
 
 def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
     """Two run.py processes on one output_dir: every run is trained exactly once, and
-    every student exported once (issue #25: both used to export all of them)."""
+    every student exported once (issue #25: both used to export all of them).
+
+    Their environment is what the two tasks of a SLURM array job see
+    (tools/slurm/sweep_array.sbatch): SLURM_ARRAY_TASK_ID 0 and 1 of 2, one task each.
+    The claims share the study; nothing reads the array variables (and a one-task
+    step is no multi-worker cluster)."""
     import subprocess
     import sys
 
@@ -376,9 +381,13 @@ def test_two_processes_share_a_study_without_repeating_runs(tmp_path):
         sys.executable, str(ROOT / "run.py"), *FAST, f"--output_dir={tmp_path / 'runs'}",
         f"--tensorboard_dir={tmp_path / 'tb'}", "--analyze=false",
     ]  # fmt: skip
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    array_task = {"TF_CPP_MIN_LOG_LEVEL": "3", "SLURM_JOB_ID": "8", "SLURM_ARRAY_JOB_ID": "7",
+                  "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+                  "SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_NODELIST": "localhost",
+                  "SLURM_STEP_TASKS_PER_NODE": "1"}  # fmt: skip
+    envs = [{**os.environ, **array_task, "SLURM_ARRAY_TASK_ID": str(i)} for i in range(2)]
     procs = [processes.popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=env) for _ in range(2)]  # fmt: skip
+                             env=env) for env in envs]  # fmt: skip
     try:  # the limit only catches a hang: the pair takes ~1 min, several under load
         outputs = [p.communicate(timeout=1800)[0] for p in procs]
     finally:

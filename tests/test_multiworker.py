@@ -1,7 +1,8 @@
 """Distributed training: strategy choice, chief-only writes, the multi-worker epoch loop.
 
 The multi-worker tests start real `MultiWorkerMirroredStrategy` clusters of two
-processes on 127.0.0.1 (tests/multiworker_worker.py), with free ports, and every
+processes on this machine (tests/multiworker_worker.py), clustered by TF_CONFIG or by
+simulated SLURM `srun` variables (SlurmClusterResolver), with free ports, and every
 process killed at the end whatever happens (and, through `lskd_tf.processes.popen`,
 when the test process itself is killed). Every wait ends on an event (a process exits,
 a file appears); its limit, `LIMIT_S`, only catches a hang: a loaded machine (a load
@@ -50,6 +51,36 @@ def test_strategy_names_and_tf_config_are_checked(monkeypatch):
     with pytest.raises(ValueError, match="task worker:2 is not in the cluster"):
         distribute.read_tf_config()
     assert distribute.get_strategy("default") is tf.distribute.get_strategy()
+
+
+def test_slurm_step_gives_the_cluster_without_tf_config(monkeypatch):
+    """An srun task's SLURM variables make the cluster (CPU nodes: no GPU share is set)."""
+    from lskd_tf import flags as lf
+
+    assert (lf.CLUSTERS, lf.SLURM_PORT_BASE) == (distribute.CLUSTERS, distribute.SLURM_PORT_BASE)
+    for name in ("TF_CONFIG", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="unknown cluster 'k8s'; choose one of: auto"):
+        distribute.get_strategy("multi_worker", cluster="k8s")
+    with pytest.raises(ValueError, match="cluster 'slurm' is for strategy 'multi_worker', not"):
+        distribute.get_strategy("mirrored", cluster="slurm")
+    with pytest.raises(ValueError, match="cluster 'slurm' needs a SLURM job step started by"):
+        distribute.get_strategy("multi_worker", cluster="slurm")
+    with pytest.raises(ValueError, match="or to run as one of several tasks of a SLURM"):
+        distribute.get_strategy("multi_worker")  # auto: neither TF_CONFIG nor srun
+    step = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "3",
+            "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2,1"}  # fmt: skip
+    assert distribute.in_slurm_step(step)
+    assert not distribute.in_slurm_step({**step, "SLURM_STEP_NUM_TASKS": "1"})  # array task
+    for name, value in {**step, "CUDA_VISIBLE_DEVICES": "-1"}.items():
+        monkeypatch.setenv(name, value)
+    resolver = distribute.slurm_cluster_resolver(port_base=9000)
+    assert resolver.cluster_spec().as_dict() == {"worker": ["n1:9000", "n1:9001", "n2:9000"]}
+    assert resolver.get_task_info() == ("worker", 2)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "-1"  # left alone: no GPU to share
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1,1")  # 2 tasks listed, 3 in the step
+    with pytest.raises(ValueError, match="SlurmClusterResolver could not read this job step"):
+        distribute.slurm_cluster_resolver()
 
 
 def test_chief_writes_the_run_dir_and_the_others_a_temporary_one(monkeypatch, tmp_path):
@@ -163,11 +194,13 @@ def free_ports(count):
     return ports
 
 
-def start(out, name, *args, tf_config=None, tmp=None):
+def start(out, name, *args, tf_config=None, tmp=None, slurm=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_CONFIG", None)
+    for variable in [v for v in env if v == "TF_CONFIG" or v.startswith("SLURM_")]:
+        env.pop(variable)
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
+    env.update(slurm or {})
     if tmp:
         env["TMPDIR"] = str(tmp)  # where a non-chief's temporary write dir goes
     log = open(out / f"log_{name}.txt", "w")
@@ -186,6 +219,45 @@ def start_cluster(out, *args, tmp=None):
             *args,
             tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}},
             tmp=tmp,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+
+
+def consecutive_free_ports(count):
+    """A first port whose ``count`` successors are free (SlurmClusterResolver's port_base)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def start_slurm_step(out, *args, tmp=None):
+    """Two tasks of a simulated ``srun --ntasks=2`` on one node: SLURM's variables, no TF_CONFIG.
+
+    This TensorFlow's SlurmClusterResolver expands SLURM_STEP_NODELIST itself (no
+    ``scontrol``), so no fake ``scontrol`` is needed.
+    """
+    port_base = consecutive_free_ports(2)
+    step = {"SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_STEP_TASKS_PER_NODE": "2", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    return [
+        start(
+            out,
+            f"w{i}",
+            *args,
+            f"--port_base={port_base}",
+            tmp=tmp,
+            slurm={**step, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
         )  # fmt: skip
         for i in range(2)
     ]
@@ -235,18 +307,30 @@ def test_canary_keras_fit_still_fails_multi_worker(tmp_path):
 
 
 def test_two_workers_equal_each_other_and_one_process(tmp_path):
+    """Two workers of a simulated ``srun --ntasks=2`` (SLURM variables, no TF_CONFIG:
+    SlurmClusterResolver makes the cluster) train what one process trains.
+
+    One pair only, to keep the suite's time: the TF_CONFIG route makes the same
+    `MultiWorkerMirroredStrategy` and runs the same loop, and its clusters train in
+    the canary, the killed-worker test and the run.py study test below.
+    """
     multi, single, tmp = tmp_path / "multi", tmp_path / "single", tmp_path / "tmp"
     for directory in (multi, single, tmp):
         directory.mkdir()
-    workers = start_cluster(multi, tmp=tmp) + [start(single, "one")]
+    workers = start_slurm_step(multi, tmp=tmp) + [start(single, "one")]
     try:
         logs = ((multi, "w0"), (multi, "w1"), (single, "one"))
         for process, (out, name) in zip(workers, logs):
             assert exit_code(process, f"worker {name}") == 0, log_of(out, name)
     finally:
         stop(workers)
+    assert "SlurmClusterResolver" in log_of(multi, "w0")  # the cluster came from SLURM
+    check_two_workers_equal_one_process(multi, np.load(single / "result_one.npz"))
+    assert list(tmp.iterdir()) == []
+
+
+def check_two_workers_equal_one_process(multi, one):
     w0, w1 = (np.load(multi / f"result_{name}.npz") for name in ("w0", "w1"))
-    one = np.load(single / "result_one.npz")
     assert bool(w0["chief"]) and not bool(w1["chief"])
     weights = [key for key in one.files if key.startswith(("teacher_", "student_"))]
     assert len(weights) == 2 * 7  # conv, 4 BatchNorm, dense kernel and bias, per model
@@ -263,7 +347,6 @@ def test_two_workers_equal_each_other_and_one_process(tmp_path):
         assert (multi / role / "history.csv").exists() and (multi / role / "last.keras").exists()
         info = json.loads((multi / role / "run.json").read_text())
         assert info["status"] == "finished" and info["num_replicas"] == 2
-    assert list(tmp.iterdir()) == []
 
 
 def test_a_killed_worker_makes_the_run_fail_cleanly(tmp_path):
