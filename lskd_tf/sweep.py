@@ -96,6 +96,7 @@ def run_study(
     # half-started run directory.
     unfinished = [s for s in specs if not is_finished(env.run_dir(s))]
     for task, data in dict.fromkeys((s.task, s.data) for s in unfinished):
+        tasks.get(task).check_data_prepared(data)
         tasks.get(task).dataset_info(data)
     for task, data, batch in dict.fromkeys(
         (s.task, s.data, s.train.batch_size) for s in unfinished

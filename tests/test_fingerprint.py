@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from lskd_tf import experiment
@@ -163,3 +164,116 @@ def test_a_student_of_an_old_teacher_is_reused_too(tmp_path):
     RunDir(env.run_dir(student)).write(identity.with_identity({"status": "finished"}, recorded))
     assert identity.check(student, env) == wanted
     assert RunDir(env.run_dir(student)).read()["identity"]["teacher"] == wanted["teacher"]
+
+
+def _png_folder(root, classes=("cat", "dog"), per_class=2):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+def _listing_sha256(root, content=False) -> str:
+    """A transcription of the documented listing: one line per sorted file, hashed."""
+    lines = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        found = path.stat()
+        last = _sha256(path.read_bytes()) if content else str(found.st_mtime_ns)
+        lines.append(f"{path.relative_to(root).as_posix()}\t{found.st_size}\t{last}\n")
+    return _sha256("".join(lines).encode())
+
+
+def _registered(monkeypatch, source):
+    from lskd_tf import data
+
+    monkeypatch.setitem(data._REGISTRY, source.name, source)
+    spec = experiment.TeacherSpec(model="resnet8", data=experiment.DataSpec(name=source.name))
+    return spec
+
+
+def test_an_image_folder_study_records_its_listing_and_refuses_changed_files(
+    tmp_path, monkeypatch, capsys
+):
+    from lskd_tf import data
+
+    folder = tmp_path / "pets"
+    _png_folder(folder)
+    source = data.ImageFolder("pets_test", folder, image_size=8, augment="none",
+                              eval_fraction=0.5)  # fmt: skip
+    spec, env = _registered(monkeypatch, source), experiment.RunEnv(output_dir=str(tmp_path))
+    reads = _counting(monkeypatch)
+    wanted = identity.identity(spec, env)
+    assert wanted["data"]["content"] == {
+        "train": {"files": 4, "listing_sha256": _listing_sha256(folder), "content": False}
+    }
+    assert wanted["data"]["preprocessing"]["image_size"] == [8, 8]
+    assert reads == []  # no content hashes asked for: no file is read
+    # a study reads it like any registered dataset
+    images, labels = next(iter(data.make_dataset("pets_test", "train", global_batch_size=2,
+                                                 training=False)))  # fmt: skip
+    assert images.shape == (2, 8, 8, 3) and sorted(labels.numpy().tolist()) == [0, 1]
+    # a run recorded before folders had fingerprints resumes and then records it
+    old = {**wanted, "data": {k: v for k, v in wanted["data"].items() if k != "content"}}
+    run = RunDir(env.run_dir(spec))
+    run.write(identity.with_identity({"status": "finished"}, old))
+    assert identity.check(spec, env) == wanted and run.read()["identity"] == wanted
+    assert "recorded the data fingerprint" in capsys.readouterr().out
+    assert identity.check(spec, env) == wanted and reads == []  # unchanged: no hash pass
+    # a file added, changed or removed is refused with the old -> new line
+    added = folder / "dog" / "9.png"
+    shutil.copy(folder / "dog" / "0.png", added)
+    with pytest.raises(identity.RunConflictError, match=r"data\.content\.train\.files: 4 → 5"):
+        identity.check(spec, env)
+    added.unlink()
+    assert identity.check(spec, env) == wanted  # back as it was
+    (folder / "cat" / "1.png").write_bytes((folder / "dog" / "1.png").read_bytes())
+    with pytest.raises(identity.RunConflictError, match=r"content\.train\.listing_sha256: \w+ → "):
+        identity.check(spec, env)
+    (folder / "cat" / "0.png").unlink()
+    with pytest.raises(identity.RunConflictError, match=r"data\.content\.train\.files: 4 → 3"):
+        identity.check(spec, env)
+
+
+def test_an_image_folder_with_content_hashes_keeps_its_identity_when_copied(tmp_path, monkeypatch):
+    from lskd_tf import data
+
+    folder = tmp_path / "pets"
+    _png_folder(folder, per_class=1)
+    source = data.ImageFolder("pets_hashed", folder, image_size=8, eval_path=folder,
+                              content_hashes=True, check_images=False)  # fmt: skip
+    spec, env = _registered(monkeypatch, source), experiment.RunEnv(output_dir=str(tmp_path))
+    reads = _counting(monkeypatch)
+    wanted = identity.identity(spec, env)
+    listing = {"files": 2, "listing_sha256": _listing_sha256(folder, content=True),
+               "content": True}  # fmt: skip
+    assert wanted["data"]["content"] == {"train": listing, "eval": listing}
+    assert len(reads) == 4  # asked for: every file read, for both splits
+    for image in folder.rglob("*.png"):  # a copy that did not keep the mtimes
+        os.utime(image, ns=(1, 1))
+    assert identity.identity(spec, env) == wanted
+
+
+def test_a_tf_dataset_is_identified_by_the_fingerprint_its_user_gives(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from lskd_tf import data
+
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    pairs = tf.data.Dataset.from_tensor_slices((images, np.arange(4) % 2))
+    with pytest.raises(ValueError, match="needs fingerprint=: a non-empty string"):
+        data.TfDataset("mine", pairs, pairs, num_classes=2, fingerprint="")
+    env = experiment.RunEnv(output_dir=str(tmp_path))
+    source = data.TfDataset("mine", pairs, pairs, num_classes=2, fingerprint="mine-v1")
+    spec = _registered(monkeypatch, source)
+    wanted = identity.identity(spec, env)
+    assert wanted["data"]["content"] == {"user": "mine-v1"}
+    assert data.get_info("mine").num_examples == {"train": 4, "eval": 4}
+    RunDir(env.run_dir(spec)).write(identity.with_identity({"status": "finished"}, wanted))
+    _registered(monkeypatch, data.TfDataset("mine", pairs, pairs, num_classes=2,
+                                            fingerprint="mine-v2"))  # fmt: skip
+    with pytest.raises(identity.RunConflictError, match=r"data\.content\.user: mine-v1 → mine-v2"):
+        identity.check(spec, env)

@@ -444,7 +444,9 @@ def test_every_dataset_name_passes_flag_validation(tmp_path, capsys, task, datas
     line = one_error_line(capsys)
     assert code == 2 and "--helpfull" not in line, line
     assert str(tmp_path) in line or dataset.split("/")[0] in line, line
-    assert not list((tmp_path / "runs").rglob("run.json"))
+    # issue #25: refused before writing anything (no HParams file, run dir, flags.txt)
+    written = [p for d in ("runs", "tb") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    assert not written, written
 
 
 def test_stray_argument_exits_2_from_the_shell(tmp_path):

@@ -8,7 +8,8 @@ Registered datasets (`available()`):
   * `cifar100`: TFDS cifar100, coarse labels as superclasses.
   * `imagenet2012`: TFDS imagenet2012 (manual download), WordNet groups as superclasses.
   * `caltech_birds2011`: TFDS CUB-200-2011.
-User data: `from_tf_dataset`, `from_image_folder`.
+User data: `from_tf_dataset`, `from_image_folder` (pipelines), or `ImageFolder`,
+`TfDataset` registered with `register` (datasets that studies train on).
 
 Every pipeline yields `(image float32 (B, H, W, C) normalized, label int32 (B,))`, or
 `(image, label, index int64 (B,))` with `with_index=True`.
@@ -32,7 +33,7 @@ from lskd_tf.data.info import (
     DatasetInfo,
 )
 from lskd_tf.data.source import Source
-from lskd_tf.data.user import from_image_folder, from_tf_dataset
+from lskd_tf.data.user import ImageFolder, TfDataset, from_image_folder, from_tf_dataset
 from lskd_tf.seeding import epoch_seed
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "IMAGENET_STD",
     "DataNotFoundError",
     "DatasetInfo",
+    "ImageFolder",
+    "TfDataset",
     "available",
     "embedded",
     "from_image_folder",

@@ -212,6 +212,9 @@ class Embedded(Cifar100):
         """None: generated from its options, which the identity holds already."""
         return None
 
+    def check_prepared(self, data_dir, download):
+        """Nothing to prepare: generated in memory (not read from TFDS like its base)."""
+
     def examples(self, split, data_dir, download, options):
         base = split.split("[")[0]
         if base != split:

@@ -10,7 +10,7 @@ kind of data has its own fingerprint, a small JSON-able dict:
   by each file's name, size and modification time, so an unchanged corpus is not read
   again on the next start. A directory that cannot be written only loses the cache.
 * image folders (`image_folder`): the SHA-256 of the sorted list of files with their
-  sizes and modification times (and of every file's bytes with ``content=True``).
+  sizes and modification times (or, with ``content=True``, every file's SHA-256).
 * TFDS sets (`tfds`): the builder's name, version and the splits read.
 
 Example:
@@ -104,9 +104,10 @@ def image_folder(path: str | os.PathLike, *, content: bool = False) -> dict:
     """The fingerprint of a folder of images: its files, their sizes and mtimes.
 
     Every file under ``path`` (sorted relative paths; hidden files such as the
-    fingerprint cache are left out) contributes ``path, size, mtime``, and with
-    ``content=True`` also the SHA-256 of its bytes (one read of the whole folder, for
-    copies whose modification times are not kept).
+    fingerprint cache are left out) contributes ``path, size, mtime``; with
+    ``content=True`` it is ``path, size, SHA-256 of its bytes`` instead (one read of the
+    whole folder on every call, never cached): a copy whose modification times are not
+    kept keeps its fingerprint, and a file rewritten with its old size and mtime is seen.
     """
     root = Path(path)
     if not root.is_dir():
@@ -115,9 +116,8 @@ def image_folder(path: str | os.PathLike, *, content: bool = False) -> dict:
     digest = hashlib.sha256()
     for file in files:
         found = file.stat()
-        line = f"{file.relative_to(root).as_posix()}\t{found.st_size}\t{found.st_mtime_ns}"
-        if content:
-            line += "\t" + _hash_files([file]).joint
+        line = f"{file.relative_to(root).as_posix()}\t{found.st_size}\t"
+        line += _hash_files([file]).joint if content else str(found.st_mtime_ns)
         digest.update(line.encode() + b"\n")
     return {"files": len(files), "listing_sha256": digest.hexdigest(), "content": bool(content)}
 

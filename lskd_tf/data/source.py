@@ -96,6 +96,14 @@ class Source:
         """
         return None
 
+    def check_prepared(self, data_dir: str | None, download: bool) -> None:
+        """Raise `DataNotFoundError` (saying how to get the data) when it is not there.
+
+        Called before a study writes anything (`lskd_tf.sweep.run_study`), so missing
+        data is one line, not a half-started study. Must not download nor read examples.
+        The default (generated data, or a source that finds out when it reads) does nothing.
+        """
+
     def discrete_views(self, options: dict[str, Any]):
         """The finite view set of `train_image`, if its augmentation is discrete, else None.
 
@@ -119,6 +127,17 @@ class TfdsSource(Source):
             self.name, default_data_dir(data_dir), (self.train_split, self.eval_split)
         )
 
+    def check_prepared(self, data_dir, download):
+        """The TFDS set is prepared under ``data_dir`` (`is_prepared`, nothing read), unless
+        ``download`` lets the first read prepare it."""
+        if download:
+            return
+        import tensorflow_datasets as tfds
+
+        root = default_data_dir(data_dir)
+        if not tfds.builder(self.name, data_dir=root).is_prepared():
+            raise DataNotFoundError(missing_message(self.name, root, self.how_to_get))
+
     def examples(self, split, data_dir, download, options):
         return load_tfds(
             self.name,
@@ -139,6 +158,11 @@ def default_data_dir(data_dir: str | None) -> str:
     return os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
 
 
+def missing_message(name: str, root: str, how_to_get: str) -> str:
+    """The one line saying a TFDS set is missing under ``root`` and how to get it."""
+    return f"dataset {name!r} not found in data_dir={root!r}: " + how_to_get.format(data_dir=root)
+
+
 def load_tfds(
     name: str,
     split: str,
@@ -156,9 +180,7 @@ def load_tfds(
     import tensorflow_datasets as tfds
 
     root = default_data_dir(data_dir)
-    message = f"dataset {name!r} not found in data_dir={root!r}: " + how_to_get.format(
-        data_dir=root
-    )
+    message = missing_message(name, root, how_to_get)
     builder = tfds.builder(name, data_dir=root)
     try:
         if download:

@@ -12,8 +12,9 @@ the run it holds has exactly the identity of the run asked for. The identity is:
   preprocessing changed after runs existed), and, for data read from files, the
   content's fingerprint (``data.content``, `lskd_tf.tasks.Task.data_fingerprint`: each
   text file's SHA-256 and the learned vocabulary's for translation, the builder's name,
-  version and splits for TFDS sets), so other sentences under the same name and
-  options make another run;
+  version and splits for TFDS sets, a registered `lskd_tf.data.ImageFolder`'s listing,
+  a `lskd_tf.data.TfDataset`'s user-given string), so other data under the same name
+  and options make another run;
 * the mixed-precision policy;
 * for a student, its teacher's identity (a study's teacher run: retraining the teacher
   with other settings makes new students) or the SHA-256 of the teacher checkpoint file.

@@ -82,6 +82,15 @@ class Task:
         """A description of the dataset (anything with ``to_dict()``, e.g. `DatasetInfo`)."""
         raise NotImplementedError
 
+    def check_data_prepared(self, data) -> None:
+        """Raise a one-line error saying how to get ``data`` when it is not there.
+
+        `lskd_tf.sweep.run_study` calls it before writing anything (no run directory,
+        flagfile or TensorBoard file for a study that cannot start). It must not
+        download nor read the examples. The default does nothing (a task whose
+        `dataset_info` or `data_fingerprint` already reads its files finds out there).
+        """
+
     def data_identity(self, data) -> dict:
         """What of ``data`` enters a run's identity (`lskd_tf.experiment.identity`).
 

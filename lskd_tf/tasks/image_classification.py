@@ -34,6 +34,11 @@ class ImageClassification(tasks.Task):
     def dataset_info(self, data) -> datasets.DatasetInfo:
         return datasets.get_info(data.name, data_dir=data.data_dir, **dict(data.options))
 
+    def check_data_prepared(self, data) -> None:
+        """A TFDS set must be prepared under ``data_dir`` unless ``download`` is set
+        (`lskd_tf.data.source.Source.check_prepared`)."""
+        datasets.get_source(data.name).check_prepared(data.data_dir, data.download)
+
     def data_identity(self, data) -> dict:
         """The dataset, its options, and for ImageNet and CUB every resolved option
         (`lskd_tf.data.source.Source.preprocessing`: their preprocessing changed after
