@@ -167,7 +167,8 @@ def _images(n, size, seed=0):
 # ---------------------------------------------------------------- registry
 def test_available_is_sorted_and_complete():
     expected = CIFAR_NAMES + IMAGENET_NAMES + ["reactnet_resnet18", "reactnet_resnet18_step1"]
-    assert models.available() == sorted(expected)
+    assert models.available() == sorted(models.available())
+    assert set(expected) <= set(models.available())
 
 
 def test_reference_arithmetic_reproduces_issue_numbers():
@@ -217,7 +218,10 @@ def test_describe_fields_and_defaults():
 
 # ---------------------------------------------------------------- bad input
 def test_unknown_name_lists_available():
-    with pytest.raises(ValueError, match=r"Unknown model name 'resnet21'.*Available: .*resnet20"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model 'resnet21'; did you mean .*'resnet20'.*available: .*wrn_40_2",
+    ):
         models.get("resnet21", 10)
 
 
