@@ -225,10 +225,10 @@ def test_evaluate_export_and_results_modes(quick_study, capsys, tmp_path):
         (["--student_smoothing=-0.1"], "student smoothing must be in [0, 1)"),
         (
             ["--teacher_models=resnet9"],
-            r"unknown model 'resnet9'; did you mean .*available: .*resnet8",
+            "unknown model 'resnet9'; did you mean ",
         ),
         (["--student_models=bogus"], "unknown model 'bogus'"),
-        (["--dataset=mnist"], r"unknown dataset 'mnist';.* available: .*cifar100"),
+        (["--dataset=mnist"], "unknown dataset 'mnist';"),
         (["--epochs=0"], "--epochs must be >= 1"),
         (["--mode=train"], "value should be one of"),
         (["--profile_batches=3"], "two batch numbers"),

@@ -45,6 +45,15 @@ def test_registry_spelling_errors_and_lazy_built_ins(tmp_path, monkeypatch):
     global LATE
     LATE = reg
     assert reg.get("late-one") == "loaded"  # imported on first lookup
+
+    # A package registry finds a new module of its package: no list to edit.
+    (tmp_path / "gizmos").mkdir()
+    (tmp_path / "gizmos" / "__init__.py").write_text("")
+    (tmp_path / "gizmos" / "new_one.py").write_text(
+        "from test_registries import LATE\nLATE.register('from_module', 7)\n"
+    )
+    LATE = registry.Registry("gizmo", package="gizmos")
+    assert LATE.get("From-Module") == 7 and LATE.available() == ["from_module"]
     strict = registry.Registry("gadget", replace=False)
     strict.register("a", 1)
     with pytest.raises(ValueError, match="a gadget named 'a' is already registered"):
