@@ -527,10 +527,10 @@ def _alpha_key(value: str) -> str:
 
 @_registry_validator(["kd_loss"])
 def _check_kd_loss(values):
-    from lskd_tf.losses import KD_LOSSES
+    from lskd_tf.losses import check_kd_loss_name
 
     try:
-        KD_LOSSES.resolve(values["kd_loss"])
+        check_kd_loss_name(values["kd_loss"])
     except ValueError as error:
         raise flags.ValidationError(str(error)) from None
     return True

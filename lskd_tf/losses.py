@@ -80,6 +80,16 @@ def kd_losses() -> list[str]:
     return KD_LOSSES.available()
 
 
+def check_kd_loss_name(name: str) -> None:
+    """Raise a one-line ValueError unless ``name`` is a KD loss spelled as registered.
+
+    Lookups elsewhere forgive case and ``-``; a spec's ``kd_loss`` does not, because the
+    name enters run names and run identities ("KL" and "kl" would be two runs)."""
+    key = KD_LOSSES.resolve(name)
+    if key != name:
+        raise ValueError(f"write kd_loss={key!r}, not {name!r}: the name is part of a run's name")
+
+
 def reads_topk(name: str) -> bool:
     """Whether the KD loss ``name`` reads only the teacher's k largest logits per position
     (its constructor takes ``topk``; `DistillSpec.kd_topk` sets it)."""
@@ -89,6 +99,7 @@ def reads_topk(name: str) -> bool:
 def validate_kd_loss(name: str, *, topk: int = 0) -> None:
     """Raise a one-line ValueError unless ``name`` is a registered KD loss and ``topk``
     (0: not set) is set exactly when that loss reads the teacher's top k."""
+    check_kd_loss_name(name)
     wants_topk = reads_topk(name)
     if int(topk) != topk or topk < 0:
         raise ValueError(f"kd_topk must be an integer >= 0, got {topk!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -124,18 +124,6 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The entry registered as ``name`` (tolerant spelling); ValueError if none."""
         return self._entries[self.resolve(name)]
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        try:
-            self.resolve(name)
-        except ValueError:
-            return False
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.available())
 
     def items(self) -> list[tuple[str, T]]:
         """(name, entry) of every entry, loading built-in ones (sorted by name)."""

@@ -67,6 +67,8 @@ def test_every_registry_answers_in_the_same_format():
         (lambda: models.get("resnet21", 10), "model", "resnet20"),
         (lambda: tasks.get("translatoin"), "task", "translation"),
     ]
+    with pytest.raises(ValueError, match="write kd_loss='kl', not 'KL'"):
+        lskd_tf.DistillSpec(kd_loss="KL")  # a spec's name enters run names: exact spelling
     for lookup, kind, close in lookups:
         with pytest.raises(ValueError) as error:
             lookup()
