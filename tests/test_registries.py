@@ -69,6 +69,8 @@ def test_every_registry_answers_in_the_same_format():
     ]
     with pytest.raises(ValueError, match="write kd_loss='kl', not 'KL'"):
         lskd_tf.DistillSpec(kd_loss="KL")  # a spec's name enters run names: exact spelling
+    with pytest.raises(ValueError, match="write task='translation', not 'Translation'"):
+        experiment.TeacherSpec(task="Translation", model="transformer_tiny")
     for lookup, kind, close in lookups:
         with pytest.raises(ValueError) as error:
             lookup()
