@@ -543,13 +543,12 @@ def _alpha_key(value: str) -> str:
 
 @_registry_validator(["kd_loss"])
 def _check_kd_loss(values):
-    from lskd_tf.losses import kd_losses
+    from lskd_tf.losses import check_kd_loss_name
 
-    value = values["kd_loss"]
-    if value not in kd_losses():
-        raise flags.ValidationError(
-            f"unknown KD loss {value!r}; choose one of: {', '.join(kd_losses())}"
-        )
+    try:
+        check_kd_loss_name(values["kd_loss"])
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
     return True
 
 

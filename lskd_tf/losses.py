@@ -40,11 +40,24 @@ from lskd_tf.choices import (  # noqa: F401  (TEMPERATURE_RANGE: lskd_tf.losses'
     validate_temperature,
 )
 from lskd_tf.distribute import global_mean_share
+from lskd_tf.registry import Registry
 
 REDUCTION = "mean_with_sample_weight"
 """Mean over the weighted positions: sum(w * loss) / sum(w); the plain mean without weights."""
 
-_KD_LOSSES: dict[str, type[keras.losses.Loss]] = {}
+
+def _check_kd_loss_class(name: str, cls: type[keras.losses.Loss]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, MaskedMeanLoss)):
+        raise TypeError(
+            f"KD loss {name!r} must subclass lskd_tf.losses.MaskedMeanLoss (a "
+            "keras.losses.Loss whose mean counts padding correctly across replicas)"
+        )
+
+
+KD_LOSSES: Registry[type[keras.losses.Loss]] = Registry(
+    "KD loss", replace=False, check=_check_kd_loss_class
+)
+"""The KD losses by name (`DistillSpec.kd_loss`); `register_kd_loss` adds one."""
 
 TOPK_IDS = "topk_ids"
 TOPK_LOGITS = "topk_logits"
@@ -60,36 +73,34 @@ def register_kd_loss(name: str):
     `DistillSpec.kd_topk`) and accepts a `sparse_teacher` as ``teacher_logits``.
     """
 
-    def register(cls: type[keras.losses.Loss]) -> type[keras.losses.Loss]:
-        if not (isinstance(cls, type) and issubclass(cls, MaskedMeanLoss)):
-            raise TypeError(
-                f"KD loss {name!r} must subclass lskd_tf.losses.MaskedMeanLoss (a "
-                "keras.losses.Loss whose mean counts padding correctly across replicas)"
-            )
-        if name in _KD_LOSSES and _KD_LOSSES[name] is not cls:
-            raise ValueError(f"a KD loss named {name!r} is already registered")
-        _KD_LOSSES[name] = cls
-        return cls
-
-    return register
+    return KD_LOSSES.register(name)
 
 
 def kd_losses() -> list[str]:
     """The names of the registered KD losses."""
-    return sorted(_KD_LOSSES)
+    return KD_LOSSES.available()
+
+
+def check_kd_loss_name(name: str) -> None:
+    """Raise a one-line ValueError unless ``name`` is a KD loss spelled as registered.
+
+    Lookups elsewhere forgive case and ``-``; a spec's ``kd_loss`` does not, because the
+    name enters run names and run identities ("KL" and "kl" would be two runs)."""
+    key = KD_LOSSES.resolve(name)
+    if key != name:
+        raise ValueError(f"write kd_loss={key!r}, not {name!r}: the name is part of a run's name")
 
 
 def reads_topk(name: str) -> bool:
     """Whether the KD loss ``name`` reads only the teacher's k largest logits per position
     (its constructor takes ``topk``; `DistillSpec.kd_topk` sets it)."""
-    if name not in _KD_LOSSES:
-        raise ValueError(f"unknown KD loss {name!r}; choose one of: {', '.join(kd_losses())}")
-    return "topk" in inspect.signature(_KD_LOSSES[name]).parameters
+    return "topk" in inspect.signature(KD_LOSSES.get(name)).parameters
 
 
 def validate_kd_loss(name: str, *, topk: int = 0) -> None:
     """Raise a one-line ValueError unless ``name`` is a registered KD loss and ``topk``
     (0: not set) is set exactly when that loss reads the teacher's top k."""
+    check_kd_loss_name(name)
     wants_topk = reads_topk(name)
     if int(topk) != topk or topk < 0:
         raise ValueError(f"kd_topk must be an integer >= 0, got {topk!r}")
@@ -121,7 +132,7 @@ def get_kd_loss(
     """
     validate_kd_loss(name, topk=topk)
     options = {"topk": int(topk)} if topk else {}
-    return _KD_LOSSES[name](
+    return KD_LOSSES.get(name)(
         temperature=temperature, t2_scaling=t2_scaling, reduction=REDUCTION, **options
     )
 

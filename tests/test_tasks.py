@@ -181,9 +181,9 @@ def test_a_registered_kd_loss_is_chosen_by_name_from_a_study_and_a_flag(tmp_path
 
 
 def test_unknown_task_names_fail_in_one_line():
-    with pytest.raises(ValueError, match="unknown task 'speech'; choose one of: "):
+    with pytest.raises(ValueError, match="unknown task 'speech';.* available: .*translation"):
         tasks.get("speech")
-    with pytest.raises(ValueError, match="unknown model 'resnet20'; choose one of: toy_narrow"):
+    with pytest.raises(ValueError, match="unknown model 'resnet20';.* available: .*toy_narrow"):
         experiment.plan_study(toy_study(teacher_models=("resnet20",)))
 
 

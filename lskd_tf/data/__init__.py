@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from lskd_tf.data import embedded, pipeline, semantic
-from lskd_tf.data.cifar import Cifar100, Embedded
-from lskd_tf.data.imagenet import CaltechBirds2011, Imagenet2012
 from lskd_tf.data.info import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -32,7 +30,7 @@ from lskd_tf.data.info import (
     DataNotFoundError,
     DatasetInfo,
 )
-from lskd_tf.data.source import Source
+from lskd_tf.data.source import SOURCES, Source, register
 from lskd_tf.data.user import ImageFolder, TfDataset, from_image_folder, from_tf_dataset
 from lskd_tf.seeding import epoch_seed
 
@@ -57,29 +55,15 @@ __all__ = [
     "train_fn",
 ]
 
-_REGISTRY: dict[str, Source] = {}
-
-
-def register(source: Source) -> Source:
-    """Add a dataset to the registry (its `name` becomes a valid `name=`)."""
-    _REGISTRY[source.name] = source
-    return source
-
-
-for _builtin in (Embedded(), Cifar100(), Imagenet2012(), CaltechBirds2011()):
-    register(_builtin)
-
 
 def available() -> list[str]:
     """Names accepted by `get_info` / `make_dataset` / `load`, sorted."""
-    return sorted(_REGISTRY)
+    return SOURCES.available()
 
 
 def get_source(name: str) -> Source:
     """The registered `Source` of a dataset: its raw examples and per-image transforms."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(available())}")
-    return _REGISTRY[name]
+    return SOURCES.get(name)
 
 
 def get_info(

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from lskd_tf.data import augment, embedded
 from lskd_tf.data.info import CIFAR100_MEAN, CIFAR100_STD, DatasetInfo
-from lskd_tf.data.source import TfdsSource
+from lskd_tf.data.source import TfdsSource, register
 
 # The 100 fine and 20 coarse CIFAR-100 names in label order (as TFDS lists them),
 # and the coarse label of every fine class (from the dataset's own annotations).
@@ -226,3 +226,7 @@ class Embedded(Cifar100):
             siblings=options["siblings"],
         )
         return tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))
+
+
+register(Cifar100())
+register(Embedded())

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from lskd_tf.data import augment, semantic
 from lskd_tf.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from lskd_tf.data.source import TfdsSource
+from lskd_tf.data.source import TfdsSource, register
 
 
 class Imagenet2012(TfdsSource):
@@ -123,3 +123,7 @@ class CaltechBirds2011(Imagenet2012):
         return augment.CubAugmentation(
             **{name: options[name] for name in augment.CUB_AUGMENTATION_DEFAULTS}
         )
+
+
+register(Imagenet2012())
+register(CaltechBirds2011())

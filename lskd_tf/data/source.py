@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from lskd_tf.data import fingerprint
 from lskd_tf.data.info import DataNotFoundError, DatasetInfo
+from lskd_tf.registry import Registry
 
 
 class Source:
@@ -190,3 +191,13 @@ def load_tfds(
     except AssertionError:  # TFDS signals missing data / manual files this way
         raise DataNotFoundError(message) from None
     return ds.map(lambda ex: (ex["image"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+SOURCES: Registry[Source] = Registry("dataset", package="lskd_tf.data")
+"""The image datasets by name. Every public module of `lskd_tf.data` is imported on the
+first lookup, so a new module that calls `register` at import is found (no list to edit)."""
+
+
+def register(source: Source) -> Source:
+    """Make ``source`` selectable by its `Source.name` (`lskd_tf.data.load`, ``--dataset``)."""
+    return SOURCES.register(source.name, source)

@@ -50,6 +50,10 @@ def _check_task(task: str, model: str, data: DataSpec, seed: int) -> tasks.Task:
     if not 0 <= int(seed) < 2**31:
         raise ValueError(f"seed must be in [0, 2^31), got {seed}")
     found = tasks.get(task)
+    if found.name != task:  # lookups forgive case and "-"; a spec's task is a run's identity
+        raise ValueError(
+            f"write task={found.name!r}, not {task!r}: the name is part of a run's identity"
+        )
     found.check_model(model)  # unknown names: a clear error listing the choices
     found.check_dataset(data)
     return found

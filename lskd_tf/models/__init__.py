@@ -24,7 +24,6 @@ from functools import partial
 import keras
 import numpy as np
 
-from lskd_tf import registry
 from lskd_tf.models import (
     binary,
     cifar_mobilenetv2,
@@ -49,6 +48,7 @@ from lskd_tf.models.weight_decay import (
     apply_weight_decay,
     validate_weight_decay_scope,
 )
+from lskd_tf.registry import Registry
 
 __all__ = [
     "WEIGHT_DECAY_SCOPES",
@@ -59,6 +59,8 @@ __all__ = [
     "describe",
     "features_and_logits",
     "get",
+    "MODELS",
+    "register",
     "templates",
     "BinaryActivation",
     "BinaryConv2D",
@@ -107,10 +109,12 @@ class _Entry:
     zero_init_residual: bool = False  # whether the architecture supports the option
 
 
-_REGISTRY: dict[str, _Entry] = {}
+MODELS: Registry[_Entry] = Registry("model", package="lskd_tf.models")
+"""The image models by name. Every public module of `lskd_tf.models` is imported on the
+first lookup, so a new builder module that calls `register` at import is found."""
 
 
-def _register(
+def register(
     name: str,
     family: str,
     min_input_size: int,
@@ -122,11 +126,30 @@ def _register(
     zero_init_residual: bool = False,
     size_multiple: int = 1,
 ) -> None:
-    default = CIFAR_INPUT if family == "cifar" else IMAGENET_INPUT
-    spec = ModelSpec(
-        name, family, default, min_input_size, reference, reference_params, size_multiple
+    """Make the architecture ``build`` selectable as ``name`` (`get`, ``--*_models``).
+
+    ``build(name, num_classes, input_shape, factory, **options)`` returns the model;
+    ``family`` ("cifar" or "imagenet") sets the default input; ``min_input_size`` the
+    smallest side it accepts; ``reference`` / ``reference_params`` the definition it
+    transcribes and that definition's trainable parameter count (None: not checked).
+    """
+    MODELS.register(
+        name,
+        _Entry(
+            ModelSpec(
+                name,
+                family,
+                CIFAR_INPUT if family == "cifar" else IMAGENET_INPUT,
+                min_input_size,
+                reference,
+                reference_params,
+                size_multiple,
+            ),
+            build,
+            conv_init,
+            zero_init_residual,
+        ),
     )
-    _REGISTRY[name] = _Entry(spec, build, conv_init, zero_init_residual)
 
 
 # Parameter counts: trainable parameters of the PyTorch reference (weights, biases, BN
@@ -145,7 +168,7 @@ _CIFAR_RESNETS = {
     "resnet32x4": (32, cifar_resnet.WIDTHS_X4, 7_433_860),
 }
 for _name, (_depth, _widths, _params) in _CIFAR_RESNETS.items():
-    _register(
+    register(
         _name,
         "cifar",
         4,
@@ -162,7 +185,7 @@ _WRNS = {
     "wrn_40_2": (40, 2, 2_255_156),
 }
 for _name, (_depth, _widen, _params) in _WRNS.items():
-    _register(
+    register(
         _name,
         "cifar",
         4,
@@ -179,9 +202,9 @@ _VGGS = {
     "vgg19": 20_086_692,
 }
 for _name, _params in _VGGS.items():
-    _register(_name, "cifar", 8, f"{REPDISTILLER}vgg.py {_name}_bn", _params, vgg.vgg)
+    register(_name, "cifar", 8, f"{REPDISTILLER}vgg.py {_name}_bn", _params, vgg.vgg)
 
-_register(
+register(
     "mobilenetv2",
     "cifar",
     16,
@@ -189,7 +212,7 @@ _register(
     812_836,
     cifar_mobilenetv2.cifar_mobilenetv2,
 )
-_register(
+register(
     "shufflev1",
     "cifar",
     8,
@@ -198,7 +221,7 @@ _register(
     shufflenet.shufflenet_v1,
     conv_init="torch_default",
 )
-_register(
+register(
     "shufflev2",
     "cifar",
     8,
@@ -213,7 +236,7 @@ for _name, _params in (
     ("resnet34", 21_797_672),
     ("resnet50", 25_557_032),
 ):
-    _register(
+    register(
         _name,
         "imagenet",
         32,
@@ -222,7 +245,7 @@ for _name, _params in (
         imagenet_resnet.imagenet_resnet,
         zero_init_residual=True,
     )
-_register(
+register(
     "mobilenet_v2",
     "imagenet",
     32,
@@ -230,7 +253,7 @@ _register(
     3_504_872,
     imagenet_mobile.mobilenet_v2,
 )
-_register(
+register(
     "efficientnet_b0",
     "imagenet",
     32,
@@ -238,7 +261,7 @@ _register(
     5_288_548,
     imagenet_mobile.efficientnet_b0,
 )
-_register(
+register(
     "reactnet_resnet18",
     "binary",
     32,
@@ -248,7 +271,7 @@ _register(
     conv_init="torch_default",
     size_multiple=32,
 )
-_register(
+register(
     "reactnet_resnet18_step1",
     "binary",
     32,
@@ -262,16 +285,12 @@ _register(
 
 def available() -> list[str]:
     """Sorted names accepted by `get`."""
-    return sorted(_REGISTRY)
-
-
-def _canonical(name: str) -> str:
-    return registry.resolve(name, _REGISTRY, "model name")
+    return MODELS.available()
 
 
 def describe(name: str) -> ModelSpec:
     """The `ModelSpec` of a registered architecture (same name rules as `get`)."""
-    return _REGISTRY[_canonical(name)].spec
+    return MODELS.get(name).spec
 
 
 def _check_input_shape(spec: ModelSpec, input_shape) -> tuple[int, int, int]:
@@ -354,7 +373,7 @@ def get(
         ValueError: unknown name, option or weight_decay_scope, bad num_classes, input
             too small.
     """
-    entry = _REGISTRY[_canonical(name)]
+    entry = MODELS.get(name)
     spec = entry.spec
     if (
         isinstance(num_classes, bool)
@@ -369,7 +388,7 @@ def get(
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     validate_weight_decay_scope(weight_decay_scope)
     if zero_init_residual and not entry.zero_init_residual:
-        supported = ", ".join(n for n, e in sorted(_REGISTRY.items()) if e.zero_init_residual)
+        supported = ", ".join(n for n, e in MODELS.items() if e.zero_init_residual)
         raise ValueError(
             f"zero_init_residual is not defined for {spec.name} (its blocks do not end in a "
             f"BN on the residual branch); supported: {supported}."

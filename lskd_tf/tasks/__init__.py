@@ -17,7 +17,7 @@ Tasks:
   token-level KD, BLEU (IWSLT / WMT / the embedded synthetic corpus).
 
 Adding a task is one module that subclasses `Task` and calls `register` (a built-in
-task also gets one line in ``_BUILT_IN`` so it is imported on first use)::
+task also gets one line in `TASKS`' ``built_in`` so it is imported on first use)::
 
     class Tagging(lskd_tf.tasks.Task):
         name = "tagging"
@@ -28,20 +28,25 @@ task also gets one line in ``_BUILT_IN`` so it is imported on first use)::
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lskd_tf.registry import Registry, unknown_name_message
+
 if TYPE_CHECKING:  # imported where used: the task registry itself is TensorFlow-free
     import keras
 
-_BUILT_IN = {
-    "image_classification": "lskd_tf.tasks.image_classification",
-    "translation": "lskd_tf.tasks.translation.task",
-}
-_REGISTRY: dict[str, Task] = {}
+TASKS: Registry[Task] = Registry(
+    "task",
+    built_in={
+        "image_classification": "lskd_tf.tasks.image_classification",
+        "translation": "lskd_tf.tasks.translation.task",
+    },
+)
+"""The tasks by name. A built-in task is its module, imported when the task is first
+asked for (so listing tasks stays TensorFlow-free)."""
 DEFAULT_TASK = "image_classification"
 
 
@@ -73,10 +78,7 @@ class Task:
     def check_dataset(self, data) -> None:
         """Raise a one-line ValueError when ``data`` does not name a dataset of this task."""
         if data.name not in self.datasets():
-            raise ValueError(
-                f"unknown dataset {data.name!r}; choose one of: {', '.join(self.datasets())} "
-                f"(task {self.name})"
-            )
+            raise ValueError(unknown_name_message("dataset", data.name, self.datasets()))
 
     def dataset_info(self, data) -> Any:
         """A description of the dataset (anything with ``to_dict()``, e.g. `DatasetInfo`)."""
@@ -134,10 +136,7 @@ class Task:
     def check_model(self, name: str) -> None:
         """Raise a one-line ValueError when ``name`` is not a model of this task."""
         if name not in self.models():
-            raise ValueError(
-                f"unknown model {name!r}; choose one of: {', '.join(sorted(self.models()))} "
-                f"(task {self.name})"
-            )
+            raise ValueError(unknown_name_message("model", name, self.models()))
 
     def build_model(self, name: str, info: Any, *, train, synchronized_bn: bool) -> keras.Model:
         """A new, built model ``name`` for the dataset ``info``, trained with ``train``."""
@@ -249,21 +248,14 @@ class Task:
 
 def register(task: Task) -> Task:
     """Make ``task`` selectable by its name (`StudySpec.task`, ``--task``)."""
-    if not task.name:
-        raise ValueError("a task needs a name")
-    _REGISTRY[task.name] = task
-    return task
+    return TASKS.register(task.name, task)
 
 
 def available() -> list[str]:
     """The names of every task, built-in or registered."""
-    return sorted(set(_BUILT_IN) | set(_REGISTRY))
+    return TASKS.available()
 
 
 def get(name: str = DEFAULT_TASK) -> Task:
     """The task registered as ``name`` (built-in tasks are imported on first use)."""
-    if name not in _REGISTRY and name in _BUILT_IN:
-        importlib.import_module(_BUILT_IN[name])
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(available())}")
-    return _REGISTRY[name]
+    return TASKS.get(name)

@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from lskd_tf.data import fingerprint as data_fingerprint
 from lskd_tf.data.info import DataNotFoundError
+from lskd_tf.registry import Registry
 from lskd_tf.seeding import epoch_seed
 from lskd_tf.tasks.translation import corpus, tokenizer
 from lskd_tf.tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -61,7 +62,18 @@ from lskd_tf.tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
 logger = logging.getLogger(__name__)
 
 TFDS_DATASETS = ("wmt14_translate/de-en", "wmt14_translate/ru-en", "ted_multi_translate")
-_DATASETS = ("embedded", "iwslt14", "text", *TFDS_DATASETS)
+DATASETS: Registry[tuple[str | None, str | None]] = Registry("translation dataset")
+"""The translation datasets by name, each with its default (source, target) languages
+(None: set by the ``source_language`` / ``target_language`` options)."""
+for _name, _pair in {
+    "embedded": (corpus.SOURCE_LANGUAGE, corpus.TARGET_LANGUAGE),
+    "iwslt14": ("de", "en"),
+    "text": (None, None),
+    "wmt14_translate/de-en": ("de", "en"),
+    "wmt14_translate/ru-en": ("ru", "en"),
+    "ted_multi_translate": (None, None),
+}.items():
+    DATASETS.register(_name, _pair)
 _COMMON = {
     "source_language",
     "target_language",
@@ -155,7 +167,7 @@ class TranslationInfo:
 
 def available() -> list[str]:
     """The translation dataset names."""
-    return list(_DATASETS)
+    return DATASETS.available()
 
 
 # ---------------------------------------------------------------------------- sources
@@ -181,8 +193,7 @@ class _Config:
 
 
 def _config(name: str, data_dir, options: dict[str, Any]) -> _Config:
-    if name not in _DATASETS:
-        raise ValueError(f"unknown translation dataset {name!r}; choose one of: {_DATASETS}")
+    name = DATASETS.resolve(name)
     allowed = _COMMON | (_EMBEDDED if name == "embedded" else set())
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -191,15 +202,10 @@ def _config(name: str, data_dir, options: dict[str, Any]) -> _Config:
             f"known: {sorted(allowed)}"
         )
     embedded = name == "embedded"
-    pair = {
-        "embedded": (corpus.SOURCE_LANGUAGE, corpus.TARGET_LANGUAGE),
-        "iwslt14": ("de", "en"),
-        "wmt14_translate/de-en": ("de", "en"),
-        "wmt14_translate/ru-en": ("ru", "en"),
-    }
+    source_language, target_language = DATASETS.get(name)
     resolved = {
-        "source_language": pair.get(name, (None, None))[0],
-        "target_language": pair.get(name, (None, None))[1],
+        "source_language": source_language,
+        "target_language": target_language,
         "vocab_size": 512 if embedded else 10_000,
         "subword_model": "unigram",
         "max_length": 64 if embedded else 256,

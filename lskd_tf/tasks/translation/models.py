@@ -60,7 +60,8 @@ import keras
 import keras_hub
 from keras import ops
 
-from lskd_tf import _compat, registry
+from lskd_tf import _compat
+from lskd_tf.registry import Registry
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 NUM_SPECIAL = 4
@@ -117,44 +118,46 @@ OVERRIDABLE = tuple(
     f.name for f in dataclasses.fields(TranslationModelSpec) if f.name not in ("name", "reference")
 )
 MULTILINGUAL_KD = "RayeRen/multilingual-kd-pytorch (fairseq fork) default transformer"
-_REGISTRY: dict[str, TranslationModelSpec] = {}
+MODELS: Registry[TranslationModelSpec] = Registry("translation model")
+"""The translation models by name; `register` adds one."""
 
 
-def _register(spec: TranslationModelSpec) -> None:
-    _REGISTRY[spec.name] = spec
+def register(spec: TranslationModelSpec) -> TranslationModelSpec:
+    """Make ``spec`` selectable by its name (`get`, ``--teacher_models``)."""
+    return MODELS.register(spec.name, spec)
 
 
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_iwslt_de_en", encoder_layers=6, decoder_layers=6, d_model=512,
     ffn_dim=1024, num_heads=4, attention_dropout=0.0,
     reference="fairseq transformer.py transformer_iwslt_de_en (6+6, 512, FFN 1024, 4 heads)",
 ))  # fmt: skip
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_2x2_256", encoder_layers=2, decoder_layers=2, d_model=256,
     ffn_dim=1024, num_heads=4, attention_dropout=0.0,
     reference=f"{MULTILINGUAL_KD} (2+2, 256, FFN 1024, 4 heads)",
 ))  # fmt: skip
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_2x2_128", encoder_layers=2, decoder_layers=2, d_model=128,
     ffn_dim=512, num_heads=4, attention_dropout=0.0,
     reference="student: transformer_2x2_256 at half width",
 ))  # fmt: skip
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_1x1_128", encoder_layers=1, decoder_layers=1, d_model=128,
     ffn_dim=512, num_heads=4, attention_dropout=0.0,
     reference="student: 1+1 layers, half width",
 ))  # fmt: skip
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_tiny", encoder_layers=1, decoder_layers=1, d_model=64,
     ffn_dim=128, num_heads=2, reference="tests and quick studies",
 ))  # fmt: skip
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_quick", encoder_layers=1, decoder_layers=1, d_model=64,
     ffn_dim=128, num_heads=2, dropout=0.1, normalize_first=True,
     reference="quick study teacher: transformer_tiny pre-norm, dropout 0.1 (measured: 86% "
     "token accuracy, greedy BLEU 60 on the embedded corpus after 6 epochs)",
 ))  # fmt: skip
-_register(TranslationModelSpec(
+register(TranslationModelSpec(
     name="transformer_quick_student", encoder_layers=1, decoder_layers=1, d_model=32,
     ffn_dim=64, num_heads=2, dropout=0.1, normalize_first=True,
     reference="quick study student: transformer_quick at half width",
@@ -163,16 +166,12 @@ _register(TranslationModelSpec(
 
 def available() -> list[str]:
     """Sorted names accepted by `get` and `describe`."""
-    return sorted(_REGISTRY)
-
-
-def _canonical(name: str) -> str:
-    return registry.resolve(name, _REGISTRY, "translation model")
+    return MODELS.available()
 
 
 def describe(name: str) -> TranslationModelSpec:
     """The `TranslationModelSpec` registered as ``name`` (case-insensitive, "-" = "_")."""
-    return _REGISTRY[_canonical(name)]
+    return MODELS.get(name)
 
 
 def _check(spec: TranslationModelSpec, vocab_size, max_length) -> None:
