@@ -17,8 +17,9 @@ from absl import flags
 from absl.testing import flagsaver
 from conftest import StopAtEpoch
 
-from lskd_tf import claims, experiment, processes, results, sweep
+from lskd_tf import claims, experiment, processes, results, sweep, tasks
 from lskd_tf import flags as lf
+from lskd_tf.data.source import Source
 from lskd_tf.run_dir import RunDir
 from lskd_tf.training import TrainConfig
 
@@ -464,3 +465,55 @@ def test_exports_and_summaries_are_done_once_among_processes(tmp_path):
         sweep.export_once(env, spec, failing)
     assert (exports / spec.name / "saved_model.pb").read_text() == "export 1"  # kept whole
     assert sorted(p.name for p in exports.iterdir()) == [spec.name]
+
+
+class _Blobs(Source):
+    """A user's dataset with an option of its own (``spread``) and one that has an
+    alias flag (``train_per_class``): issue #22's case, whose options were dropped."""
+
+    name = "blobs"
+    splits = ("train", "test")
+    option_defaults = {"train_per_class": 3, "spread": 1.0}
+
+
+@pytest.fixture
+def blobs(monkeypatch):
+    from lskd_tf import data
+
+    monkeypatch.setitem(data._REGISTRY, "blobs", _Blobs())
+    return "blobs"
+
+
+def test_a_registered_dataset_receives_its_options_from_the_command_line(blobs, capsys):
+    """--data_option=key=value and an alias flag of an option the dataset has both reach
+    DataSpec.options (in DATA_OPTION_FLAGS order, then --data_option's), flags.txt writes
+    them back, and an option the dataset lacks is one error line listing its options."""
+    with flagsaver.flagsaver():
+        parse(f"--dataset={blobs}", "--data_option=spread=0.5", "--train_per_class=5")
+        lf.check_applicable()
+        spec = lf.data_spec()
+        assert spec.options == (("train_per_class", 5), ("spread", 0.5))
+        parse(f"--dataset={blobs}")  # an alias's default reaches every dataset with the option
+        assert lf.data_spec().options == (("train_per_class", 50),)
+        parse(f"--dataset={blobs}", "--test_per_class=2")
+        with pytest.raises(ValueError, match="--test_per_class is not an option of --dataset="
+                           "blobs .*its options: shuffle_buffer, spread, superclass_mapping, "
+                           "train_per_class: remove it"):  # fmt: skip
+            lf.check_applicable()
+    lines = [lf._data_option_line(key, value) for key, value in spec.options]
+    assert lines == ["--train_per_class=5", "--data_option=spread=0.5"]
+    assert lf.data_options([lines[1].removeprefix("--data_option=")]) == {"spread": 0.5}
+    code = run_main(f"--dataset={blobs}", "--data_option=colour=1", *FAST[2:])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (
+        "error: unknown option(s) colour for dataset 'blobs'; valid options: shuffle_buffer, "
+        "spread, train_per_class"
+    )
+
+
+def test_dataset_help_lists_every_task_s_datasets():
+    """--dataset's help (built without importing a task) names each task's datasets."""
+    for task in tasks.available():
+        assert set(tasks._BUILT_IN_DATASETS[task]) <= set(tasks.get(task).datasets())
+        assert f"{task}: {', '.join(tasks._BUILT_IN_DATASETS[task])}" in flags.FLAGS["dataset"].help
