@@ -577,3 +577,6 @@ def test_read_spec_of_an_old_run_json(tmp_path):
     assert (row["temperature"], row["teacher_seed"], row["model"]) == (4.0, 2, "resnet8")
     with pytest.raises(ValueError, match="holds no run"):
         RunDir(tmp_path / "nothing").read_spec()
+    run.write({"name": "low-level", "kind": "teacher", "status": "finished"})
+    with pytest.raises(ValueError, match="records no spec .* train_teacher / distill_student"):
+        run.read_spec()

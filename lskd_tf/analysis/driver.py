@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from lskd_tf.progress import Progress
-from lskd_tf.run_dir import RunDir
+from lskd_tf.run_dir import RunDir, spec_record
 
 
 def augment_normalized(images: tf.Tensor) -> tf.Tensor:
@@ -66,18 +66,19 @@ def _class_sample(task, spec, split: str, classes, per_class: int, batch_size: i
 
 
 def finished_runs(run_dirs: Sequence[str | os.PathLike]):
-    """``(run_dir, run.json contents, TeacherSpec or StudentSpec)`` of each finished run,
-    in order (the spec: `lskd_tf.run_dir.RunDir.read_spec`).
+    """``(run_dir, run.json contents, DataSpec)`` of each finished run, in order.
 
     Prints ``analysis k/N: <run> (elapsed ..., ETA ...)`` before handing out each run
     (`lskd_tf.progress`): analysing a study's checkpoints takes minutes.
     """
+    from lskd_tf.experiment.specs import DataSpec
+
     found = []
     for run_dir in map(Path, run_dirs):
         run = RunDir(run_dir)
         info = run.read()
         if info and run.is_finished():
-            found.append((run_dir, info, run.read_spec()))
+            found.append((run_dir, info, DataSpec.from_record(info["data"])))
     progress = Progress("analysis", len(found))
     for run_dir, info, spec in found:
         progress.start(run_dir.name)
@@ -141,8 +142,7 @@ def analyze_runs(
     out_dir = Path(out_dir)
     entries = []
     teacher_cache: dict[str, dict] = {}
-    for run_dir, info, run_spec in finished_runs(run_dirs):
-        spec = run_spec.data
+    for run_dir, info, spec in finished_runs(run_dirs):
         run = RunDir(run_dir)
         dataset_info = task.dataset_info(spec)
         eval_ds = task.eval_dataset(spec, batch_size=batch_size)
@@ -167,7 +167,8 @@ def analyze_runs(
             model, pair_images, pair_labels, augment_normalized, mi_augmentations
         )
         teacher_outputs = None
-        if run_spec.kind == "student":
+        record = spec_record(info)  # the spec's keys (run.json stores them once)
+        if record.get("kind") == "student":
             teacher_path = info["teacher_checkpoint_used"]
             if teacher_path not in teacher_cache:
                 teacher = keras.models.load_model(teacher_path)
@@ -183,7 +184,7 @@ def analyze_runs(
             out_dir=out_dir / run_dir.name,
             name=run_dir.name,
             classes=classes,
-            temperature=run_spec.distill.temperature if run_spec.kind == "student" else None,
+            temperature=record.get("temperature"),
             dataset=dataset_info.name,
             augmented_logits=augmented,
             tensorboard_logdir=(

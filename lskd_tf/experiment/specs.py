@@ -208,6 +208,11 @@ def spec_from_record(info: dict, teacher_info: dict | None = None) -> RunSpec:
     `StudentSpec.record`), and ``use_teacher`` from the checkpoint the run used.
     """
     record = spec_record(info)
+    if "model" not in record:
+        raise ValueError(
+            f"run {info.get('name', '?')} records no spec (no model): it was trained by "
+            "train_teacher / distill_student directly, not from a TeacherSpec / StudentSpec"
+        )
     data = DataSpec.from_record(info.get("data") or {"name": record.get("dataset", "embedded")})
     train = _settings(TrainConfig, info.get("train"))
     common = dict(task=record.get("task", tasks.DEFAULT_TASK), model=record["model"],

@@ -39,7 +39,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from lskd_tf.run_dir import RunDir
+from lskd_tf.run_dir import RunDir, spec_record
 
 MAX_VALUES = 50_000_000
 """Largest number of (position x vocabulary) probabilities held at once."""
@@ -128,8 +128,7 @@ def analyze_runs(
 
     out_dir = Path(out_dir)
     entries, teachers = [], {}
-    for run_dir, info, run_spec in finished_runs(run_dirs):
-        spec = run_spec.data
+    for run_dir, info, spec in finished_runs(run_dirs):
         run = RunDir(run_dir)
         dataset_info = task.dataset_info(spec)
         max_positions = max(1, int(max_values) // dataset_info.vocab_size)
@@ -137,7 +136,8 @@ def analyze_runs(
         outputs = token_outputs(task.load_model(run.checkpoint("last"), dataset_info), eval_ds,
                                 max_positions)  # fmt: skip
         teacher_outputs = None
-        if run_spec.kind == "student" and info.get("teacher_checkpoint_used"):
+        record = spec_record(info)  # the spec's keys (run.json stores them once)
+        if record.get("kind") == "student" and info.get("teacher_checkpoint_used"):
             path = info["teacher_checkpoint_used"]
             if path not in teachers:
                 teacher = task.load_model(path, dataset_info)
@@ -145,8 +145,7 @@ def analyze_runs(
             teacher_outputs = teachers[path]
         metrics = token_measures(
             outputs, token_families=dataset_info.token_families,
-            teacher_outputs=teacher_outputs,
-            temperature=run_spec.distill.temperature if run_spec.kind == "student" else None,
+            teacher_outputs=teacher_outputs, temperature=record.get("temperature"),
         )  # fmt: skip
         figure = analysis.plot_reliability_diagram(
             analysis.softmax(outputs["logits"]), outputs["labels"],
