@@ -826,7 +826,10 @@ def test_analysis_projects_the_first_150_and_50_of_the_triple(tmp_path, monkeypa
     import keras
 
     from lskd_tf import analysis, tasks
-    from lskd_tf.analysis import driver
+    from lskd_tf.analysis import driver as old_name
+    from lskd_tf.tasks.image_classification import analysis as driver
+
+    assert old_name.analyze_runs is driver.analyze_runs  # the old name still works
     from lskd_tf.run_dir import RunDir
 
     rng = np.random.default_rng(1)

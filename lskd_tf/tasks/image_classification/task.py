@@ -189,7 +189,7 @@ class ImageClassification(tasks.Task):
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
     ) -> Path | None:
-        from lskd_tf.analysis.driver import analyze_runs
+        from lskd_tf.tasks.image_classification.analysis import analyze_runs
 
         return analyze_runs(self, run_dirs, out_dir, tensorboard_dir=tensorboard_dir, title=title)
 
