@@ -113,7 +113,7 @@ def _write_flagfile(env):
 
 
 def _study(env) -> None:
-    from lskd_tf import experiment, results, sweep
+    from lskd_tf import experiment, results, sweep, tasks
     from lskd_tf.experiment import StudentSpec
 
     started = time.time()
@@ -161,11 +161,9 @@ def _study(env) -> None:
     print(f"run directories:   {env.study_dir}/<run>/ (run.json, history.csv, *.keras)")
     print(f"TensorBoard:       tensorboard --logdir {tensorboard_study}")
     print(f"study wall time:   {time.time() - started:.0f} s")
-    if lf.DATASET.value == "embedded" and lf.TASK.value == "image_classification":
-        print(
-            "the real study:    python run.py --flagfile=flags/cifar100/study.flags "
-            "(CIFAR-100; add --download the first time)"
-        )
+    hint = tasks.get(lf.TASK.value).after_study_hint(lf.data_spec())
+    if hint:
+        print(hint)
 
 
 def _exporter(env, spec):

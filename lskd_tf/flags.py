@@ -69,8 +69,7 @@ TASK = flags.DEFINE_string(
     "task", tasks.DEFAULT_TASK, f"The problem, one of: {', '.join(tasks.available())}."
 )
 DATASET = flags.DEFINE_string(
-    "dataset", "embedded", "Dataset of the task (image_classification: embedded, cifar100, "
-    "imagenet2012, caltech_birds2011).",
+    "dataset", "embedded", f"Dataset of the task ({tasks.datasets_help()}).",
 )  # fmt: skip
 DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: ~/tensorflow_datasets).")
 DOWNLOAD = flags.DEFINE_bool(
@@ -78,10 +77,13 @@ DOWNLOAD = flags.DEFINE_bool(
 )
 CACHE = flags.DEFINE_bool("cache", False, "Cache decoded examples in memory (CIFAR-sized data).")
 TRAIN_PER_CLASS = flags.DEFINE_integer(
-    "train_per_class", 50, "Embedded dataset only: training images per class."
+    "train_per_class",
+    50,
+    "The embedded image dataset's training images per class (alias "
+    "of --data_option=train_per_class=N, as every per-option flag; see DATA_OPTION_FLAGS).",
 )
 TEST_PER_CLASS = flags.DEFINE_integer(
-    "test_per_class", 20, "Embedded dataset only: test images per class."
+    "test_per_class", 20, "The embedded image dataset's test images per class."
 )
 DATA_OPTION = flags.DEFINE_multi_string(
     "data_option", [],
@@ -687,17 +689,19 @@ MODE_ONLY_FLAGS = {
     "run_dirs": ("results", "analyze"), "teacher_checkpoint": ("distill",),
 }  # fmt: skip
 """Flags read by some modes only: flag -> the modes that read it."""
-TASK_ONLY_FLAGS = {
-    "translation": (
-        "source_language", "target_language", "vocab_size", "subword_model", "max_length",
-        "max_tokens", "beam_size", "length_penalty", "bleu_sentences", "train_size",
-        "sequence_level_kd", "bad_lines",
-    ),
-    "image_classification": ("train_per_class", "test_per_class"),
-}  # fmt: skip
-"""Flags read by one task only: task -> its flags (see `data_spec`)."""
-EMBEDDED_ONLY_FLAGS = ("train_per_class", "test_per_class", "train_size")
-"""Flags that size the embedded dataset, read for no other dataset."""
+TASK_ONLY_FLAGS = {"translation": ("sequence_level_kd",)}
+"""Flags read by one task only (not data options): task -> its flags."""
+DATA_OPTION_FLAGS = (
+    "source_language", "target_language", "vocab_size", "subword_model", "max_length",
+    "max_tokens", "bad_lines", "beam_size", "length_penalty", "bleu_sentences", "bleu_text",
+    "train_size", "train_per_class", "test_per_class",
+)  # fmt: skip
+"""Flags that are aliases of a dataset option of the same name (``--train_per_class=5`` is
+``--data_option=train_per_class=5``). No table here says which dataset reads which: the
+task says which options a dataset has (`lskd_tf.tasks.Task.data_options`), `data_spec`
+forwards an alias's value (when not None) to every dataset that has that option, and
+`check_applicable` refuses an alias given for a dataset that has not. In this order in
+`DataSpec.options` (the order runs were recorded with: it is part of their identity)."""
 
 
 def check_applicable() -> None:
@@ -721,11 +725,12 @@ def check_applicable() -> None:
                 raise ValueError(
                     f"--{name} is a {owner} flag; --task={task} does not read it: remove it"
                 )
-    for name in EMBEDDED_ONLY_FLAGS:
-        if given(name) and dataset != "embedded":
+    known = tasks.get(task).data_options(dataset)
+    for name in DATA_OPTION_FLAGS:
+        if given(name) and name not in known:
             raise ValueError(
-                f"--{name} sizes the embedded dataset only; --dataset={dataset} does not read "
-                "it: remove it"
+                f"--{name} is not an option of --dataset={dataset} (--task={task}); its "
+                f"options: {', '.join(known) or 'none'}: remove it"
             )
 
 
@@ -807,23 +812,10 @@ def _as_flag(value) -> str:
 def data_spec() -> DataSpec:
     from lskd_tf.experiment import DataSpec
 
-    options = ()
-    if TASK.value == "translation":
-        chosen = (("source_language", SOURCE_LANGUAGE.value),
-                  ("target_language", TARGET_LANGUAGE.value),
-                  ("vocab_size", VOCAB_SIZE.value), ("subword_model", SUBWORD_MODEL.value),
-                  ("max_length", MAX_LENGTH.value), ("max_tokens", MAX_TOKENS.value),
-                  ("bad_lines", BAD_LINES.value),
-                  ("beam_size", BEAM_SIZE.value), ("length_penalty", LENGTH_PENALTY.value),
-                  ("bleu_sentences", BLEU_SENTENCES.value),
-                  ("bleu_text", BLEU_TEXT.value))  # fmt: skip
-        if DATASET.value == "embedded":
-            chosen += (("train_size", TRAIN_SIZE.value),)
-        options = tuple((key, value) for key, value in chosen if value is not None)
-    elif DATASET.value == "embedded":
-        options = (("train_per_class", TRAIN_PER_CLASS.value),
-                   ("test_per_class", TEST_PER_CLASS.value))  # fmt: skip
-    options = tuple({**dict(options), **data_options(DATA_OPTION.value)}.items())
+    known = tasks.get(TASK.value).data_options(DATASET.value)
+    aliases = {name: FLAGS[name].value for name in DATA_OPTION_FLAGS if name in known}
+    options = {name: value for name, value in aliases.items() if value is not None}
+    options = tuple({**options, **data_options(DATA_OPTION.value)}.items())
     return DataSpec(
         name=DATASET.value, data_dir=DATA_DIR.value, download=DOWNLOAD.value,
         cache=CACHE.value, options=options,

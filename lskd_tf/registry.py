@@ -131,6 +131,10 @@ class Registry(Generic[T]):
             self.resolve(name)
         return [(name, self._entries[name]) for name in self.available()]
 
+    def loaded(self) -> dict[str, T]:
+        """The entries registered so far, by name, without importing any built-in one."""
+        return dict(self._entries)
+
     def _match(self, name: str) -> str | None:
         wanted = normalize(name)
         for key in (*self._entries, *self._built_in):

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from lskd_tf import atomic, statistics
-from lskd_tf.run_dir import FINISHED, RUN_JSON, RunDir
+from lskd_tf.run_dir import FINISHED, RUN_JSON, RunDir, spec_record
 
 DEFAULT_METRICS = ("top1", "top5")
 """The metrics of runs recorded before run.json listed its task's metrics."""
@@ -95,9 +95,7 @@ def run_config(info: Mapping) -> str:
         _flatten("", dict(info["identity"]), flat)
         spec = info["identity"]
     else:  # runs recorded before identities
-        spec = info.get("spec")
-        if not isinstance(spec, Mapping):
-            spec = {key: info[key] for key in _SPEC_KEYS if key in info}
+        spec = {k: v for k, v in spec_record(dict(info)).items() if k in _SPEC_KEYS}
         _flatten("", dict(spec), flat)
         for part in ("train", "data"):
             if isinstance(info.get(part), Mapping):
@@ -129,13 +127,15 @@ def run_row(info: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
     row["headline"] = info.get("headline", "top1")
     labels = info.get("metric_labels")
     row["metric_labels"] = json.dumps(labels, sort_keys=True) if labels else None
+    spec = spec_record(dict(info))  # the spec's keys, stored once (old runs: at the top)
     for key in (
         "kind", "task", "model", "dataset", "label_smoothing", "smoothing", "seed",
         "teacher_model", "teacher_label_smoothing", "teacher_run", "teacher_checkpoint",
-        "temperature", "kd_weight", "ce_weight", "kd_loss", "wall_time_s", "epochs_done",
+        "temperature", "kd_weight", "ce_weight", "kd_loss",
     ):  # fmt: skip
-        row[key] = info.get(key)
-    row["teacher_seed"] = _teacher_seed(info)
+        row[key] = spec.get(key)
+    row["wall_time_s"], row["epochs_done"] = info.get("wall_time_s"), info.get("epochs_done")
+    row["teacher_seed"] = _teacher_seed(spec)
     row["config"] = run_config(info)
     monitor = info.get("monitor", "val_top1")
     prefix = "val_" if monitor.startswith("val_") else ""

@@ -114,6 +114,19 @@ class RunDir:
             )
         return info
 
+    def read_spec(self):
+        """The `TeacherSpec` / `StudentSpec` this run was made from (its run.json; a
+        study's student takes its teacher's spec from the teacher run beside it):
+        `lskd_tf.experiment.specs.spec_from_record`. A ValueError when there is no run."""
+        from lskd_tf.experiment.specs import spec_from_record
+
+        info = self.read()
+        if info is None:
+            raise ValueError(f"{self.path} holds no run (no {RUN_JSON}): nothing to read")
+        teacher_run = spec_record(info).get("teacher_run")
+        teacher = RunDir(self.path.parent / teacher_run).read() if teacher_run else None
+        return spec_from_record(info, teacher)
+
     def write(self, info: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic.write_json(self.run_json, info)
@@ -243,6 +256,14 @@ def _number(text: str):
         except ValueError:
             pass
     return text
+
+
+def spec_record(info: dict) -> dict:
+    """The spec part of a run.json dict (``TeacherSpec.record()`` / ``StudentSpec.record()``):
+    ``info["spec"]``, stored once; a run recorded before that held the same keys at the
+    top level of run.json, so for it the whole dict (its other keys are not spec keys)."""
+    spec = info.get("spec")
+    return dict(spec) if isinstance(spec, dict) else dict(info)
 
 
 def as_run_dir(path: str | os.PathLike | RunDir) -> RunDir:

@@ -826,7 +826,10 @@ def test_analysis_projects_the_first_150_and_50_of_the_triple(tmp_path, monkeypa
     import keras
 
     from lskd_tf import analysis, tasks
-    from lskd_tf.analysis import driver
+    from lskd_tf.analysis import driver as old_name
+    from lskd_tf.tasks.image_classification import analysis as driver
+
+    assert old_name.analyze_runs is driver.analyze_runs  # the old name still works
     from lskd_tf.run_dir import RunDir
 
     rng = np.random.default_rng(1)
@@ -862,3 +865,27 @@ def test_analysis_projects_the_first_150_and_50_of_the_triple(tmp_path, monkeypa
     assert len(seen["student_outputs"]["labels"]) == 30  # the other measures: the whole split
     metrics = json.loads((tmp_path / "out" / "teacher-tiny" / "analysis.json").read_text())
     assert metrics["classes"] == list(IMAGENET_TRIPLE)
+
+
+def test_an_analysis_is_one_function_and_one_measures_entry(tmp_path, monkeypatch):
+    """A measure appended to MEASURES gets the model's outputs and the context (the
+    teacher's, T) and its numbers land in analyze's result and analysis.json."""
+    from lskd_tf.analysis import report
+
+    def teacher_margin(outputs, context):
+        gap = context.teacher["logits"].max(-1) - outputs["logits"].max(-1)
+        return {"mean_teacher_margin": float(gap.mean()), "at_t": context.soft_temperature}
+
+    monkeypatch.setattr(report, "MEASURES", [*report.MEASURES, teacher_margin])
+    student, teacher = _fake_outputs(1, num_classes=3, n=12), _fake_outputs(2, num_classes=3, n=12)
+    metrics = analyze(student_outputs=student, teacher_outputs=teacher, temperature=2.0,
+                      out_dir=tmp_path, name="s")  # fmt: skip
+    expected = float((teacher["logits"].max(-1) - student["logits"].max(-1)).mean())
+    assert metrics["mean_teacher_margin"] == pytest.approx(expected)
+    assert metrics["at_t"] == 2.0 and metrics["classes"] == [0, 1, 2]
+    written = json.loads((tmp_path / "analysis.json").read_text())
+    assert written["mean_teacher_margin"] == pytest.approx(expected)
+    assert [m.__name__ for m in analysis.MEASURES][:2] == [
+        "accuracy_measures",
+        "diffusion_measures",
+    ]

@@ -17,8 +17,9 @@ from absl import flags
 from absl.testing import flagsaver
 from conftest import StopAtEpoch
 
-from lskd_tf import claims, experiment, processes, results, sweep
+from lskd_tf import claims, experiment, processes, results, sweep, tasks
 from lskd_tf import flags as lf
+from lskd_tf.data.source import Source
 from lskd_tf.run_dir import RunDir
 from lskd_tf.training import TrainConfig
 
@@ -476,3 +477,118 @@ def test_exports_and_summaries_are_done_once_among_processes(tmp_path):
         sweep.export_once(env, spec, failing)
     assert (exports / spec.name / "saved_model.pb").read_text() == "export 1"  # kept whole
     assert sorted(p.name for p in exports.iterdir()) == [spec.name]
+
+
+class _Blobs(Source):
+    """A user's dataset with an option of its own (``spread``) and one that has an
+    alias flag (``train_per_class``): issue #22's case, whose options were dropped."""
+
+    name = "blobs"
+    splits = ("train", "test")
+    option_defaults = {"train_per_class": 3, "spread": 1.0}
+
+
+@pytest.fixture
+def blobs(monkeypatch):
+    from lskd_tf import data
+
+    monkeypatch.setitem(data._REGISTRY, "blobs", _Blobs())
+    return "blobs"
+
+
+def test_a_registered_dataset_receives_its_options_from_the_command_line(blobs, capsys):
+    """--data_option=key=value and an alias flag of an option the dataset has both reach
+    DataSpec.options (in DATA_OPTION_FLAGS order, then --data_option's), flags.txt writes
+    them back, and an option the dataset lacks is one error line listing its options."""
+    with flagsaver.flagsaver():
+        parse(f"--dataset={blobs}", "--data_option=spread=0.5", "--train_per_class=5")
+        lf.check_applicable()
+        spec = lf.data_spec()
+        assert spec.options == (("train_per_class", 5), ("spread", 0.5))
+        parse(f"--dataset={blobs}")  # an alias's default reaches every dataset with the option
+        assert lf.data_spec().options == (("train_per_class", 50),)
+        parse(f"--dataset={blobs}", "--test_per_class=2")
+        with pytest.raises(ValueError, match="--test_per_class is not an option of --dataset="
+                           "blobs .*its options: shuffle_buffer, spread, superclass_mapping, "
+                           "train_per_class: remove it"):  # fmt: skip
+            lf.check_applicable()
+    lines = [lf._data_option_line(key, value) for key, value in spec.options]
+    assert lines == ["--train_per_class=5", "--data_option=spread=0.5"]
+    assert lf.data_options([lines[1].removeprefix("--data_option=")]) == {"spread": 0.5}
+    code = run_main(f"--dataset={blobs}", "--data_option=colour=1", *FAST[2:])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (
+        "error: unknown option(s) colour for dataset 'blobs'; valid options: shuffle_buffer, "
+        "spread, train_per_class"
+    )
+
+
+def test_dataset_help_lists_every_task_s_datasets():
+    """--dataset's help (built without importing a task) names each task's datasets."""
+    for task, names in tasks._BUILT_IN_DATASETS.items():
+        assert set(names) <= set(tasks.get(task).datasets())
+        assert f"{task}: {', '.join(names)}" in flags.FLAGS["dataset"].help
+
+
+def test_read_spec_returns_the_spec_each_run_was_made_from(quick_study):
+    """RunDir.read_spec() of every run of the quick study equals the spec the study
+    planned for it (a student's teacher read from the teacher run beside it), and
+    run.json stores the spec once (not also flattened at its top level)."""
+    study_dir, _, args = quick_study
+    with flagsaver.flagsaver():
+        parse(*args)
+        planned = {spec.name: spec for spec in experiment.plan_study(lf.study_spec())}
+    for name, spec in planned.items():
+        assert RunDir(study_dir / name).read_spec() == spec, name
+        info = RunDir(study_dir / name).read()
+        assert info["spec"] == spec.record() and "teacher_run" not in info and "task" not in info
+
+
+# A student's run.json as written before the spec was stored under "spec" (its keys at
+# the top level), and before the ADDED_LATER settings warmup_steps, max_updates,
+# validate_every_updates, patience and the Adam betas existed.
+OLD_STUDENT_RUN_JSON = {
+    "name": "student-resnet8-T4-seed1-from-resnet8-ls0.1-seed2", "kind": "student",
+    "temperature": 4.0, "kd_weight": 1.0, "ce_weight": 0.0, "label_smoothing": 0.0,
+    "smoothing": "uniform", "t2_scaling": True, "kd_loss": "kl",
+    "task": "image_classification", "model": "resnet8", "dataset": "embedded",
+    "teacher_run": "teacher-resnet8-ls0.1-seed2", "teacher_model": "resnet8",
+    "teacher_label_smoothing": 0.1, "teacher_smoothing": "uniform",
+    "teacher_checkpoint": None, "seed": 1,
+    "data": {"name": "embedded", "data_dir": None, "download": False, "cache": False,
+             "options": [["train_per_class", 4], ["test_per_class", 2]]},
+    "train": {"epochs": 2, "batch_size": 64, "optimizer": "sgd", "learning_rate": 0.05,
+              "momentum": 0.9, "nesterov": False, "weight_decay": 0.0005,
+              "weight_decay_scope": "kernels", "schedule": "cosine", "milestones": [],
+              "decay_rate": 0.1, "warmup_epochs": 0.0, "seed": 1, "steps_per_epoch": None,
+              "jit_compile": False, "verbose": 0},
+    "teacher_checkpoint_used": "/gone/teacher-resnet8-ls0.1-seed2/best.keras",
+    "status": "finished",
+}  # fmt: skip
+
+
+def test_read_spec_of_an_old_run_json(tmp_path):
+    """An old run.json (flat keys, no later settings) still reads as its StudentSpec: the
+    later settings at their defaults, the teacher rebuilt from what the student recorded
+    (its directory is not beside it), use_teacher from the checkpoint it used."""
+    run = RunDir(tmp_path / OLD_STUDENT_RUN_JSON["name"])
+    run.path.mkdir()
+    run.write(OLD_STUDENT_RUN_JSON)
+    spec = run.read_spec()
+    train = TrainConfig(epochs=2, batch_size=64, learning_rate=0.05, schedule="cosine",
+                        milestones=(), seed=1, weight_decay=0.0005, verbose=0)  # fmt: skip
+    assert spec.train == train and spec.train.warmup_steps == 0 and spec.train.patience is None
+    assert spec.name == OLD_STUDENT_RUN_JSON["name"] and spec.seed == 1
+    assert spec.distill.temperature == 4.0 and spec.distill.kd_loss == "kl"
+    assert spec.data.options == (("train_per_class", 4), ("test_per_class", 2))
+    assert (spec.teacher.model, spec.teacher.label_smoothing, spec.teacher.seed) == (
+        "resnet8", 0.1, 2)  # fmt: skip
+    assert spec.use_teacher == "best" and spec.teacher_cache is None
+    row = results.run_row(OLD_STUDENT_RUN_JSON)
+    assert (row["temperature"], row["teacher_seed"], row["model"]) == (4.0, 2, "resnet8")
+    with pytest.raises(ValueError, match="holds no run"):
+        RunDir(tmp_path / "nothing").read_spec()
+    run.write({"name": "low-level", "kind": "teacher", "status": "finished"})
+    with pytest.raises(ValueError, match="records no spec .* train_teacher / distill_student"):
+        run.read_spec()

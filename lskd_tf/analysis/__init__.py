@@ -57,7 +57,14 @@ from lskd_tf.analysis.projection import (
     project_features,
     template_basis,
 )
-from lskd_tf.analysis.report import ANALYSIS_GROUP, analyze, log_to_tensorboard, write_report
+from lskd_tf.analysis.report import (
+    ANALYSIS_GROUP,
+    MEASURES,
+    AnalysisContext,
+    analyze,
+    log_to_tensorboard,
+    write_report,
+)
 from lskd_tf.analysis.stability import StabilityResult, stability
 
 __all__ = [
@@ -65,6 +72,8 @@ __all__ = [
     "Projection",
     "ReliabilityBins",
     "StabilityResult",
+    "AnalysisContext",
+    "MEASURES",
     "analyze",
     "class_statistics",
     "class_templates",

@@ -23,7 +23,8 @@ points are subsampled (`max_train_per_class`, `max_val_per_class`) with a fixed 
 The ICML 2022 script (sutd-visual-computing-group/LS-KD-compatibility,
 src/visualization/alpha-LS-KD_imagenet_centroids.py) projects the first 150 training
 and first 50 validation images of each class of its triple and takes the centroids of
-those; `lskd_tf.analysis.driver` passes exactly such samples, so the caps do not bite
+those; `lskd_tf.tasks.image_classification.analysis` passes exactly such samples, so the
+caps do not bite
 and the centroids are the script's. One difference is kept: the script fits its PCA on
 the 450 training points *and* the 3 centroids; here on the training points alone.
 """

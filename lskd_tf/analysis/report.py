@@ -10,10 +10,11 @@ by temperature x teacher label smoothing), the comparison both papers make.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,9 +126,7 @@ def analyze(
     student = _check_outputs(student_outputs, "student_outputs")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    logits, labels, features = student["logits"], student["labels"], student["features"]
-    num_examples, num_classes = logits.shape
-    probs = softmax(logits)
+    num_examples, num_classes = student["logits"].shape
     metrics: dict[str, Any] = {
         "name": name,
         "num_examples": int(num_examples),
@@ -135,116 +134,205 @@ def analyze(
         "temperature": temperature,
         "notes": [],
     }
-    notes = metrics["notes"]
-
-    metrics["top1_accuracy"] = top_k_accuracy(logits, labels, 1)
-    metrics["top5_accuracy"] = top_k_accuracy(logits, labels, 5)
-    present = _present_classes(labels)
-    if present.size < num_classes:
-        notes.append(
-            f"{num_classes - present.size} of {num_classes} classes have no examples; "
-            "stability and separation average over the present classes only."
-        )
-    metrics["one_minus_stability"] = stability(probs, labels, classes=present).one_minus_stability
-    metrics["ece"] = expected_calibration_error(probs, labels, num_bins)
-
-    if superclass is not None:
-        metrics.update(_diffusion(logits, probs, features, labels, superclass, prefix=""))
-    else:
-        notes.append("no superclass mapping: diffusion measures skipped.")
-
-    soft_temperature = 1.0 if temperature is None else float(temperature)
-    if teacher_outputs is not None:
-        teacher = _check_outputs(teacher_outputs, "teacher_outputs")
-        if teacher["logits"].shape != logits.shape or not np.array_equal(teacher["labels"], labels):
-            raise ValueError(
-                "`teacher_outputs` must cover the same examples in the same order as "
-                "`student_outputs` (same labels and logits shape)."
-            )
-        metrics["agreement"] = teacher_student_agreement(teacher["logits"], logits)
-        metrics["kl"] = teacher_student_kl(teacher["logits"], logits)
-        if temperature is not None:
-            metrics["kl_at_temperature"] = teacher_student_kl(
-                teacher["logits"], logits, temperature=soft_temperature
-            )
-        metrics["teacher_top1_accuracy"] = top_k_accuracy(teacher["logits"], labels, 1)
-        metrics["teacher_equivalent_smoothing"] = equivalent_smoothing(
-            teacher["logits"], labels, temperature=soft_temperature
-        )
-        if superclass is not None:
-            teacher_probs = softmax(teacher["logits"], soft_temperature)
-            metrics.update(
-                _diffusion(
-                    teacher["logits"],
-                    teacher_probs,
-                    teacher["features"],
-                    labels,
-                    superclass,
-                    "teacher_",
-                )
-            )
-    else:
-        metrics["equivalent_smoothing"] = equivalent_smoothing(
-            logits, labels, temperature=soft_temperature
-        )
-
-    figures: dict[str, str] = {}
-    figures["reliability"] = plot_reliability_diagram(
-        probs,
-        labels,
-        os.path.join(out_dir, f"{name}_reliability.png"),
-        num_bins=num_bins,
-        title=f"{name}: reliability",
-    )
-    triple = None
-    if num_classes >= 3:
-        triple = (
-            check_class_triple(classes, num_classes)
-            if classes is not None
-            else default_class_triple(superclass, class_names, dataset)
-        )
-        metrics["classes"] = list(triple)
-    if "kernel" in student and "bias" in student and triple is not None:
-        fit = _check_outputs(train_outputs, "train_outputs") if train_outputs else student
-        shown = _check_outputs(val_outputs, "val_outputs") if val_outputs else student
-        projection = penultimate_projection(
-            student["kernel"],
-            student["bias"],
-            triple,
-            fit["features"],
-            fit["labels"],
-            shown["features"] if train_outputs else None,
-            shown["labels"] if train_outputs else None,
-        )
-        figures["projection"] = plot_projection(
-            projection,
-            os.path.join(out_dir, f"{name}_projection.png"),
-            class_names=class_names,
-            title=name,
-        )
-        if superclass is not None:
-            # Diffusion in the plotted plane: what the papers' pictures show, as numbers.
-            points = projection.val_points if train_outputs else projection.train_points
-            point_labels = projection.val_labels if train_outputs else projection.train_labels
-            sep = feature_separation(points, point_labels, superclass, classes=list(triple))
-            metrics["projection_separation_ratio"] = sep["separation_ratio"]
-    elif triple is not None:
-        notes.append("no classifier templates (`kernel`, `bias`) in outputs: projection skipped.")
-
-    if augmented_logits is not None:
-        if triple is None:
-            raise ValueError("Mutual information needs at least two classes; the model has one.")
-        metrics["mutual_information"] = mutual_information_from_logits(
-            augmented_logits["logits"], triple[0], triple[1]
-        )
-        metrics["mutual_information_classes"] = [triple[0], triple[1]]
-
+    context = AnalysisContext(
+        probs=softmax(student["logits"]), teacher=_check_teacher(teacher_outputs, student),
+        superclass=superclass, class_names=class_names,
+        train_outputs=_check_outputs(train_outputs, "train_outputs") if train_outputs else None,
+        val_outputs=_check_outputs(val_outputs, "val_outputs") if val_outputs else None,
+        triple=_class_triple(classes, num_classes, superclass, class_names, dataset),
+        out_dir=out_dir, name=name, temperature=temperature, augmented_logits=augmented_logits,
+        num_bins=num_bins, notes=metrics["notes"],
+    )  # fmt: skip
+    for measure in MEASURES:
+        metrics.update(measure(student, context))
+    figures = context.figures
     metrics["figures"] = figures
     with open(os.path.join(out_dir, "analysis.json"), "w") as handle:
         json.dump(_jsonable(metrics), handle, indent=2, sort_keys=True)
     if tensorboard_logdir is not None:
         log_to_tensorboard(tensorboard_logdir, ANALYSIS_GROUP, metrics, figures)
     return metrics
+
+
+@dataclasses.dataclass
+class AnalysisContext:
+    """What a measure of `analyze` may read besides the analysed model's outputs; a
+    measure adds its figures (name -> PNG path) and notes here."""
+
+    probs: np.ndarray
+    """softmax of the analysed model's logits (T = 1)."""
+    teacher: dict | None
+    superclass: Any
+    class_names: Sequence[str] | None
+    train_outputs: dict | None
+    val_outputs: dict | None
+    triple: tuple[int, int, int] | None
+    """The projection's three classes (None with fewer than three classes)."""
+    out_dir: str
+    name: str
+    temperature: float | None
+    augmented_logits: dict | None
+    num_bins: int
+    notes: list[str]
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def soft_temperature(self) -> float:
+        """The temperature of the teacher's soft targets: T, or 1 without one."""
+        return 1.0 if self.temperature is None else float(self.temperature)
+
+
+def _check_teacher(teacher_outputs, student: dict) -> dict | None:
+    if teacher_outputs is None:
+        return None
+    teacher = _check_outputs(teacher_outputs, "teacher_outputs")
+    if teacher["logits"].shape != student["logits"].shape or not np.array_equal(
+        teacher["labels"], student["labels"]
+    ):
+        raise ValueError(
+            "`teacher_outputs` must cover the same examples in the same order as "
+            "`student_outputs` (same labels and logits shape)."
+        )
+    return teacher
+
+
+def _class_triple(classes, num_classes: int, superclass, class_names, dataset):
+    if num_classes < 3:
+        return None
+    if classes is not None:
+        return check_class_triple(classes, num_classes)
+    return default_class_triple(superclass, class_names, dataset)
+
+
+def accuracy_measures(outputs: dict, context: AnalysisContext) -> dict[str, Any]:
+    """Top-1 / top-5 accuracy, 1 - stability (Chandrasegaran et al.) and ECE."""
+    logits, labels = outputs["logits"], outputs["labels"]
+    num_classes = logits.shape[1]
+    present = _present_classes(labels)
+    if present.size < num_classes:
+        context.notes.append(
+            f"{num_classes - present.size} of {num_classes} classes have no examples; "
+            "stability and separation average over the present classes only."
+        )
+    return {
+        "top1_accuracy": top_k_accuracy(logits, labels, 1),
+        "top5_accuracy": top_k_accuracy(logits, labels, 5),
+        "one_minus_stability": stability(
+            context.probs, labels, classes=present
+        ).one_minus_stability,
+        "ece": expected_calibration_error(context.probs, labels, context.num_bins),
+    }
+
+
+def diffusion_measures(outputs: dict, context: AnalysisContext) -> dict[str, Any]:
+    """Semantic mass, sibling margin and confusion, feature separation (needs superclasses)."""
+    if context.superclass is None:
+        context.notes.append("no superclass mapping: diffusion measures skipped.")
+        return {}
+    return _diffusion(
+        outputs["logits"], context.probs, outputs["features"], outputs["labels"],
+        context.superclass, prefix="",
+    )  # fmt: skip
+
+
+def teacher_measures(outputs: dict, context: AnalysisContext) -> dict[str, Any]:
+    """A student: agreement with and KL to its teacher, the teacher's accuracy, equivalent
+    smoothing and diffusion at T. A teacher: its own equivalent smoothing at T."""
+    logits, labels, temperature = outputs["logits"], outputs["labels"], context.soft_temperature
+    teacher = context.teacher
+    if teacher is None:
+        return {
+            "equivalent_smoothing": equivalent_smoothing(logits, labels, temperature=temperature)
+        }
+    found = {
+        "agreement": teacher_student_agreement(teacher["logits"], logits),
+        "kl": teacher_student_kl(teacher["logits"], logits),
+    }
+    if context.temperature is not None:
+        found["kl_at_temperature"] = teacher_student_kl(
+            teacher["logits"], logits, temperature=temperature
+        )
+    found["teacher_top1_accuracy"] = top_k_accuracy(teacher["logits"], labels, 1)
+    found["teacher_equivalent_smoothing"] = equivalent_smoothing(
+        teacher["logits"], labels, temperature=temperature
+    )
+    if context.superclass is not None:
+        teacher_probs = softmax(teacher["logits"], temperature)
+        found.update(_diffusion(teacher["logits"], teacher_probs, teacher["features"], labels,
+                                context.superclass, "teacher_"))  # fmt: skip
+    return found
+
+
+def reliability_figure(outputs: dict, context: AnalysisContext) -> dict[str, Any]:
+    """The reliability diagram (a figure, no number)."""
+    context.figures["reliability"] = plot_reliability_diagram(
+        context.probs, outputs["labels"],
+        os.path.join(context.out_dir, f"{context.name}_reliability.png"),
+        num_bins=context.num_bins, title=f"{context.name}: reliability",
+    )  # fmt: skip
+    return {}
+
+
+def projection_measures(outputs: dict, context: AnalysisContext) -> dict[str, Any]:
+    """Müller et al.'s penultimate-layer projection of three classes (figure) and, with
+    superclasses, the separation ratio in the plotted plane."""
+    triple = context.triple
+    if triple is None:
+        return {}
+    found: dict[str, Any] = {"classes": list(triple)}
+    if "kernel" not in outputs or "bias" not in outputs:
+        context.notes.append(
+            "no classifier templates (`kernel`, `bias`) in outputs: projection skipped."
+        )
+        return found
+    train = context.train_outputs
+    fit = train or outputs
+    shown = context.val_outputs or outputs
+    projection = penultimate_projection(
+        outputs["kernel"], outputs["bias"], triple, fit["features"], fit["labels"],
+        shown["features"] if train else None, shown["labels"] if train else None,
+    )  # fmt: skip
+    context.figures["projection"] = plot_projection(
+        projection, os.path.join(context.out_dir, f"{context.name}_projection.png"),
+        class_names=context.class_names, title=context.name,
+    )  # fmt: skip
+    if context.superclass is not None:
+        # Diffusion in the plotted plane: what the papers' pictures show, as numbers.
+        points = projection.val_points if train else projection.train_points
+        point_labels = projection.val_labels if train else projection.train_labels
+        sep = feature_separation(points, point_labels, context.superclass, classes=list(triple))
+        found["projection_separation_ratio"] = sep["separation_ratio"]
+    return found
+
+
+def mutual_information_measure(outputs: dict, context: AnalysisContext) -> dict[str, Any]:
+    """Müller et al.'s mutual information between example and the logit gap of the first
+    two projection classes, over augmented copies (when `augmented_logits` is given)."""
+    if context.augmented_logits is None:
+        return {}
+    if context.triple is None:
+        raise ValueError("Mutual information needs at least two classes; the model has one.")
+    first, second = context.triple[0], context.triple[1]
+    return {
+        "mutual_information": mutual_information_from_logits(
+            context.augmented_logits["logits"], first, second
+        ),
+        "mutual_information_classes": [first, second],
+    }
+
+
+Measure = Callable[[dict, AnalysisContext], dict]
+MEASURES: list[Measure] = [
+    accuracy_measures,
+    diffusion_measures,
+    teacher_measures,
+    reliability_figure,
+    projection_measures,
+    mutual_information_measure,
+]
+"""What `analyze` measures, in order: each ``(outputs, context) -> dict`` of numbers for
+analysis.json (figures and notes go to the context). Adding an analysis is one function
+and one entry here."""
 
 
 def _diffusion(logits, probs, features, labels, superclass, prefix: str) -> dict[str, float]:

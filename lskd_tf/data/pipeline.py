@@ -48,8 +48,8 @@ def first_per_class(
     Filters on the label before any decoding and stops once every class is full, so a
     projection's sample of ImageNet's training split reads records, not images (the
     ICML 2022 script takes the first 150 training and 50 validation images of each class
-    of its triple: `lskd_tf.analysis.driver`). A class with fewer examples gives all of
-    them.
+    of its triple: `lskd_tf.tasks.image_classification.analysis`). A class with fewer
+    examples gives all of them.
     """
     wanted = tf.constant(list(classes), tf.int64)
     limit = tf.constant(int(per_class), tf.int64)

@@ -16,7 +16,7 @@ from lskd_tf.checksums import weights_sha256
 from lskd_tf.experiment import identity
 from lskd_tf.experiment.planning import hparams_of
 from lskd_tf.experiment.specs import DataSpec, RunEnv, RunSpec, StudentSpec, TeacherSpec
-from lskd_tf.run_dir import RunDir
+from lskd_tf.run_dir import RunDir, spec_record
 from lskd_tf.training import RunResult, distill_student, train_teacher
 
 
@@ -59,8 +59,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
         monitor=task.monitor,
         run_info=identity.with_identity(
             {
-                "spec": spec.record(),
-                **spec.record(),
+                "spec": spec.record(),  # once: readers use RunDir.read_spec / spec_record
                 "data": dataclasses.asdict(spec.data),
                 "dataset_info": info.to_dict(),
                 "headline": task.headline,
@@ -177,7 +176,8 @@ def analyze_runs(
     for run_dir in map(Path, run_dirs):
         info = RunDir(run_dir).read()
         if info and RunDir(run_dir).is_finished():
-            by_task.setdefault(info.get("task", tasks.DEFAULT_TASK), []).append(run_dir)
+            task = spec_record(info).get("task", tasks.DEFAULT_TASK)
+            by_task.setdefault(task, []).append(run_dir)
     if not by_task:
         raise ValueError("no finished runs to analyze; pass run or study directories")
     reports = []

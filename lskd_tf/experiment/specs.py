@@ -18,7 +18,7 @@ from lskd_tf import tasks
 from lskd_tf.choices import MIXED_PRECISION
 from lskd_tf.distiller import DistillSpec
 from lskd_tf.losses import validate_smoothing
-from lskd_tf.run_dir import CHECKPOINTS
+from lskd_tf.run_dir import CHECKPOINTS, spec_record
 from lskd_tf.teacher_cache.spec import CacheSpec
 from lskd_tf.training import TrainConfig
 
@@ -189,6 +189,65 @@ class StudentSpec:
 
 
 RunSpec = TeacherSpec | StudentSpec
+
+
+def _settings(cls, values: dict | None):
+    """A `TrainConfig` / `DistillSpec` / `CacheSpec` from its recorded dict: a field the
+    record lacks (added later, `lskd_tf.settings.ADDED_LATER`) takes its default, which is
+    what the run did; a key that is no field any more is ignored."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in (values or {}).items() if key in names})
+
+
+def spec_from_record(info: dict, teacher_info: dict | None = None) -> RunSpec:
+    """The `TeacherSpec` / `StudentSpec` a run was made from, read from its run.json dict
+    (`lskd_tf.run_dir.RunDir.read_spec`), old formats included (`run_dir.spec_record`).
+
+    A student distilled from a study's teacher gets that teacher's spec from
+    ``teacher_info`` (the teacher run's run.json). Without it (the teacher's directory is
+    gone) the teacher is rebuilt from what the student recorded of it (model, smoothing,
+    seed: the student's name is the same) with the student's training recipe and data,
+    since a student's run.json does not record its teacher's recipe. The teacher cache
+    is read back only when it changed training (an exact cache is the online computation,
+    `StudentSpec.record`), and ``use_teacher`` from the checkpoint the run used.
+    """
+    record = spec_record(info)
+    if "model" not in record:
+        raise ValueError(
+            f"run {info.get('name', '?')} records no spec (no model): it was trained by "
+            "train_teacher / distill_student directly, not from a TeacherSpec / StudentSpec"
+        )
+    data = DataSpec.from_record(info.get("data") or {"name": record.get("dataset", "embedded")})
+    train = _settings(TrainConfig, info.get("train"))
+    common = dict(task=record.get("task", tasks.DEFAULT_TASK), model=record["model"],
+                  seed=int(record.get("seed", 0)), train=train, data=data,
+                  pretrained=record.get("pretrained"))  # fmt: skip
+    if record.get("kind", "teacher") == "teacher":
+        return TeacherSpec(
+            label_smoothing=record.get("label_smoothing", 0.0),
+            smoothing=record.get("smoothing", "uniform"), **common,
+        )  # fmt: skip
+    teacher = None
+    if record.get("teacher_run"):
+        if teacher_info is not None:
+            teacher = spec_from_record(teacher_info)
+        else:
+            seed = str(record["teacher_run"]).rsplit("-seed", 1)[-1]
+            teacher = TeacherSpec(
+                task=common["task"], model=record["teacher_model"],
+                label_smoothing=record["teacher_label_smoothing"],
+                smoothing=record.get("teacher_smoothing") or "uniform",
+                seed=int(seed) if seed.isdigit() else 0, train=train, data=data,
+            )  # fmt: skip
+    used = Path(info.get("teacher_checkpoint_used") or "last").stem
+    recorded = (info.get("identity") or {}).get("use_teacher")
+    use_teacher = recorded or (used if used in TEACHER_CHECKPOINTS else "last")
+    cache = record.get("teacher_cache")
+    return StudentSpec(
+        teacher=teacher, teacher_checkpoint=None if teacher else record["teacher_checkpoint"],
+        distill=_settings(DistillSpec, record), use_teacher=use_teacher,
+        teacher_cache=None if cache is None else _settings(CacheSpec, cache), **common,
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

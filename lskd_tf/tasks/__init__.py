@@ -47,6 +47,13 @@ TASKS: Registry[Task] = Registry(
 )
 """The tasks by name. A built-in task is its module, imported when the task is first
 asked for (so listing tasks stays TensorFlow-free)."""
+_BUILT_IN_DATASETS = {
+    "image_classification": ("embedded", "cifar100", "imagenet2012", "caltech_birds2011"),
+    "translation": ("embedded", "iwslt14", "text", "wmt14_translate/de-en",
+                    "wmt14_translate/ru-en", "ted_multi_translate"),
+}  # fmt: skip
+"""The built-in tasks' datasets, for `datasets_help` before any task module (and so
+TensorFlow) is imported; tests/test_tasks.py checks it against each task's `datasets`."""
 DEFAULT_TASK = "image_classification"
 
 
@@ -77,8 +84,27 @@ class Task:
 
     def check_dataset(self, data) -> None:
         """Raise a one-line ValueError when ``data`` does not name a dataset of this task."""
-        if data.name not in self.datasets():
-            raise ValueError(unknown_name_message("dataset", data.name, self.datasets()))
+        self._check_dataset_name(data.name)
+
+    def _check_dataset_name(self, name: str) -> None:
+        if name not in self.datasets():
+            raise ValueError(unknown_name_message("dataset", name, self.datasets()))
+
+    def data_options(self, name: str) -> list[str]:
+        """The option keys dataset ``name`` accepts in ``DataSpec.options`` (sorted), read
+        without loading data; a one-line ValueError for an unknown dataset.
+
+        The command line asks this, not a table of its own, which dataset a per-option
+        flag (``--train_per_class``, ``--max_length``, ...) applies to
+        (`lskd_tf.flags.DATA_OPTION_FLAGS`). The default: no options.
+        """
+        self._check_dataset_name(name)
+        return []
+
+    def after_study_hint(self, data) -> str | None:
+        """A line ``run.py`` prints after a study on ``data``, or None (the default): e.g.
+        which flagfile runs the real study after the quick one on embedded data."""
+        return None
 
     def dataset_info(self, data) -> Any:
         """A description of the dataset (anything with ``to_dict()``, e.g. `DatasetInfo`)."""
@@ -254,6 +280,13 @@ def register(task: Task) -> Task:
 def available() -> list[str]:
     """The names of every task, built-in or registered."""
     return TASKS.available()
+
+
+def datasets_help() -> str:
+    """Every task's datasets as ``"task: a, b; task: c"`` (``--dataset``'s help), without
+    importing a task that is not imported yet: TensorFlow-free at flag-definition time."""
+    names = {**_BUILT_IN_DATASETS, **{n: t.datasets() for n, t in TASKS.loaded().items()}}
+    return "; ".join(f"{task}: {', '.join(names.get(task, ()))}" for task in available())
 
 
 def get(name: str = DEFAULT_TASK) -> Task:

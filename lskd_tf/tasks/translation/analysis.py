@@ -39,7 +39,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from lskd_tf.run_dir import RunDir
+from lskd_tf.run_dir import RunDir, spec_record
 
 MAX_VALUES = 50_000_000
 """Largest number of (position x vocabulary) probabilities held at once."""
@@ -136,7 +136,8 @@ def analyze_runs(
         outputs = token_outputs(task.load_model(run.checkpoint("last"), dataset_info), eval_ds,
                                 max_positions)  # fmt: skip
         teacher_outputs = None
-        if info.get("kind") == "student" and info.get("teacher_checkpoint_used"):
+        record = spec_record(info)  # the spec's keys (run.json stores them once)
+        if record.get("kind") == "student" and info.get("teacher_checkpoint_used"):
             path = info["teacher_checkpoint_used"]
             if path not in teachers:
                 teacher = task.load_model(path, dataset_info)
@@ -144,7 +145,7 @@ def analyze_runs(
             teacher_outputs = teachers[path]
         metrics = token_measures(
             outputs, token_families=dataset_info.token_families,
-            teacher_outputs=teacher_outputs, temperature=info.get("temperature"),
+            teacher_outputs=teacher_outputs, temperature=record.get("temperature"),
         )  # fmt: skip
         figure = analysis.plot_reliability_diagram(
             analysis.softmax(outputs["logits"]), outputs["labels"],

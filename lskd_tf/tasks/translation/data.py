@@ -192,9 +192,19 @@ class _Config:
         return ("train", "validation", "test")
 
 
+def _allowed(name: str) -> set[str]:
+    """The dataset options of ``name`` (not the `EVALUATION_OPTIONS`)."""
+    return _COMMON | (_EMBEDDED if name == "embedded" else set())
+
+
+def option_names(name: str) -> list[str]:
+    """Every key a translation DataSpec of dataset ``name`` accepts in its options."""
+    return sorted(_allowed(name) | set(EVALUATION_OPTIONS))
+
+
 def _config(name: str, data_dir, options: dict[str, Any]) -> _Config:
     name = DATASETS.resolve(name)
-    allowed = _COMMON | (_EMBEDDED if name == "embedded" else set())
+    allowed = _allowed(name)
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(

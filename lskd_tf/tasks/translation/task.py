@@ -63,6 +63,11 @@ class Translation(tasks.Task):
         )
         bleu.check_text_format(data.text_format(spec.name, evaluation["bleu_text"]))
 
+    def data_options(self, name: str) -> list[str]:
+        """The dataset's own options and the evaluation options (`data.option_names`)."""
+        self._check_dataset_name(name)
+        return data.option_names(name)
+
     def dataset_info(self, spec) -> data.TranslationInfo:
         options, _ = data.split_options(spec.options)
         return data.get_info(spec.name, data_dir=spec.data_dir, **options)

@@ -31,6 +31,21 @@ class ImageClassification(tasks.Task):
     def datasets(self) -> list[str]:
         return datasets.available()
 
+    def data_options(self, name: str) -> list[str]:
+        """The source's options (`lskd_tf.data.source.Source.resolve_options`), plus
+        ``superclass_mapping`` (read by `lskd_tf.data.get_info`)."""
+        self._check_dataset_name(name)
+        return sorted({*datasets.get_source(name).resolve_options({}), "superclass_mapping"})
+
+    def after_study_hint(self, data) -> str | None:
+        """After the quick study on embedded images: how to run the real one."""
+        if data.name != "embedded":
+            return None
+        return (
+            "the real study:    python run.py --flagfile=flags/cifar100/study.flags "
+            "(CIFAR-100; add --download the first time)"
+        )
+
     def dataset_info(self, data) -> datasets.DatasetInfo:
         return datasets.get_info(data.name, data_dir=data.data_dir, **dict(data.options))
 
@@ -179,7 +194,7 @@ class ImageClassification(tasks.Task):
     def analyze(
         self, run_dirs: list[Path], out_dir: Path, *, tensorboard_dir: Path | None, title: str
     ) -> Path | None:
-        from lskd_tf.analysis.driver import analyze_runs
+        from lskd_tf.tasks.image_classification.analysis import analyze_runs
 
         return analyze_runs(self, run_dirs, out_dir, tensorboard_dir=tensorboard_dir, title=title)
 
