@@ -492,7 +492,7 @@ class _Blobs(Source):
 def blobs(monkeypatch):
     from lskd_tf import data
 
-    monkeypatch.setitem(data._REGISTRY, "blobs", _Blobs())
+    monkeypatch.setitem(data.SOURCES._entries, "blobs", _Blobs())
     return "blobs"
 
 

@@ -190,7 +190,7 @@ def _listing_sha256(root, content=False) -> str:
 def _registered(monkeypatch, source):
     from lskd_tf import data
 
-    monkeypatch.setitem(data._REGISTRY, source.name, source)
+    monkeypatch.setitem(data.SOURCES._entries, source.name, source)
     spec = experiment.TeacherSpec(model="resnet8", data=experiment.DataSpec(name=source.name))
     return spec
 
