@@ -406,11 +406,10 @@ class TopKDistillationKL(MaskedMeanLoss):
         # loss is sum_k p_k (log p_k - s[idx_k]/T) + logsumexp(s/T): the student's
         # vocabulary-sized tensor is only reduced (logsumexp) and read at k ids, never
         # normalised as a whole; its gradient T (softmax(s/T) - p at idx) is the fork's.
-        # Same value as normalising first to float32 rounding (the tests compare both
-        # with the fork's formula in float64); 1.6x faster than log_softmax followed by
-        # keras.ops.take_along_axis on a (32, 32, 10000) batch on a CPU
-        # (benchmarks/translation_step_time.py). tf.gather with batch_dims: keras.ops'
-        # take_along_axis costs as much again as the whole loss there.
+        # Same value as normalising first, to float32 rounding (the tests compare with
+        # the fork's formula in float64), without a full log-softmax; tf.gather with
+        # batch_dims because keras.ops.take_along_axis is far slower on TensorFlow
+        # (benchmarks/RESULTS.md, "Full-vocabulary KL against the papers' sparse top-k").
         ids, teacher_logits = teacher_topk(y_true, self.topk)
         log_p_teacher = ops.log_softmax(teacher_logits / self.temperature, axis=-1)
         scaled = ops.cast(y_pred, "float32") / self.temperature

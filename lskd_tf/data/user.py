@@ -119,6 +119,25 @@ def _as_pairs(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset
 
 
+def _image_shape(image_spec, image_size) -> tuple[tuple[int, int], int]:
+    """``((H, W), channels)`` of a dataset's images: ``image_size`` or their static
+    shape (a one-line ValueError when they have none), and 3 channels when unknown."""
+    if image_size is None:
+        if image_spec.shape.rank != 3 or None in image_spec.shape[:2]:
+            raise ValueError(
+                f"images have no static (H, W) (spec {image_spec.shape}); pass image_size=(H, W)"
+            )
+        image_size = image_spec.shape[:2]
+    known = image_spec.shape.rank == 3 and image_spec.shape[-1]
+    return tuple(int(x) for x in image_size), int(image_spec.shape[-1]) if known else 3
+
+
+def _read_files(files, labels) -> tf.data.Dataset:
+    """``(encoded image bytes, label int64)`` of image files and their labels."""
+    raw = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int64)))
+    return raw.map(lambda f, y: (tf.io.read_file(f), y))
+
+
 def from_tf_dataset(
     dataset: tf.data.Dataset,
     *,
@@ -159,14 +178,7 @@ def from_tf_dataset(
         ...                               training=True, augment="pad_crop")
     """
     pairs = _as_pairs(dataset)
-    image_spec = pairs.element_spec[0]
-    if image_size is None:
-        if image_spec.shape.rank != 3 or None in image_spec.shape[:2]:
-            raise ValueError(
-                f"images have no static (H, W) (spec {image_spec.shape}); pass image_size=(H, W)"
-            )
-        image_size = tuple(image_spec.shape[:2])
-    channels = image_spec.shape[-1] if image_spec.shape.rank == 3 and image_spec.shape[-1] else 3
+    image_size, channels = _image_shape(pairs.element_spec[0], image_size)
     cardinality = int(pairs.cardinality())
     size = cardinality if cardinality >= 0 else int(shuffle_buffer)
     info = _info(
@@ -349,10 +361,8 @@ def from_image_folder(
     train_image, eval_image = _recipes(augment, tuple(image_size))
 
     def make(file_list, label_list, training, batch):
-        raw = tf.data.Dataset.from_tensor_slices((file_list, np.asarray(label_list, np.int64)))
-        raw = raw.map(lambda f, y: (tf.io.read_file(f), y))
         return pipeline.build(
-            raw,
+            _read_files(file_list, label_list),
             info=info,
             training=training,
             global_batch_size=batch,
@@ -454,8 +464,7 @@ class ImageFolder(Source):
     def examples(self, split, data_dir, download, options):
         train, evaluation, _ = self._splits
         files, labels = train if split.startswith(self.train_split) else evaluation
-        raw = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int64)))
-        return raw.map(lambda f, y: (tf.io.read_file(f), y))
+        return _read_files(files, labels)
 
     def train_image(self, image, seed, options):
         return self._train_image(aug.decode_image(image), seed)
@@ -507,17 +516,10 @@ class TfDataset(Source):
             )
         self.name, self.content = name, fingerprint
         self._pairs = {"train": _as_pairs(train), "eval": _as_pairs(eval)}
-        image_spec = self._pairs["train"].element_spec[0]
-        if image_size is None:
-            if image_spec.shape.rank != 3 or None in image_spec.shape[:2]:
-                raise ValueError(
-                    f"images have no static (H, W) (spec {image_spec.shape}); pass "
-                    "image_size=(H, W)"
-                )
-            image_size = tuple(image_spec.shape[:2])
-        self.image_size, self.augment = tuple(int(x) for x in image_size), augment
-        rank3 = image_spec.shape.rank == 3 and image_spec.shape[-1]
-        self.channels = int(image_spec.shape[-1]) if rank3 else 3
+        self.image_size, self.channels = _image_shape(
+            self._pairs["train"].element_spec[0], image_size
+        )
+        self.augment = augment
         self.mean, self.std, self.num_classes = tuple(mean), tuple(std), int(num_classes)
         self.class_names, self.superclass_mapping = class_names, superclass_mapping
         self.shuffle_buffer = int(shuffle_buffer)

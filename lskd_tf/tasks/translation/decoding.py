@@ -281,18 +281,17 @@ class _Compiled:
 class _Shared:
     """The compiled search of a model *architecture*, run with any model's weights.
 
-    Tracing `search` costs about a second per model on a CPU, and a study decodes many
-    models of one architecture (best and last checkpoint of every teacher and student).
-    A clone of the first model of each architecture (same config, same variable shapes)
-    keeps the one traced function; every call first copies the caller's weights into
-    it, which costs a memory copy of the weights, not a trace. Outputs are those of the
+    A study decodes many models of one architecture (best and last checkpoint of every
+    teacher and student), and tracing `search` is the costly part of decoding a few
+    batches. A clone of the first model of each architecture (same config, same
+    variable shapes) keeps the one traced function; every call first copies the
+    caller's weights into it (a memory copy, not a trace), so outputs are those of the
     caller's model: the same graph on the same weights.
     """
 
     def __init__(self, model: keras.Model):
         self.shell = keras.models.clone_model(model)
         self.compiled = _Compiled(self.shell)
-        self.max_positions = self.compiled.max_positions
 
     def matches(self, model: keras.Model) -> bool:
         return len(self.shell.weights) == len(model.weights) and all(
@@ -322,32 +321,35 @@ def _architecture(model: keras.Model) -> str | None:
     return config + repr([(tuple(w.shape), str(w.dtype)) for w in model.weights])
 
 
-def _compiled(model: keras.Model) -> _Compiled:
-    """The compiled search for ``model``: shared by every model of its architecture
-    (`_Shared`), else traced for this model alone (kept as long as the model lives)."""
+def _shared_or_own(model: keras.Model) -> _Shared | _Compiled:
+    """The shared search of ``model``'s architecture, else one traced for it alone."""
     key = _architecture(model)
-    if key is not None:
-        shared = _SHARED.get(key)
-        if shared is None:
-            try:
-                shared = _Shared(model)
-            except (NotImplementedError, TypeError, ValueError):
-                shared = None
-            if shared is not None and shared.matches(model):
-                if len(_SHARED) >= _SHARED_LIMIT:
-                    _SHARED.pop(next(iter(_SHARED)))
-                _SHARED[key] = shared
-            else:
-                shared = None
-        if shared is not None:
-            return shared.bind(model)
+    if key is None:
+        return _Compiled(model)
+    shared = _SHARED.get(key)
+    if shared is None:
+        try:
+            shared = _Shared(model)
+        except (NotImplementedError, TypeError, ValueError):
+            return _Compiled(model)
+        if not shared.matches(model):
+            return _Compiled(model)
+        if len(_SHARED) >= _SHARED_LIMIT:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = shared
+    return shared
+
+
+def _compiled(model: keras.Model) -> _Compiled:
+    """The compiled search for ``model``, with its current weights. Which one (`_Shared`
+    by architecture, or its own) is decided once per model, not per batch."""
     try:
         found = _FUNCTIONS.get(model)
         if found is None:
-            found = _FUNCTIONS[model] = _Compiled(model)
-        return found
-    except TypeError:  # not weak-referenceable: compile without caching
-        return _Compiled(model)
+            found = _FUNCTIONS[model] = _shared_or_own(model)
+    except TypeError:  # not weak-referenceable: decide again on every call
+        found = _shared_or_own(model)
+    return found.bind(model) if isinstance(found, _Shared) else found
 
 
 def _check_source(source_ids) -> np.ndarray:
