@@ -158,7 +158,13 @@ SMOOTHING = flags.DEFINE_enum(
     "Label smoothing convention: uniform = (1-a)*y + a/K (Muller, Chandrasegaran, PyTorch); "
     "others = 1-a on the true class, a/(K-1) elsewhere (Shen Eq. 1).",
 )  # fmt: skip
-TEACHER_SEED = flags.DEFINE_integer("teacher_seed", 0, "Seed of the teacher runs.")
+TEACHER_SEEDS = flags.DEFINE_list(
+    "teacher_seeds", ["0"],
+    "Teacher seed(s): one teacher per model x smoothing x seed, each with its own students. "
+    "Several give intervals that include teacher-seed variance (students are then paired "
+    "by teacher seed and student seed). --teacher_seed is the same flag.",
+)  # fmt: skip
+flags.DEFINE_alias("teacher_seed", "teacher_seeds")
 STUDENT_MODELS = flags.DEFINE_list("student_models", ["resnet8"], "Student architecture(s).")
 PAIRS = flags.DEFINE_list(
     "pairs", [],
@@ -629,7 +635,6 @@ for _name, _check, _says in (
     ),
     ("kd_weight", _in_range(0.0), "finite and >= 0"),
     ("ce_weight", _in_range(0.0), "finite and >= 0"),
-    ("teacher_seed", _in_range(0, 2**31), "in [0, 2^31)"),
     ("max_runs", _in_range(1), ">= 1"),
     ("train_per_class", _in_range(1, 100_001), "in [1, 100000]"),
     ("test_per_class", _in_range(1, 100_001), "in [1, 100000]"),
@@ -667,8 +672,11 @@ flags.register_validator(
 flags.register_validator(
     "kd_topk", lambda v: v >= 0, message="--kd_topk must be >= 0 (0 unless --kd_loss=topk_kl)"
 )
-flags.register_validator("seeds", lambda v: bool(_ints(v, "seeds")), message="--seeds is empty")
-for _name in ("seeds", "milestones", "teacher_milestones"):
+for _name in ("seeds", "teacher_seeds"):
+    flags.register_validator(
+        _name, lambda v, name=_name: bool(_ints(v, name)), message=f"--{_name} is empty"
+    )
+for _name in ("seeds", "teacher_seeds", "milestones", "teacher_milestones"):
     flags.register_validator(_name, lambda v, name=_name: _non_negative_ints(v, name))
 flags.register_validator(
     "profile_batches",
@@ -748,7 +756,7 @@ TRAIN_FLAGS = {
     "patience": "patience", "jit_compile": "jit_compile", "verbose": "verbose",
 }  # fmt: skip
 """`TrainConfig` field -> flag (students, and teachers where no teacher_* flag is set).
-``seed`` comes from --seeds / --teacher_seed."""
+``seed`` comes from --seeds / --teacher_seeds."""
 TEACHER_TRAIN_FLAGS = {
     "epochs": "teacher_epochs", "batch_size": "teacher_batch_size",
     "learning_rate": "teacher_lr", "weight_decay": "teacher_weight_decay",
@@ -889,7 +897,8 @@ def study_spec() -> StudySpec:
         task=TASK.value,
         teacher_models=tuple(TEACHER_MODELS.value),
         teacher_smoothings=tuple(_floats(TEACHER_SMOOTHINGS.value, "teacher_smoothings")),
-        smoothing=SMOOTHING.value, teacher_seed=TEACHER_SEED.value,
+        smoothing=SMOOTHING.value,
+        teacher_seeds=tuple(_ints(TEACHER_SEEDS.value, "teacher_seeds")),
         student_models=tuple(STUDENT_MODELS.value),
         temperatures=tuple(_floats(TEMPERATURES.value, "temperatures")),
         seeds=tuple(_ints(SEEDS.value, "seeds")), distill=distill_spec(),
@@ -931,6 +940,7 @@ def single_run_spec() -> TeacherSpec | StudentSpec:
         study, teacher_models=(teacher_model,), pairs=(),
         teacher_smoothings=alpha, student_models=tuple(student_models),
         temperatures=study.temperatures[:1], seeds=study.seeds[:1],
+        teacher_seeds=study.teacher_seeds[:1],
         # entries for runs of the whole grid that this one run is not
         teacher_pretrained=tuple(e for e in study.teacher_pretrained
                                  if e[0] in ("", f"{float(alpha[0]):g}")),
@@ -969,7 +979,7 @@ def flagfile_for(spec: TeacherSpec | StudentSpec, env: RunEnv) -> str:
         lines += [
             f"--teacher_models={teacher.model}",
             f"--teacher_smoothings={teacher.label_smoothing!r}",
-            f"--teacher_seed={teacher.seed}",
+            f"--teacher_seeds={teacher.seed}",
         ]
         for field, flag in TEACHER_TRAIN_FLAGS.items():
             value = getattr(teacher.train, field)

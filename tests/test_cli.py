@@ -344,6 +344,26 @@ def test_cached_study_equals_the_online_study(quick_study, tmp_path, capsys):
     assert code == 2 and "continuous augmentation" in err and err.count("\n") == 1
 
 
+def test_teacher_seeds_plan_one_teacher_per_seed_with_its_own_students():
+    """--teacher_seeds=0,1: both smoothings of teacher seed 0 (each followed by its
+    students) before seed 1, so a study stopped part-way has complete LS − no-LS pairs;
+    --teacher_seed (the old spelling) is the same flag."""
+    with flagsaver.flagsaver():
+        parse(*FAST, "--teacher_smoothings=0,0.1", "--temperatures=4", "--seeds=0",
+              "--teacher_seeds=0,1")  # fmt: skip
+        names = [spec.name for spec in experiment.plan_study(lf.study_spec())]
+    assert names == [
+        "teacher-resnet8-ls0-seed0", "student-resnet8-T4-seed0-from-resnet8-ls0-seed0",
+        "teacher-resnet8-ls0.1-seed0", "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed0",
+        "teacher-resnet8-ls0-seed1", "student-resnet8-T4-seed0-from-resnet8-ls0-seed1",
+        "teacher-resnet8-ls0.1-seed1", "student-resnet8-T4-seed0-from-resnet8-ls0.1-seed1",
+    ]  # fmt: skip
+    with flagsaver.flagsaver():
+        parse(*FAST, "--teacher_smoothings=0", "--temperatures=4", "--teacher_seed=3")
+        assert lf.study_spec().teacher_seeds == (3,)
+        assert lf.single_run_spec().teacher.seed == 3
+
+
 def test_interrupted_sweep_resumes_without_repeating(tmp_path):
     with flagsaver.flagsaver():
         parse(*FAST, "--epochs=2", "--teacher_smoothings=0", "--temperatures=4", "--seeds=0,1")

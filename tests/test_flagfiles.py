@@ -211,7 +211,10 @@ TRANSLATION = {
 
 
 def test_every_experiment_file_has_its_papers_recipe_in_this_test():
-    quick = {"flags/quick.flags", "flags/quick_translation.flags", "flags/embedded/study.flags"}
+    quick = {
+        "flags/quick.flags", "flags/quick_translation.flags", "flags/embedded/study.flags",
+        "flags/embedded/separable_study.flags",
+    }  # fmt: skip
     assert set(experiment_files()) - quick == set(EXPECTED) | set(TRANSLATION)
 
 
@@ -443,3 +446,23 @@ def test_reactnet_step2_students_start_from_their_own_step1_runs():
         origin = step1_runs[source.parent.name]
         assert (origin.seed, origin.teacher) == (run.seed, run.teacher)
         assert origin.model == "reactnet_resnet18_step1" and run.model == "reactnet_resnet18"
+
+
+def test_separable_study_is_the_issue_21_grid():
+    """2 smoothings x 2 teacher seeds, each teacher's students at T 1, 2, 4, 8 x 5 seeds,
+    on the separable-siblings embedded set (the default set's runs keep their identity:
+    it is a data option, recorded only when given)."""
+    study, name = study_of("flags/embedded/separable_study.flags")
+    runs = plan_study(study)
+    teachers = [r for r in runs if isinstance(r, TeacherSpec)]
+    students = [r for r in runs if isinstance(r, StudentSpec)]
+    assert name == "embedded_separable" and len(teachers) == 4 and len(students) == 80
+    assert {(t.label_smoothing, t.seed) for t in teachers} == {
+        (a, s) for a in (0.0, 0.1) for s in (0, 1)
+    }
+    assert ("siblings", "separable") in study.data.options
+    assert {s.distill.temperature for s in students} == {1.0, 2.0, 4.0, 8.0}
+    assert {s.seed for s in students} == set(range(5))
+    assert all(s.distill.ce_weight == 0 and s.distill.kd_weight == 1 for s in students)
+    default, _ = study_of("flags/embedded/study.flags")
+    assert not any(key == "siblings" for key, _ in default.data.options)

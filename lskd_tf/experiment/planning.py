@@ -51,39 +51,49 @@ def per_run_path(path: str | None, **fields) -> str | None:
 
 
 def plan_study(study: StudySpec) -> list[RunSpec]:
-    """Every run of a study, each teacher before the students that need it."""
+    """Every run of a study, each teacher before the students that need it.
+
+    Teacher seeds are the outer loop (after the model): a study stopped part-way has whole
+    teacher seeds done, both smoothings of each, so its LS − no-LS pairs are complete.
+    """
     runs: list[RunSpec] = []
     for teacher_model in study.all_teacher_models:
-        for alpha in study.teacher_smoothings:
-            teacher = TeacherSpec(
-                task=study.task, model=teacher_model, label_smoothing=float(alpha),
-                smoothing=study.smoothing, seed=study.teacher_seed,
-                train=dataclasses.replace(study.teacher_train, seed=study.teacher_seed),
-                data=study.data,
-                pretrained=weights_for(study.teacher_pretrained, f"{float(alpha):g}"),
-            )  # fmt: skip
-            runs.append(teacher)
-            for student_model in study.students_of(teacher_model):
-                for temperature in study.temperatures:
-                    for seed in study.seeds:
-                        student = StudentSpec(
-                            task=study.task,
-                            model=student_model,
-                            teacher=teacher,
-                            distill=dataclasses.replace(
-                                study.distill, temperature=float(temperature)
-                            ),
-                            seed=int(seed),
-                            train=dataclasses.replace(study.student_train, seed=int(seed)),
-                            data=study.data,
-                            use_teacher=study.use_teacher,
-                            teacher_cache=study.teacher_cache,
-                        )  # fmt: skip
-                        weights = per_run_path(
-                            weights_for(study.pretrained, student_model),
-                            seed=student.seed, teacher=student.teacher_name,
-                        )  # fmt: skip
-                        runs.append(dataclasses.replace(student, pretrained=weights))
+        for teacher_seed in study.teacher_seeds:
+            for alpha in study.teacher_smoothings:
+                runs += _teacher_and_students(study, teacher_model, int(teacher_seed), alpha)
+    return runs
+
+
+def _teacher_and_students(
+    study: StudySpec, teacher_model: str, teacher_seed: int, alpha: float
+) -> list[RunSpec]:
+    teacher = TeacherSpec(
+        task=study.task, model=teacher_model, label_smoothing=float(alpha),
+        smoothing=study.smoothing, seed=teacher_seed,
+        train=dataclasses.replace(study.teacher_train, seed=teacher_seed),
+        data=study.data,
+        pretrained=weights_for(study.teacher_pretrained, f"{float(alpha):g}"),
+    )  # fmt: skip
+    runs: list[RunSpec] = [teacher]
+    for student_model in study.students_of(teacher_model):
+        for temperature in study.temperatures:
+            for seed in study.seeds:
+                student = StudentSpec(
+                    task=study.task,
+                    model=student_model,
+                    teacher=teacher,
+                    distill=dataclasses.replace(study.distill, temperature=float(temperature)),
+                    seed=int(seed),
+                    train=dataclasses.replace(study.student_train, seed=int(seed)),
+                    data=study.data,
+                    use_teacher=study.use_teacher,
+                    teacher_cache=study.teacher_cache,
+                )
+                weights = per_run_path(
+                    weights_for(study.pretrained, student_model),
+                    seed=student.seed, teacher=student.teacher_name,
+                )  # fmt: skip
+                runs.append(dataclasses.replace(student, pretrained=weights))
     return runs
 
 

@@ -252,7 +252,7 @@ def spec_from_record(info: dict, teacher_info: dict | None = None) -> RunSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StudySpec:
-    """A grid: teachers (model × smoothing) and their students (model × T × seed).
+    """A grid: teachers (model × smoothing × teacher seed) and their students (model × T × seed).
 
     ``distill`` is the students' objective; its temperature is replaced by each of
     ``temperatures``. Students are distilled from every teacher model, or only along
@@ -263,7 +263,8 @@ class StudySpec:
     teacher_models: Sequence[str] = ("resnet14",)
     teacher_smoothings: Sequence[float] = (0.0, 0.1)
     smoothing: str = "uniform"
-    teacher_seed: int = 0
+    teacher_seeds: Sequence[int] = (0,)
+    """One teacher per model x smoothing x seed; each has its own students."""
     student_models: Sequence[str] = ("resnet8",)
     temperatures: Sequence[float] = (1.0, 4.0)
     seeds: Sequence[int] = (0,)
