@@ -5,6 +5,15 @@ analysis (``<study>/analysis/<run>/analysis.json``, written by ``--analyze=true`
 
 * plots each measure and the last-epoch top-1 against T, one line per teacher label
   smoothing (mean over seeds, seeds as dots): ``diffusion_vs_T.png``;
+* the teachers: top-1, top-5 and sibling confusion (with its chance level) from their
+  own analysis;
+* per T, LS-teacher student minus no-LS-teacher student for top-1 and every measure,
+  paired by replicate = (teacher seed, student seed) as `lskd_tf.results` pairs them
+  (both teachers of one teacher seed start from the same weights and batches, both
+  students of one replicate too), with a 95% t-interval; and, when there are several
+  teacher seeds, the same per teacher seed and a hierarchical interval (the mean over
+  student seeds per teacher seed, then a t-interval over teacher seeds), which carries
+  the teacher-seed variance the paired one treats as noise shared by pairs;
 * per teacher, Spearman's rho of each measure against T (does it rise with T?);
 * correlations of each measure with accuracy, each with a 95% interval:
   - ``students``: over all (teacher a, T, seed) students, measure vs top-1;
@@ -19,7 +28,7 @@ analysis (``<study>/analysis/<run>/analysis.json``, written by ``--analyze=true`
 Writes ``findings_diffusion.json`` and ``findings_diffusion.md`` (tables) to the output
 directory and prints the Markdown.
 
-    python tools/findings_diffusion.py /work/studies/runs/embedded_medium docs/findings
+    python tools/findings_diffusion.py /work/studies/runs/embedded_separable docs/findings/separable
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ MEASURES = (
     "same_superclass_separation",
     "same_superclass_overlap",
     "sibling_margin_dprime",
+    "sibling_confusion",
     "separation_ratio",
     "semantic_mass_ratio",
 )
@@ -46,17 +56,27 @@ LABELS = {
     "same_superclass_overlap": "same-superclass overlap (rises with diffusion)",
     "same_superclass_separation": "same-superclass separation (falls with diffusion)",
     "sibling_margin_dprime": "sibling margin d' (falls with diffusion)",
+    "sibling_confusion": "sibling confusion (rises with diffusion)",
     "semantic_mass_ratio": "semantic mass ratio (rises with diffusion, and with sharper logits)",
     "projection_separation_ratio": "projection separation ratio",
 }
 
 
+def _teacher_seed(info: dict) -> int:
+    from lskd_tf.results import run_row
+
+    seed = run_row(info)["teacher_seed"]
+    return 0 if seed is None else int(seed)
+
+
 def load_students(study_dir: Path) -> list[dict]:
-    """One dict per finished student: a, T, seed, top1 (%) and every analysis number."""
+    """One dict per finished student: a, T, teacher_seed, seed, top1 (%) and every
+    analysis number."""
     rows = []
     for run_json in sorted(study_dir.glob("*/run.json")):
         info = json.loads(run_json.read_text())
-        if info.get("kind") != "student" or info.get("status") != "finished":
+        spec = info.get("spec", info)
+        if spec.get("kind") != "student" or info.get("status") != "finished":
             continue
         analysis = study_dir / "analysis" / info["name"] / "analysis.json"
         if not analysis.is_file():
@@ -65,15 +85,43 @@ def load_students(study_dir: Path) -> list[dict]:
         row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         row.update(
             run=info["name"],
-            a=float(info["teacher_label_smoothing"]),
-            T=float(info["temperature"]),
-            seed=int(info["seed"]),
+            a=float(spec["teacher_label_smoothing"]),
+            T=float(spec["temperature"]),
+            teacher_seed=_teacher_seed(info),
+            seed=int(spec["seed"]),
             top1=100.0 * float(info["last"]["val_top1"]),
         )
         rows.append(row)
     if not rows:
         raise SystemExit(f"no finished students under {study_dir}")
     return rows
+
+
+TEACHER_KEYS = (
+    "top1_accuracy", "top5_accuracy", "sibling_confusion", "sibling_chance",
+    "superclass_accuracy", "same_superclass_separation", "sibling_margin_dprime",
+)  # fmt: skip
+
+
+def load_teachers(study_dir: Path) -> list[dict]:
+    """One dict per analysed teacher: a, seed and its own accuracy and sibling measures."""
+    rows = []
+    for run_json in sorted(study_dir.glob("teacher-*/run.json")):
+        info = json.loads(run_json.read_text())
+        spec = info.get("spec", info)
+        analysis = study_dir / "analysis" / info["name"] / "analysis.json"
+        if info.get("status") != "finished" or not analysis.is_file():
+            continue
+        metrics = json.loads(analysis.read_text())
+        row = {k: metrics[k] for k in TEACHER_KEYS if k in metrics}
+        row.update(run=info["name"], a=float(spec["label_smoothing"]), seed=int(spec["seed"]))
+        rows.append(row)
+    return rows
+
+
+def replicate(row: dict) -> str:
+    """The pairing unit: "teacher seed/student seed" (as `lskd_tf.results` labels it)."""
+    return f"{row['teacher_seed']}/{row['seed']}"
 
 
 def pearson_fisher(x, y, confidence: float = 0.95) -> dict:
@@ -98,7 +146,7 @@ def spearman_bootstrap(x, y, resamples: int = 10_000, seed: int = 0) -> dict:
 
 
 def correlations(rows: list[dict], measure: str, resamples: int) -> dict:
-    by_key = {(r["a"], r["T"], r["seed"]): r for r in rows}
+    by_key = {(r["a"], r["T"], replicate(r)): r for r in rows}
     sets = {"students": [(r[measure], r["top1"]) for r in rows]}
     sets["vs_T1"] = [
         (r[measure] - by_key[(a, 1.0, s)][measure], r["top1"] - by_key[(a, 1.0, s)]["top1"])
@@ -135,20 +183,50 @@ def trend_with_temperature(rows, measure: str, resamples: int) -> dict:
 
 
 def ls_effect_by_temperature(rows, keys) -> dict:
-    """Per T and key: LS-teacher student minus no-LS-teacher student, paired by seed."""
+    """Per T and key: LS-teacher student minus no-LS-teacher student.
+
+    ``paired``: paired by replicate (teacher seed, student seed), a t-interval over the
+    pairs (the headline; what `--mode=results` reports). With several teacher seeds also
+    ``by_teacher_seed`` (the same within each teacher seed) and ``hierarchical``: the
+    mean difference over student seeds within each teacher seed, then a t-interval over
+    teacher seeds (wide with 2 teacher seeds: t_{0.975, 1} = 12.7).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # lskd_tf imports TensorFlow
     from lskd_tf import statistics
 
     a_ls = max(r["a"] for r in rows)
+    teacher_seeds = sorted({r["teacher_seed"] for r in rows})
+
+    def summary(diff) -> dict:
+        return {"mean": diff.mean, "low": diff.low, "high": diff.high, "n": diff.n,
+                "text": diff.format()}  # fmt: skip
+
     out = {}
     for t in sorted({r["T"] for r in rows}):
         out[f"{t:g}"] = {}
         for key in keys:
-            base = {r["seed"]: r[key] for r in rows if r["a"] == 0.0 and r["T"] == t}
-            treated = {r["seed"]: r[key] for r in rows if r["a"] == a_ls and r["T"] == t}
-            diff = statistics.paired_difference(base, treated)
-            out[f"{t:g}"][key] = {"mean": diff.mean, "low": diff.low, "high": diff.high,
-                                  "n": diff.n, "text": diff.format()}  # fmt: skip
+            cell = [r for r in rows if r["T"] == t]
+            base = {replicate(r): r[key] for r in cell if r["a"] == 0.0}
+            treated = {replicate(r): r[key] for r in cell if r["a"] == a_ls}
+            found = {"paired": summary(statistics.paired_difference(base, treated))}
+            if len(teacher_seeds) > 1:
+                per_seed, means_base, means_treated = {}, {}, {}
+                for ts in teacher_seeds:
+                    prefix = f"{ts}/"
+                    b = {k: v for k, v in base.items() if k.startswith(prefix)}
+                    tr = {k: v for k, v in treated.items() if k.startswith(prefix)}
+                    common = sorted(set(b) & set(tr))
+                    if not common:
+                        continue
+                    per_seed[ts] = summary(statistics.paired_difference(b, tr))
+                    means_base[ts] = float(np.mean([b[k] for k in common]))
+                    means_treated[ts] = float(np.mean([tr[k] for k in common]))
+                found["by_teacher_seed"] = {f"{ts}": d for ts, d in per_seed.items()}
+                found["hierarchical"] = summary(
+                    statistics.paired_difference(means_base, means_treated)
+                )
+            found["text"] = found["paired"]["text"]
+            out[f"{t:g}"][key] = found
     return out
 
 
@@ -210,10 +288,27 @@ def markdown(result: dict) -> str:
         for a, c in per_a.items():
             lines.append(f"| {measure} | {a} | {_ci(c, 'rho')} (n = {c['n']}) |")
     keys = ["top1", *result["measures"]]
-    lines += ["", "| T | LS − no-LS (paired by seed, 95% t-CI): " + " | ".join(keys) + " |"]
+    lines += ["", "| T | LS − no-LS (paired by teacher seed/student seed, 95% t-CI): "
+              + " | ".join(keys) + " |"]  # fmt: skip
     lines.append("|---|" + "---|" * len(keys))
     for t, values in result["ls_minus_no_ls_by_T"].items():
         lines.append(f"| {t} | " + " | ".join(values[k]["text"] for k in keys) + " |")
+    by_T = result["ls_minus_no_ls_by_T"]
+    if any("hierarchical" in v for values in by_T.values() for v in values.values()):
+        lines += ["", "| T | measure | per teacher seed (paired by student seed) | "
+                  "hierarchical (t over teacher-seed means) |", "|---|---|---|---|"]  # fmt: skip
+        for t, values in by_T.items():
+            for k in keys:
+                seeds = "; ".join(
+                    f"{ts}: {d['text']}" for ts, d in values[k]["by_teacher_seed"].items()
+                )
+                lines.append(f"| {t} | {k} | {seeds} | {values[k]['hierarchical']['text']} |")
+    if result.get("teachers"):
+        lines += ["", "| teacher | " + " | ".join(TEACHER_KEYS) + " |",
+                  "|---|" + "---|" * len(TEACHER_KEYS)]  # fmt: skip
+        for teacher in result["teachers"]:
+            values = [f"{teacher[k]:.4g}" if k in teacher else "" for k in TEACHER_KEYS]
+            lines.append(f"| {teacher['run']} | " + " | ".join(values) + " |")
     lines += ["", "| cell (mean over seeds) | " + " | ".join(keys) + " |"]
     lines.append("|---|" + "---|" * len(keys))
     for cell, values in result["cell_means"].items():
@@ -244,6 +339,7 @@ def main(argv=None) -> None:
         "trend_with_T": {m: trend_with_temperature(rows, m, args.resamples) for m in measures},
         "ls_minus_no_ls_by_T": ls_effect_by_temperature(rows, ["top1", *measures]),
         "cell_means": cell_means(rows, ["top1", *measures]),
+        "teachers": load_teachers(args.study_dir),
     }
     (args.out_dir / "findings_diffusion.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
