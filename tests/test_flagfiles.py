@@ -213,7 +213,7 @@ TRANSLATION = {
 def test_every_experiment_file_has_its_papers_recipe_in_this_test():
     quick = {
         "flags/quick.flags", "flags/quick_translation.flags", "flags/embedded/study.flags",
-        "flags/embedded/separable_study.flags",
+        "flags/embedded/separable_study.flags", "flags/embedded/translation_study.flags",
     }  # fmt: skip
     assert set(experiment_files()) - quick == set(EXPECTED) | set(TRANSLATION)
 
@@ -466,3 +466,19 @@ def test_separable_study_is_the_issue_21_grid():
     assert all(s.distill.ce_weight == 0 and s.distill.kd_weight == 1 for s in students)
     default, _ = study_of("flags/embedded/study.flags")
     assert not any(key == "siblings" for key, _ in default.data.options)
+
+
+def test_translation_study_is_the_icml22_nmt_table_shape():
+    """Teachers LS 0 / 0.1, students at the table's T = 1, 2, 3, 64 x 3 seeds, the fork's
+    top-4 word-level KD (0.9 KD + 0.1 smoothed CE) from an exact top-4 cache."""
+    study, name = study_of("flags/embedded/translation_study.flags")
+    runs = plan_study(study)
+    students = [r for r in runs if isinstance(r, StudentSpec)]
+    assert name == "embedded_translation" and study.task == "translation"
+    assert len(runs) == 2 + 24 and study.teacher_smoothings == (0.0, 0.1)
+    assert {s.distill.temperature for s in students} == {1.0, 2.0, 3.0, 64.0}
+    assert {s.seed for s in students} == {0, 1, 2}
+    distill = students[0].distill
+    assert (distill.kd_loss, distill.kd_topk, distill.kd_weight, distill.ce_weight) == (
+        "topk_kl", 4, 0.9, 0.1)  # fmt: skip
+    assert distill.label_smoothing == 0.1 and students[0].teacher_cache.mode == "exact"
