@@ -3,15 +3,18 @@
 A study trains runs one after another for hours, and its analysis goes over every run
 again; `Progress` prints one line when each step starts, so a person reading a log (or
 ``tail -f`` of ``nohup`` output) knows how far it got and how long is left. The ETA is
-the mean time of the steps this process finished, times the steps left: an estimate
-(teachers and students take different times), labelled with how many steps it is
-based on. Free of TensorFlow, and of any clock but the one it is given, for tests.
+the mean time of the steps this process finished, times the steps left: an estimate,
+labelled with how many steps it is based on. Steps of different kinds take different
+times (a teacher of a study can take 5x its students), so a caller that names each
+step's kind and the kinds still to come gets an ETA per kind: each step left counts the
+mean time of finished steps of its kind (of all finished steps while its kind has none).
+Free of TensorFlow, and of any clock but the one it is given, for tests.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def print_line(line: str) -> None:
@@ -60,21 +63,32 @@ class Progress:
         self.write = write
         self.started = clock()
         self.timed: list[float] = []  # durations of the steps finished here
+        self.timed_by_kind: dict[str, list[float]] = {}
         self._step_started: float | None = None
+        self._step_kind: str | None = None
 
-    def start(self, name: str, *, done: int | None = None) -> str:
+    def start(
+        self,
+        name: str,
+        *,
+        done: int | None = None,
+        kind: str | None = None,
+        left: Sequence[str] | None = None,
+    ) -> str:
         """Print and return ``<what> k/N: <name> (elapsed ..., ETA ...)`` for the next step.
 
         ``done`` updates the count of finished steps first (another process may have
-        finished some of a shared study's runs meanwhile).
+        finished some of a shared study's runs meanwhile). ``kind`` names this step's
+        kind and ``left`` the kinds of the steps still to do, this one included: the ETA
+        is then summed per kind (module docstring).
         """
         if done is not None:
             self.done = done
         now = self.clock()
-        self._step_started = now
+        self._step_started, self._step_kind = now, kind
         line = (
             f"{self.what} {min(self.done + 1, self.total)}/{self.total}: {name} "
-            f"(elapsed {format_duration(now - self.started)}, {self.eta()})"
+            f"(elapsed {format_duration(now - self.started)}, {self.eta(left)})"
         )
         self.write(line)
         return line
@@ -82,14 +96,26 @@ class Progress:
     def finish(self) -> None:
         """The step started last is done; its time joins the ETA."""
         if self._step_started is not None:
-            self.timed.append(self.clock() - self._step_started)
+            duration = self.clock() - self._step_started
+            self.timed.append(duration)
+            if self._step_kind is not None:
+                self.timed_by_kind.setdefault(self._step_kind, []).append(duration)
             self._step_started = None
         self.done += 1
 
-    def eta(self) -> str:
-        """``ETA 4 min 10 s (mean of 2 finished)``: for this step and the ones after."""
+    def eta(self, left: Sequence[str] | None = None) -> str:
+        """``ETA 4 min 10 s (mean of 2 finished)``: for this step and the ones after.
+
+        With ``left`` (the kinds of the steps still to do): ``ETA 52 min (per kind: 1
+        teacher, 4 student finished)``, each step left at its kind's mean time.
+        """
         if not self.timed:
             return "ETA after the first one finishes"
-        left = max(self.total - self.done, 0)
         mean = sum(self.timed) / len(self.timed)
-        return f"ETA {format_duration(mean * left)} (mean of {len(self.timed)} finished)"
+        if left is None:
+            remaining = max(self.total - self.done, 0)
+            return f"ETA {format_duration(mean * remaining)} (mean of {len(self.timed)} finished)"
+        means = {kind: sum(t) / len(t) for kind, t in self.timed_by_kind.items()}
+        seconds = sum(means.get(kind, mean) for kind in left)
+        counts = ", ".join(f"{len(t)} {kind}" for kind, t in self.timed_by_kind.items())
+        return f"ETA {format_duration(seconds)} (per kind: {counts or 'none'} finished)"

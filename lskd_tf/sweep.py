@@ -125,7 +125,11 @@ def run_study(
                 continue
             try:
                 # runs finished so far, here or by other processes sharing the study
-                progress.start(run_dir.name, done=sum(map(is_finished, map(env.run_dir, specs))))
+                left = [s for s in specs if not is_finished(env.run_dir(s))]
+                progress.start(
+                    run_dir.name, done=len(specs) - len(left), kind=_eta_kind(spec),
+                    left=[_eta_kind(s) for s in left],
+                )  # fmt: skip
                 if on_run_start:
                     on_run_start(spec, run_dir)
                 run(spec, env)  # the claim's own thread keeps its heartbeat
@@ -141,6 +145,12 @@ def run_study(
                 break
             time.sleep(poll_s)
     return [env.run_dir(s) for s in specs]
+
+
+def _eta_kind(spec) -> str:
+    """Runs that take alike long, for the ETA: a study's teachers train for other epochs
+    and models than its students."""
+    return f"{spec.kind} {spec.model}"
 
 
 def _run_in_cluster(specs, env, on_run_start, on_run_end) -> list[Path]:

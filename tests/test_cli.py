@@ -104,9 +104,10 @@ def test_study_says_where_it_is(quick_study):
         f"run {k}/6: {name}" for k, name in enumerate(order, 1)
     ]
     assert runs[0].endswith("(elapsed 0 s, ETA after the first one finishes)")
-    assert all(re.search(r"\(elapsed [^,]+, ETA .+ \(mean of \d finished\)\)$", line)
+    assert all(re.search(r"\(elapsed [^,]+, ETA .+ \(per kind: .+ finished\)\)$", line)
                for line in runs[1:])  # fmt: skip
-    assert "(mean of 5 finished)" in runs[-1]
+    # the ETA counts teachers and students at their own mean times
+    assert "(per kind: 2 teacher resnet8, 3 student resnet8 finished)" in runs[-1]
     analysis = [line.split(" (")[0] for line in lines if re.match(r"analysis \d+/6: ", line)]
     assert analysis == [f"analysis {k}/6: {name}" for k, name in enumerate(order, 1)]
 

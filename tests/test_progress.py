@@ -32,3 +32,20 @@ def test_run_k_of_n_with_elapsed_and_eta_from_finished_runs():
         # left: 1 run x the mean of 60 s and 120 s
         "run 5/5: student-c (elapsed 3 min 02 s, ETA 1 min 30 s (mean of 2 finished))",
     ]
+
+
+def test_eta_per_kind_counts_each_run_left_at_its_kinds_mean():
+    """A study's teacher takes 5x a student: after the teacher alone, the students left
+    are at the teacher's time (no student has finished); after a student, at its own."""
+    now = [0.0]
+    lines = []
+    progress = Progress("run", 4, clock=lambda: now[0], write=lines.append)
+    kinds = ["teacher r20", "student r8", "student r8", "teacher r20"]
+    for step, (name, seconds) in enumerate(zip("abcd", (200.0, 40.0, 40.0, 200.0))):
+        progress.start(name, kind=kinds[step], left=kinds[step:])
+        now[0] += seconds
+        progress.finish()
+    assert lines[1].endswith("ETA 10 min 00 s (per kind: 1 teacher r20 finished))")  # 3 x 200
+    assert lines[2].endswith("ETA 4 min 00 s (per kind: 1 teacher r20, 1 student r8 finished))")
+    assert lines[3].endswith("ETA 3 min 20 s (per kind: 1 teacher r20, 2 student r8 finished))")
+    assert progress.eta() == "ETA 0 s (mean of 4 finished)"
