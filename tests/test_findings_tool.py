@@ -57,9 +57,9 @@ def study(tmp_path):
 def test_pairs_by_teacher_seed_and_student_seed(study, tmp_path_factory):
     rows = findings.load_students(study)
     assert len(rows) == 24 and {r["teacher_seed"] for r in rows} == {0, 1}
-    by_t = findings.ls_effect_by_temperature(rows, ["top1", MEASURES[0]])
+    by_t = findings.ls_effect_by_temperature(rows, ["score", MEASURES[0]])
     for t in (1.0, 4.0):
-        top1 = by_t[f"{t:g}"]["top1"]
+        top1 = by_t[f"{t:g}"]["score"]
         differences = [-(t + 0.5 * ts) for ts in (0, 1) for _ in range(3)]
         low, high = stats.t.interval(
             0.95, 5, loc=np.mean(differences), scale=stats.sem(differences)
@@ -84,3 +84,13 @@ def test_pairs_by_teacher_seed_and_student_seed(study, tmp_path_factory):
     teachers = json.loads((out / "findings_diffusion.json").read_text())["teachers"]
     assert {(t["a"], t["seed"]) for t in teachers} == {(0.0, 0), (0.1, 0), (0.0, 1), (0.1, 1)}
     assert (out / "diffusion_vs_T.png").stat().st_size > 0
+
+
+def test_the_score_column_reads_validation_or_test_metrics():
+    """top-1 is recorded on the validation split, a translation's BLEU on the test split
+    after training; a metric the run never recorded is one line naming what it has."""
+    info = {"name": "r", "last": {"val_top1": 0.5, "test_bleu_tokenized": 0.271}}
+    assert findings._last(info, "top1") == 0.5
+    assert findings._last(info, "bleu_tokenized") == 0.271
+    with pytest.raises(SystemExit, match="recorded no 'bleu'.*val_top1, test_bleu_tokenized"):
+        findings._last(info, "bleu")

@@ -51,7 +51,6 @@ MEASURES = (
     "semantic_mass_ratio",
 )
 LABELS = {
-    "top1": "top-1 % (last epoch)",
     "separation_ratio": "separation ratio (falls with diffusion and as unrelated classes part)",
     "same_superclass_overlap": "same-superclass overlap (rises with diffusion)",
     "same_superclass_separation": "same-superclass separation (falls with diffusion)",
@@ -69,9 +68,10 @@ def _teacher_seed(info: dict) -> int:
     return 0 if seed is None else int(seed)
 
 
-def load_students(study_dir: Path) -> list[dict]:
-    """One dict per finished student: a, T, teacher_seed, seed, top1 (%) and every
-    analysis number."""
+def load_students(study_dir: Path, metric: str = "top1") -> list[dict]:
+    """One dict per finished student: a, T, teacher_seed, seed, ``score`` (the run's
+    last-epoch ``metric`` in %: ``top1``, or a translation's ``bleu_tokenized``) and
+    every analysis number."""
     rows = []
     for run_json in sorted(study_dir.glob("*/run.json")):
         info = json.loads(run_json.read_text())
@@ -89,7 +89,7 @@ def load_students(study_dir: Path) -> list[dict]:
             T=float(spec["temperature"]),
             teacher_seed=_teacher_seed(info),
             seed=int(spec["seed"]),
-            top1=100.0 * float(info["last"]["val_top1"]),
+            score=100.0 * float(_last(info, metric)),
         )
         rows.append(row)
     if not rows:
@@ -101,6 +101,16 @@ TEACHER_KEYS = (
     "top1_accuracy", "top5_accuracy", "sibling_confusion", "sibling_chance",
     "superclass_accuracy", "same_superclass_separation", "sibling_margin_dprime",
 )  # fmt: skip
+
+
+def _last(info: dict, metric: str) -> float:
+    """The last checkpoint's ``metric``: on the validation split, or measured on the test
+    split after training (a translation's BLEU)."""
+    last = info["last"]
+    for key in (f"val_{metric}", f"test_{metric}", metric):
+        if key in last:
+            return last[key]
+    raise SystemExit(f"{info['name']} recorded no {metric!r} (it has {', '.join(last)})")
 
 
 def load_teachers(study_dir: Path) -> list[dict]:
@@ -147,15 +157,15 @@ def spearman_bootstrap(x, y, resamples: int = 10_000, seed: int = 0) -> dict:
 
 def correlations(rows: list[dict], measure: str, resamples: int) -> dict:
     by_key = {(r["a"], r["T"], replicate(r)): r for r in rows}
-    sets = {"students": [(r[measure], r["top1"]) for r in rows]}
+    sets = {"students": [(r[measure], r["score"]) for r in rows]}
     sets["vs_T1"] = [
-        (r[measure] - by_key[(a, 1.0, s)][measure], r["top1"] - by_key[(a, 1.0, s)]["top1"])
+        (r[measure] - by_key[(a, 1.0, s)][measure], r["score"] - by_key[(a, 1.0, s)]["score"])
         for (a, t, s), r in by_key.items()
         if t != 1.0 and (a, 1.0, s) in by_key
     ]
     smoothings = sorted({r["a"] for r in rows})
     sets["ls_minus_no_ls"] = [
-        (r[measure] - by_key[(0.0, t, s)][measure], r["top1"] - by_key[(0.0, t, s)]["top1"])
+        (r[measure] - by_key[(0.0, t, s)][measure], r["score"] - by_key[(0.0, t, s)]["score"])
         for (a, t, s), r in by_key.items()
         if a == max(smoothings) and a > 0 and (0.0, t, s) in by_key
     ]
@@ -240,13 +250,13 @@ def cell_means(rows, keys) -> dict:
     }
 
 
-def plot(rows, measures, path: Path) -> None:
+def plot(rows, measures, path: Path, score_label: str = "top-1 % (last epoch)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = ["top1", *measures]
+    panels = ["score", *measures]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.9), dpi=90)
     temperatures = sorted({r["T"] for r in rows})
     colours = {0.0: "tab:blue"}
@@ -260,7 +270,7 @@ def plot(rows, measures, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(temperatures, [f"{t:g}" for t in temperatures])
         ax.set_xlabel("T")
-        ax.set_title(LABELS.get(key, key), fontsize=8)
+        ax.set_title(LABELS.get(key, key if key != "score" else score_label), fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -287,7 +297,7 @@ def markdown(result: dict) -> str:
     for measure, per_a in result["trend_with_T"].items():
         for a, c in per_a.items():
             lines.append(f"| {measure} | {a} | {_ci(c, 'rho')} (n = {c['n']}) |")
-    keys = ["top1", *result["measures"]]
+    keys = ["score", *result["measures"]]
     lines += ["", "| T | LS − no-LS (paired by teacher seed/student seed, 95% t-CI): "
               + " | ".join(keys) + " |"]  # fmt: skip
     lines.append("|---|" + "---|" * len(keys))
@@ -322,23 +332,27 @@ def main(argv=None) -> None:
     parser.add_argument("out_dir", type=Path, help="where the PNG, JSON and Markdown go")
     parser.add_argument("--measures", default=",".join(MEASURES), help="analysis.json keys")
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    parser.add_argument(
+        "--metric", default="top1", help="the accuracy column: top1, or bleu_tokenized / bleu"
+    )
     args = parser.parse_args(argv)
 
-    rows = load_students(args.study_dir)
+    rows = load_students(args.study_dir, args.metric)
     measures = [m for m in args.measures.split(",") if m]
     missing = [m for m in measures if m not in rows[0]]
     if missing:
         raise SystemExit(f"not in analysis.json: {', '.join(missing)}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    plot(rows, measures, args.out_dir / "diffusion_vs_T.png")
+    plot(rows, measures, args.out_dir / "diffusion_vs_T.png", f"{args.metric} (last epoch)")
     result = {
         "study_dir": str(args.study_dir),
         "num_students": len(rows),
+        "metric": args.metric,
         "measures": measures,
         "correlations": {m: correlations(rows, m, args.resamples) for m in measures},
         "trend_with_T": {m: trend_with_temperature(rows, m, args.resamples) for m in measures},
-        "ls_minus_no_ls_by_T": ls_effect_by_temperature(rows, ["top1", *measures]),
-        "cell_means": cell_means(rows, ["top1", *measures]),
+        "ls_minus_no_ls_by_T": ls_effect_by_temperature(rows, ["score", *measures]),
+        "cell_means": cell_means(rows, ["score", *measures]),
         "teachers": load_teachers(args.study_dir),
     }
     (args.out_dir / "findings_diffusion.json").write_text(json.dumps(result, indent=2))
