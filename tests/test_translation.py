@@ -214,6 +214,10 @@ def test_token_analyses_report_every_run(finished, tmp_path):
     measures = analysis.token_measures(outputs, token_families=info.token_families)
     recorded = RunDir(run_dirs[0]).read()["last"]["val_top1"]
     assert measures["top1_accuracy"] == pytest.approx(recorded, abs=1e-6)
+    # each run's numbers also in its analysis.json, as the image analysis writes them
+    saved = json.loads((tmp_path / "analysis" / run_dirs[0].name / "analysis.json").read_text())
+    assert saved["top1_accuracy"] == pytest.approx(measures["top1_accuracy"], abs=1e-9)
+    assert saved["semantic_mass_ratio"] == pytest.approx(measures["semantic_mass_ratio"])
     assert measures["positions"] == int(sum(m.numpy().sum() for *_, m in
                                             task.eval_dataset(DATA, batch_size=16)))  # fmt: skip
 

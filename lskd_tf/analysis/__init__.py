@@ -58,16 +58,19 @@ from lskd_tf.analysis.projection import (
     template_basis,
 )
 from lskd_tf.analysis.report import (
+    ANALYSIS_FILE,
     ANALYSIS_GROUP,
     MEASURES,
     AnalysisContext,
     analyze,
     log_to_tensorboard,
+    write_metrics,
     write_report,
 )
 from lskd_tf.analysis.stability import StabilityResult, stability
 
 __all__ = [
+    "ANALYSIS_FILE",
     "ANALYSIS_GROUP",
     "Projection",
     "ReliabilityBins",
@@ -104,5 +107,6 @@ __all__ = [
     "template_basis",
     "templates",
     "top_k_accuracy",
+    "write_metrics",
     "write_report",
 ]

@@ -15,6 +15,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,11 +148,25 @@ def analyze(
         metrics.update(measure(student, context))
     figures = context.figures
     metrics["figures"] = figures
-    with open(os.path.join(out_dir, "analysis.json"), "w") as handle:
-        json.dump(_jsonable(metrics), handle, indent=2, sort_keys=True)
+    write_metrics(metrics, out_dir)
     if tensorboard_logdir is not None:
         log_to_tensorboard(tensorboard_logdir, ANALYSIS_GROUP, metrics, figures)
     return metrics
+
+
+ANALYSIS_FILE = "analysis.json"
+"""One run's numbers in its analysis directory, for tools that read them (e.g.
+tools/findings_diffusion.py); every task's analysis writes it."""
+
+
+def write_metrics(metrics: dict, out_dir: str | os.PathLike) -> Path:
+    """Write one run's ``metrics`` to ``out_dir/analysis.json`` (NaN as null, NumPy as
+    plain numbers) and return its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = Path(out_dir) / ANALYSIS_FILE
+    with open(path, "w") as handle:
+        json.dump(_jsonable(metrics), handle, indent=2, sort_keys=True)
+    return path
 
 
 @dataclasses.dataclass

@@ -152,6 +152,7 @@ def analyze_runs(
             out_dir / run_dir.name / "reliability.png", title=f"{run_dir.name} (tokens)",
         )  # fmt: skip
         metrics["figures"] = {"reliability": figure}
+        analysis.write_metrics(metrics, out_dir / run_dir.name)
         if tensorboard_dir is not None:
             analysis.log_to_tensorboard(
                 Path(tensorboard_dir) / run_dir.name / "analysis", analysis.ANALYSIS_GROUP, metrics,
