@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -257,10 +258,17 @@ def plot(rows, measures, path: Path, score_label: str = "top-1 % (last epoch)") 
     import matplotlib.pyplot as plt
 
     panels = ["score", *measures]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.9), dpi=90)
+    columns = min(len(panels), 4)
+    grid_rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(
+        grid_rows, columns, figsize=(3.4 * columns, 3.0 * grid_rows), dpi=90, squeeze=False
+    )
+    axes = axes.ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     temperatures = sorted({r["T"] for r in rows})
     colours = {0.0: "tab:blue"}
-    for ax, key in zip(axes, panels, strict=True):
+    for ax, key in zip(axes, panels, strict=False):
         for a in sorted({r["a"] for r in rows}):
             colour = colours.get(a, "tab:red")
             mine = [r for r in rows if r["a"] == a]
@@ -270,7 +278,8 @@ def plot(rows, measures, path: Path, score_label: str = "top-1 % (last epoch)") 
         ax.set_xscale("log", base=2)
         ax.set_xticks(temperatures, [f"{t:g}" for t in temperatures])
         ax.set_xlabel("T")
-        ax.set_title(LABELS.get(key, key if key != "score" else score_label), fontsize=8)
+        title = LABELS.get(key, key if key != "score" else score_label)
+        ax.set_title(textwrap.fill(title, 38), fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
