@@ -161,6 +161,35 @@ def test_padding_never_counts_in_the_token_metrics(finished):
     assert recorded["last"]["val_top1"] == pytest.approx(correct / total, abs=1e-6)
 
 
+def test_final_metrics_decode_once_when_best_and_last_are_the_same_weights(
+    finished, tmp_path, monkeypatch
+):
+    env, specs, _ = finished
+    task = tasks.get("translation")
+    info = task.dataset_info(DATA)
+    teacher, student = (RunDir(env.run_dir(spec)) for spec in specs[:2])
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    decoded = []
+    original = type(task).translate
+    monkeypatch.setattr(
+        type(task), "translate",
+        lambda self, model, *a, **k: decoded.append(model) or original(self, model, *a, **k),
+    )  # fmt: skip
+    # the same weights in both files: one decoding, recorded for both
+    for which in ("best", "last"):
+        shutil.copy(student.checkpoint("last"), run.checkpoint(which))
+    same = task.final_metrics(run, DATA, info)
+    assert len(decoded) == 1 and same["best"] == same["last"]
+    assert same["last"]["test_bleu"] == student.read()["last"]["test_bleu"]
+    # different weights: each file decoded, each its own BLEU
+    shutil.copy(teacher.checkpoint("last"), run.checkpoint("best"))
+    different = task.final_metrics(run, DATA, info)
+    assert len(decoded) == 3
+    assert different["best"]["test_bleu"] == teacher.read()["last"]["test_bleu"]
+    assert different["last"] == same["last"]
+
+
 def test_a_killed_translation_student_resumes_exactly(finished, tmp_path):
     env, specs, _ = finished
     teacher, student = specs[0], specs[1]

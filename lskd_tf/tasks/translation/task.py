@@ -33,6 +33,7 @@ from pathlib import Path
 import keras
 
 from lskd_tf import tasks
+from lskd_tf.checksums import weights_sha256
 from lskd_tf.tasks.translation import bleu, data, decoding, models, sequence_kd, serving
 from lskd_tf.tasks.translation import teacher_cache as translation_cache
 
@@ -188,11 +189,19 @@ class Translation(tasks.Task):
         ``bleu_split`` = the validation split (`bleu_key`), as score / 100, so that every
         run.json metric is a fraction; tables multiply by 100 and show the usual BLEU.
         Runs recorded before the tokenized BLEU existed are left out of its tables
-        (`results`)."""
+        (`results`).
+
+        When the last epoch is the best one, both files hold the same weights and the
+        decoding (deterministic) is done once for both: it is most of a quick run's time
+        outside its epochs."""
         found = {}
+        decoded_by_weights: dict[str, dict] = {}
         for which in ("best", "last"):
             model = self.load_model(run.checkpoint(which), info)
-            decoded = self.translate(model, spec, info)
+            weights = weights_sha256(model)
+            if weights not in decoded_by_weights:
+                decoded_by_weights[weights] = self.translate(model, spec, info)
+            decoded = decoded_by_weights[weights]
             found[which] = {
                 # A fraction, like every metric in run.json (the tables show x100: BLEU).
                 bleu_key(decoded["split"], info): float(decoded["bleu"]) / 100.0,
