@@ -58,6 +58,7 @@ LABELS = {
     "sibling_margin_dprime": "sibling margin d' (falls with diffusion)",
     "sibling_confusion": "sibling confusion (rises with diffusion)",
     "semantic_mass_ratio": "semantic mass ratio (rises with diffusion, and with sharper logits)",
+    "same_superclass_mass": "mass on siblings (near-synonyms for tokens)",
     "projection_separation_ratio": "projection separation ratio",
 }
 
