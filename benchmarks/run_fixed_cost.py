@@ -2,6 +2,7 @@
 
     python benchmarks/run_fixed_cost.py                         # the image quick study
     python benchmarks/run_fixed_cost.py --flagfile=flags/quick_translation.flags
+    python benchmarks/run_fixed_cost.py --seeds=0,1        # other arguments go to run.py
 
 Runs a study's flagfile through ``run.py``'s own code path in this process, into a
 fresh temporary output directory (nothing is reused), with timers around the steps a
@@ -23,7 +24,6 @@ issue's "fixed cost" is outside + first-epoch penalty, per run.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import os
 import statistics
@@ -114,7 +114,8 @@ class Timers:
             if id(task) not in wrapped:
                 wrapped.add(id(task))
                 for step, method in _TASK_STEPS.items():
-                    self.wrap(task, method, step)
+                    if hasattr(task, method):  # `translate`: translation only
+                        self.wrap(task, method, step)
             return task
 
         tasks.get = get
@@ -130,28 +131,19 @@ def _resolve(module_name: str, path: str):
     return owner, attribute
 
 
-def _epochs(run_dir: str) -> list[float]:
-    with open(Path(run_dir) / "history.csv") as handle:
-        return [float(row["epoch_time_s"]) for row in csv.DictReader(handle)]
-
-
-def _kind(run_dir: str) -> str:
-    return Path(run_dir).name.split("-", 1)[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flagfile", default=str(ROOT / "flags/quick.flags"))
-    parser.add_argument("--extra", nargs="*", default=[], help="more --flag=value for run.py")
-    args = parser.parse_args()
-    from timing import machine_line
+    args, run_flags = parser.parse_known_args()  # the rest: --flag=value for run.py
+    from timing import machine_line  # imports TensorFlow: after run.py is loaded
 
     with tempfile.TemporaryDirectory() as out:
         run_py.parse_flags(
             ["run.py", f"--flagfile={args.flagfile}", f"--output_dir={out}/runs",
-             f"--tensorboard_dir={out}/tb", *args.extra]
+             f"--tensorboard_dir={out}/tb", *run_flags]
         )  # fmt: skip
         from lskd_tf import sweep, tasks
+        from lskd_tf.run_dir import RunDir
 
         timers = Timers()
         timers.wrap_run(sweep)
@@ -165,16 +157,16 @@ def main() -> None:
             raise SystemExit(f"the study failed (status {status})")
         by_kind: dict[str, list[dict[str, float]]] = defaultdict(list)
         for run_dir, seconds, steps in timers.runs:
-            epochs = _epochs(run_dir)
+            epochs = [row["epoch_time_s"] for row in RunDir(run_dir).read_history()]
             row = {"run": seconds, "epochs": sum(epochs)}
             row["outside"] = seconds - row["epochs"]
             row["first-epoch penalty"] = epochs[0] - epochs[1] if len(epochs) > 1 else 0.0
             row["fixed cost"] = row["outside"] + row["first-epoch penalty"]
-            by_kind[_kind(run_dir)].append({**row, **steps})
+            by_kind[RunDir(run_dir).read()["kind"]].append({**row, **steps})
         in_runs = sum(seconds for _, seconds, _ in timers.runs)
 
     print(machine_line())
-    print(f"flagfile: {args.flagfile} {' '.join(args.extra)}")
+    print(f"flagfile: {args.flagfile} {' '.join(run_flags)}")
     print(f"study: {study_seconds:.1f} s, of which runs {in_runs:.1f} s and the rest "
           f"(planning, analysis, tables) {study_seconds - in_runs:.1f} s")  # fmt: skip
     for kind, rows in by_kind.items():
