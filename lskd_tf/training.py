@@ -458,6 +458,7 @@ def run_training(
     resume = ResumeState(run, out, train_model, saved_model, at=at)
     with strategy.scope():
         compile_fn(make_optimizer(config, steps_per_epoch))
+        _build_optimizer(train_model)
         history = resume.restore()
     distribute.check_same_on_all_workers(strategy, len(history), "the epoch to start from")
     if periods:
@@ -538,6 +539,21 @@ def run_training(
     distribute.discard_write_dir(out.path, run.path)
     print(summary_line(info), flush=True)  # one line per finished run, even with verbose=0
     return RunResult(run.path, saved_model, history, info["best"], info["last"])
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    """Create the optimizer's slot variables now, so the train function is traced once.
+
+    Without a strategy scope, Keras builds the optimizer inside the first trace of the
+    train function (keras/src/backend/tensorflow/trainer.py, `_maybe_symbolic_build`:
+    "defer building to when the train/test/predict function gets traced"); a
+    `tf.function` that creates variables is traced a second time without them, which
+    doubled the first epoch's tracing (benchmarks/RESULTS.md, "Per-run fixed cost").
+    Building first is what a resumed run already did (`RunDir.load_resume_state`); the
+    slots start at the same zeros, so the weights are the same bits.
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def _patience_exhausted(config: TrainConfig, history: list[dict], monitor: str) -> bool:
