@@ -2,7 +2,7 @@
 
     python tools/kill_study.py --kills 10 --seed 0 --out /tmp/kills
 
-1. Runs the tiny study once, uninterrupted (the reference).
+1. Runs the tiny study (`STUDY`: one teacher, two students) once, uninterrupted (the reference).
 2. Runs it again in a fresh directory, sends SIGKILL at a random moment while work
    remains, restarts it, and so on ``--kills`` times; then lets it finish. The moment
    follows the study's own progress, so the kills land while it trains on a fast
@@ -39,9 +39,12 @@ sys.path.insert(0, str(ROOT))  # this checkout's lskd_tf (the studies it starts 
 from lskd_tf import processes  # noqa: E402  (children die with this process)
 
 LIMIT_S = 1800.0  # one study's bound: catches a hang, not a slow (loaded) machine
+# One LS teacher and its students at T = 1 and 4: a teacher run, runs that load it, and
+# three runs to land in (the default study's six took twice as long for no other path).
 STUDY = [
     "--train_per_class=3", "--test_per_class=1", "--epochs=2", "--teacher_epochs=2",
-    "--teacher_models=resnet8", "--verbose=0", "--analyze=false", "--export=false",
+    "--teacher_models=resnet8", "--teacher_smoothings=0.1", "--temperatures=1,4",
+    "--verbose=0", "--analyze=false", "--export=false",
 ]  # fmt: skip
 
 
