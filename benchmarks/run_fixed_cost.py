@@ -104,6 +104,41 @@ class Timers:
 
         sweep.run = timed_run
 
+    def wrap_step_functions(self, keras) -> None:
+        """Time every call of Keras's train and test functions (one call = one batch).
+
+        A function's first call traces it (and builds its graph); "first train call
+        beyond the median" and "first test call beyond the median" are what that costs.
+        """
+        for kind in ("train", "test"):
+            maker_name, attribute = f"make_{kind}_function", f"{kind}_function"
+            original = getattr(keras.Model, maker_name)
+
+            def make(model, force=False, _original=original, _attribute=attribute, _kind=kind):
+                made = _original(model, force)
+                function = getattr(model, _attribute)
+                if function is not None and not getattr(function, "timed", False):
+                    setattr(model, _attribute, self._timed_calls(function, _kind))
+                return made
+
+            setattr(keras.Model, maker_name, make)
+
+    def _timed_calls(self, function, kind: str):
+        calls: list[float] = []
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                calls.append(time.perf_counter() - start)
+                if self.current is not None and len(calls) > 1:
+                    beyond = calls[0] - statistics.median(calls[1:])
+                    self.current[f"first {kind} call beyond the median"] = beyond
+
+        timed.timed = True
+        return timed
+
     def wrap_tasks(self, tasks) -> None:
         original = tasks.get
         wrapped: set[int] = set()
@@ -142,12 +177,15 @@ def main() -> None:
             ["run.py", f"--flagfile={args.flagfile}", f"--output_dir={out}/runs",
              f"--tensorboard_dir={out}/tb", *run_flags]
         )  # fmt: skip
+        import keras
+
         from lskd_tf import sweep, tasks
         from lskd_tf.run_dir import RunDir
 
         timers = Timers()
         timers.wrap_run(sweep)
         timers.wrap_tasks(tasks)
+        timers.wrap_step_functions(keras)
         for step, (module_name, path) in _STEPS.items():
             timers.wrap(*_resolve(module_name, path), step)
         started = time.perf_counter()
