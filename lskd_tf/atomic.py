@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ def write_json(path: str | os.PathLike, content: Any, **dump_options: Any) -> Pa
 def save_model(model, path: str | os.PathLike) -> Path:
     """``model.save(path)`` atomically (a `.keras` file is a zip: half of one is unreadable)."""
     return replace_with(path, model.save)
+
+
+def copy_file(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """A copy of ``source`` at ``path``, atomically (``source`` itself is only read)."""
+    return replace_with(path, lambda temporary: shutil.copyfile(source, temporary))
 
 
 def save_weights(model, path: str | os.PathLike) -> Path:

@@ -106,7 +106,8 @@ class Checkpoints(keras.callbacks.Callback):
         self.run.save_checkpoint(self.saved_model, "last")
         if self.best is None or row.get(self.monitor, -1.0) > self.best.get(self.monitor, -1.0):
             self.best = row
-            self.run.save_checkpoint(self.saved_model, "best")
+            # The model just saved, byte for byte: a copy, not a second `model.save`.
+            self.run.copy_checkpoint("last", "best")
 
 
 class ResumeState(keras.callbacks.Callback):

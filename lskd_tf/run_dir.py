@@ -192,6 +192,11 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return atomic.save_model(model, self.checkpoint(which))
 
+    def copy_checkpoint(self, source: str, which: str) -> Path:
+        """``which`` becomes a byte copy of the ``source`` checkpoint (the same model
+        saved at the same moment: ``best`` when the last epoch is the best one)."""
+        return atomic.copy_file(self.checkpoint(source), self.checkpoint(which))
+
     # ------------------------------------------------------------------ resume state
 
     def save_resume_state(

@@ -62,6 +62,23 @@ def test_teacher_run_writes_its_files(teacher_run):
     assert events
 
 
+def test_best_checkpoint_is_a_byte_copy_of_last_when_the_epoch_improves(tmp_path, tiny_cnn):
+    from lskd_tf.callbacks import Checkpoints
+    from lskd_tf.run_dir import RunDir
+
+    run, model, history = RunDir(tmp_path), tiny_cnn(), []
+    checkpoints = Checkpoints(run, model, history, "val_top1")
+    history.append({"epoch": 1, "val_top1": 0.5})
+    checkpoints.on_epoch_end(0)
+    best, last = (run.checkpoint(which).read_bytes() for which in ("best", "last"))
+    assert best == last
+    model.layers[-1].kernel.assign(model.layers[-1].kernel + 1.0)
+    history.append({"epoch": 2, "val_top1": 0.4})  # worse: best stays epoch 1's
+    checkpoints.on_epoch_end(1)
+    assert run.checkpoint("best").read_bytes() == best != run.checkpoint("last").read_bytes()
+    assert not list(tmp_path.glob(".tmp*"))
+
+
 def test_epoch_scalars_have_one_epoch_prefix(teacher_run):
     """TensorBoard tags: ``epoch_loss`` like Keras's callback, ``epoch_time_s`` not doubled."""
     tags = set()

@@ -170,22 +170,26 @@ def test_final_metrics_decode_once_when_best_and_last_are_the_same_weights(
     teacher, student = (RunDir(env.run_dir(spec)) for spec in specs[:2])
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
-    decoded = []
-    original = type(task).translate
+    decoded, loaded = [], []
+    original, original_load = type(task).translate, type(task).load_model
     monkeypatch.setattr(
         type(task), "translate",
         lambda self, model, *a, **k: decoded.append(model) or original(self, model, *a, **k),
     )  # fmt: skip
-    # the same weights in both files: one decoding, recorded for both
+    monkeypatch.setattr(
+        type(task), "load_model",
+        lambda self, path, *a: loaded.append(path) or original_load(self, path, *a),
+    )  # fmt: skip
+    # the same file twice (Checkpoints copies last to best): one load, one decoding
     for which in ("best", "last"):
         shutil.copy(student.checkpoint("last"), run.checkpoint(which))
     same = task.final_metrics(run, DATA, info)
-    assert len(decoded) == 1 and same["best"] == same["last"]
+    assert len(decoded) == len(loaded) == 1 and same["best"] == same["last"]
     assert same["last"]["test_bleu"] == student.read()["last"]["test_bleu"]
-    # different weights: each file decoded, each its own BLEU
+    # different weights: each file loaded and decoded, each its own BLEU
     shutil.copy(teacher.checkpoint("last"), run.checkpoint("best"))
     different = task.final_metrics(run, DATA, info)
-    assert len(decoded) == 3
+    assert len(decoded) == len(loaded) == 3
     assert different["best"]["test_bleu"] == teacher.read()["last"]["test_bleu"]
     assert different["last"] == same["last"]
 

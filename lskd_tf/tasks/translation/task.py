@@ -33,7 +33,7 @@ from pathlib import Path
 import keras
 
 from lskd_tf import tasks
-from lskd_tf.checksums import weights_sha256
+from lskd_tf.checksums import file_sha256, weights_sha256
 from lskd_tf.tasks.translation import bleu, data, decoding, models, sequence_kd, serving
 from lskd_tf.tasks.translation import teacher_cache as translation_cache
 
@@ -193,15 +193,20 @@ class Translation(tasks.Task):
 
         When the last epoch is the best one, both files hold the same weights and the
         decoding (deterministic) is done once for both: it is most of a quick run's time
-        outside its epochs."""
+        outside its epochs. ``best.keras`` is then a byte copy of ``last.keras``
+        (`lskd_tf.callbacks.Checkpoints`), and the file is loaded once too."""
         found = {}
         decoded_by_weights: dict[str, dict] = {}
+        weights_of_file: dict[str, str] = {}  # a file's sha256 -> its weights' sha256
         for which in ("best", "last"):
-            model = self.load_model(run.checkpoint(which), info)
-            weights = weights_sha256(model)
-            if weights not in decoded_by_weights:
-                decoded_by_weights[weights] = self.translate(model, spec, info)
-            decoded = decoded_by_weights[weights]
+            path = run.checkpoint(which)
+            digest = file_sha256(path)
+            if digest not in weights_of_file:  # a file not read yet: load and decode it
+                model = self.load_model(path, info)
+                weights_of_file[digest] = weights = weights_sha256(model)
+                if weights not in decoded_by_weights:
+                    decoded_by_weights[weights] = self.translate(model, spec, info)
+            decoded = decoded_by_weights[weights_of_file[digest]]
             found[which] = {
                 # A fraction, like every metric in run.json (the tables show x100: BLEU).
                 bleu_key(decoded["split"], info): float(decoded["bleu"]) / 100.0,
