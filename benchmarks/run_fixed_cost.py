@@ -71,6 +71,7 @@ class Timers:
     def __init__(self):
         self.current: dict[str, float] | None = None
         self.runs: list[tuple[str, float, dict[str, float]]] = []  # (run dir, seconds, steps)
+        self.step_calls: dict[str, list[float]] = {}  # "train"/"test" -> seconds per call
 
     def wrap(self, owner, attribute: str, step: str) -> None:
         original = getattr(owner, attribute)
@@ -93,19 +94,24 @@ class Timers:
 
         @functools.wraps(original)
         def timed_run(spec, env):
-            self.current = defaultdict(float)
+            self.current, self.step_calls = defaultdict(float), {}
             start = time.perf_counter()
             try:
                 return original(spec, env)
             finally:
                 seconds = time.perf_counter() - start
+                for kind, calls in self.step_calls.items():
+                    if len(calls) > 1:
+                        beyond = calls[0] - statistics.median(calls[1:])
+                        self.current[f"first {kind} call beyond the median"] = beyond
                 self.runs.append((str(env.run_dir(spec)), seconds, dict(self.current)))
-                self.current = None
+                self.current, self.step_calls = None, {}
 
         sweep.run = timed_run
 
     def wrap_step_functions(self, keras) -> None:
-        """Time every call of Keras's train and test functions (one call = one batch).
+        """Time every call of a run's first train and first test function (one call =
+        one batch; the functions `fit` makes).
 
         A function's first call traces it (and builds its graph); "first train call
         beyond the median" and "first test call beyond the median" are what that costs.
@@ -117,27 +123,13 @@ class Timers:
             def make(model, force=False, _original=original, _attribute=attribute, _kind=kind):
                 made = _original(model, force)
                 function = getattr(model, _attribute)
-                if function is not None and not getattr(function, "timed", False):
-                    setattr(model, _attribute, self._timed_calls(function, _kind))
+                first_of_run = self.current is not None and _kind not in self.step_calls
+                if function is not None and first_of_run:
+                    self.step_calls[_kind] = calls = []
+                    setattr(model, _attribute, _timed_calls(function, calls))
                 return made
 
             setattr(keras.Model, maker_name, make)
-
-    def _timed_calls(self, function, kind: str):
-        calls: list[float] = []
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                calls.append(time.perf_counter() - start)
-                if self.current is not None and len(calls) > 1:
-                    beyond = calls[0] - statistics.median(calls[1:])
-                    self.current[f"first {kind} call beyond the median"] = beyond
-
-        timed.timed = True
-        return timed
 
     def wrap_tasks(self, tasks) -> None:
         original = tasks.get
@@ -154,6 +146,19 @@ class Timers:
             return task
 
         tasks.get = get
+
+
+def _timed_calls(function, calls: list[float]):
+    """``function``, appending each call's seconds to ``calls``."""
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            calls.append(time.perf_counter() - start)
+
+    return timed
 
 
 def _resolve(module_name: str, path: str):

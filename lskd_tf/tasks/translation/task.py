@@ -196,17 +196,18 @@ class Translation(tasks.Task):
         outside its epochs. ``best.keras`` is then a byte copy of ``last.keras``
         (`lskd_tf.callbacks.Checkpoints`), and the file is loaded once too."""
         found = {}
-        decoded_by_weights: dict[str, dict] = {}
-        weights_of_file: dict[str, str] = {}  # a file's sha256 -> its weights' sha256
+        decoded_by_weights: dict[str, dict] = {}  # keyed by weights_sha256
+        decoded_by_file: dict[str, dict] = {}  # keyed by file_sha256
         for which in ("best", "last"):
             path = run.checkpoint(which)
             digest = file_sha256(path)
-            if digest not in weights_of_file:  # a file not read yet: load and decode it
+            if digest not in decoded_by_file:  # a file not read yet: load it
                 model = self.load_model(path, info)
-                weights_of_file[digest] = weights = weights_sha256(model)
+                weights = weights_sha256(model)
                 if weights not in decoded_by_weights:
                     decoded_by_weights[weights] = self.translate(model, spec, info)
-            decoded = decoded_by_weights[weights_of_file[digest]]
+                decoded_by_file[digest] = decoded_by_weights[weights]
+            decoded = decoded_by_file[digest]
             found[which] = {
                 # A fraction, like every metric in run.json (the tables show x100: BLEU).
                 bleu_key(decoded["split"], info): float(decoded["bleu"]) / 100.0,
