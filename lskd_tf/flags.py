@@ -363,6 +363,12 @@ MIXED_PRECISION_FLAG = flags.DEFINE_enum(
 JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", False, "XLA-compile the train step (try it on GPU; slower on this CPU)."
 )
+REUSE_COMPILED = flags.DEFINE_bool(
+    "reuse_compiled", True,
+    "Runs of one process that differ only in label smoothing, temperature or the teacher's "
+    "weights train one compiled model, traced once (lskd_tf.reuse; the same numbers). "
+    "false: compile and trace every run anew.",
+)  # fmt: skip
 PROFILE_BATCHES = flags.DEFINE_list(
     "profile_batches", None, "Two batch numbers 'start,stop' to profile in TensorBoard."
 )
@@ -920,7 +926,7 @@ def run_env(strategy=None) -> RunEnv:
     return RunEnv(
         output_dir=OUTPUT_DIR.value, study=STUDY.value, tensorboard_dir=TENSORBOARD_DIR.value,
         strategy=strategy, mixed_precision=MIXED_PRECISION_FLAG.value,
-        on_conflict=ON_CONFLICT.value,
+        on_conflict=ON_CONFLICT.value, reuse_compiled=REUSE_COMPILED.value,
         profile_batches=tuple(_ints(profile, "profile_batches")) if profile else None,
     )  # fmt: skip
 

@@ -22,6 +22,11 @@ registration::
         def __init__(self, temperature=1.0, t2_scaling=True, **kwargs): ...
         def call(self, teacher_logits, student_logits): ...   # one value per position
 
+A loss that reads its temperature through ``self.constant("temperature")`` and lists it
+in ``held_settings`` (with `MaskedMeanLoss.graph_constants`) lets the students of a study
+that differ only in T train one traced step (`lskd_tf.reuse`); without that, each T
+traces its own, with the same results.
+
 Both compute in float32 whatever the input dtype, so float16/bfloat16 logits
 (mixed precision) and large temperatures (T = 64) stay finite.
 """
@@ -195,6 +200,52 @@ class MaskedMeanLoss(keras.losses.Loss):
         share = None if self.reduction != REDUCTION else global_mean_share(sample_weight)
         return value if share is None else value * ops.cast(share, value.dtype)
 
+    # -- settings a traced step may read from variables (`lskd_tf.reuse`) ---------------
+
+    held_settings: tuple[str, ...] = ()
+    """The constructor arguments (floats) that `hold_settings_in_variables` moves into
+    variables, so one traced train function serves runs that differ only in them."""
+
+    def graph_constants(self) -> dict[str, float]:
+        """The float32 numbers ``call`` reads, computed from ``held_settings`` in Python
+        (float64, as a constant of the graph would be). Subclasses with held settings
+        override this."""
+        return {}
+
+    def hold_settings_in_variables(self) -> None:
+        """Read `graph_constants` from variables from now on instead of baking them into
+        the graph as constants; `assign_settings_from` then changes them in place.
+
+        Call it eagerly, before the first trace (it creates variables). The numbers are
+        the same float32 values either way, so the loss is the same bits.
+        """
+        if getattr(self, "_held", None) is None:
+            self._held = {
+                name: tf.Variable(value, dtype="float32", trainable=False, name=name)
+                for name, value in self.graph_constants().items()
+            }
+
+    def assign_settings_from(self, other: MaskedMeanLoss) -> None:
+        """Take ``other``'s held settings (a loss of the same class and otherwise the same
+        config, `settings_free_config`) into this loss's variables."""
+        for name in self.held_settings:
+            setattr(self, name, getattr(other, name))
+        for name, value in self.graph_constants().items():
+            self._held[name].assign(value)
+
+    def settings_free_config(self) -> dict:
+        """``get_config()`` without the name and the held settings: equal for two losses
+        that one traced step computes alike once their settings are assigned."""
+        config = self.get_config()
+        for name in ("name", *self.held_settings):
+            config.pop(name, None)
+        return config
+
+    def constant(self, name: str):
+        """The graph constant ``name`` (`graph_constants`): its variable once held."""
+        held = getattr(self, "_held", None)
+        return self.graph_constants()[name] if held is None else held[name]
+
 
 def validate_smoothing(alpha: float, convention: str, *, name: str = "alpha") -> None:
     """Raise a one-line ValueError unless 0 <= alpha < 1 and the convention is known."""
@@ -224,10 +275,17 @@ def smooth_targets(targets, alpha: float, convention: str = "uniform"):
     targets = ops.cast(targets, "float32")
     if alpha == 0.0:
         return targets
+    return _smooth(targets, 1.0 - alpha, alpha, convention)
+
+
+def _smooth(targets, keep, alpha, convention: str):
+    """`smooth_targets` with ``keep`` = 1 - alpha given (Python floats or float32 variables:
+    the same ops on the same float32 numbers either way). At alpha = 0 it returns the
+    targets' exact values (1 * y + 0 = y)."""
     num_classes = ops.shape(targets)[-1]
     if convention == "uniform":
-        return (1.0 - alpha) * targets + alpha / ops.cast(num_classes, "float32")
-    return (1.0 - alpha) * targets + alpha * (1.0 - targets) / ops.cast(num_classes - 1, "float32")
+        return keep * targets + alpha / ops.cast(num_classes, "float32")
+    return keep * targets + alpha * (1.0 - targets) / ops.cast(num_classes - 1, "float32")
 
 
 @keras.saving.register_keras_serializable(package="lskd_tf")
@@ -270,8 +328,18 @@ class SmoothedCrossEntropy(MaskedMeanLoss):
         else:
             labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
             targets = ops.one_hot(labels, num_classes, dtype="float32")
-        targets = smooth_targets(targets, self.alpha, self.convention)
+        if getattr(self, "_held", None) is not None:  # any alpha, 0 included
+            targets = _smooth(
+                targets, self.constant("keep"), self.constant("alpha"), self.convention
+            )
+        else:
+            targets = smooth_targets(targets, self.alpha, self.convention)
         return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+
+    held_settings = ("alpha",)
+
+    def graph_constants(self) -> dict[str, float]:
+        return {"keep": 1.0 - self.alpha, "alpha": self.alpha}
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -279,9 +347,19 @@ class SmoothedCrossEntropy(MaskedMeanLoss):
         return config
 
 
+class _HeldTemperature:
+    """The temperature and T² of a KD loss, as `MaskedMeanLoss.hold_settings_in_variables`
+    holds them (T² computed in Python, as the constant it replaces)."""
+
+    held_settings = ("temperature",)
+
+    def graph_constants(self) -> dict[str, float]:
+        return {"temperature": self.temperature, "t_squared": self.temperature**2}
+
+
 @register_kd_loss("kl")
 @keras.saving.register_keras_serializable(package="lskd_tf")
-class DistillationKL(MaskedMeanLoss):
+class DistillationKL(_HeldTemperature, MaskedMeanLoss):
     """Hinton's distillation loss: T² · KL(softmax(t/T) ‖ softmax(s/T)).
 
     Args:
@@ -315,13 +393,14 @@ class DistillationKL(MaskedMeanLoss):
         self.t2_scaling = bool(t2_scaling)
 
     def call(self, y_true, y_pred):
-        t = ops.cast(y_true, "float32") / self.temperature
-        s = ops.cast(y_pred, "float32") / self.temperature
+        temperature = self.constant("temperature")
+        t = ops.cast(y_true, "float32") / temperature
+        s = ops.cast(y_pred, "float32") / temperature
         log_p_teacher = ops.log_softmax(t, axis=-1)
         log_p_student = ops.log_softmax(s, axis=-1)
         kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
         if self.t2_scaling:
-            kl = kl * (self.temperature**2)
+            kl = kl * self.constant("t_squared")
         return kl
 
     def get_config(self) -> dict:
@@ -332,7 +411,7 @@ class DistillationKL(MaskedMeanLoss):
 
 @register_kd_loss("topk_kl")
 @keras.saving.register_keras_serializable(package="lskd_tf")
-class TopKDistillationKL(MaskedMeanLoss):
+class TopKDistillationKL(_HeldTemperature, MaskedMeanLoss):
     """Word-level KD on the teacher's k largest logits, as the papers' fairseq fork does it.
 
     Per position, with the teacher's top-k logits ``t_k`` at ids ``idx_k`` and student
@@ -410,14 +489,15 @@ class TopKDistillationKL(MaskedMeanLoss):
         # the fork's formula in float64), without a full log-softmax; tf.gather with
         # batch_dims because keras.ops.take_along_axis is far slower on TensorFlow
         # (benchmarks/RESULTS.md, "Full-vocabulary KL against the papers' sparse top-k").
+        temperature = self.constant("temperature")
         ids, teacher_logits = teacher_topk(y_true, self.topk)
-        log_p_teacher = ops.log_softmax(teacher_logits / self.temperature, axis=-1)
-        scaled = ops.cast(y_pred, "float32") / self.temperature
+        log_p_teacher = ops.log_softmax(teacher_logits / temperature, axis=-1)
+        scaled = ops.cast(y_pred, "float32") / temperature
         at_teacher_ids = tf.gather(scaled, ids, batch_dims=len(ids.shape) - 1)
         kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - at_teacher_ids), axis=-1)
         kl = kl + ops.logsumexp(scaled, axis=-1)
         if self.t2_scaling:
-            kl = kl * (self.temperature**2)
+            kl = kl * self.constant("t_squared")
         return kl
 
     def get_config(self) -> dict:

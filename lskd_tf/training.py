@@ -60,6 +60,7 @@ from lskd_tf.choices import OPTIMIZERS
 from lskd_tf.distiller import Distiller, DistillSpec, default_metrics
 from lskd_tf.losses import SmoothedCrossEntropy, validate_smoothing
 from lskd_tf.models.weight_decay import adamw_exclusion_pattern, validate_weight_decay_scope
+from lskd_tf.reuse import CompiledModels, copy_weights, hold_loss_settings
 from lskd_tf.run_dir import RunDir, as_run_dir
 from lskd_tf.schedules import SCHEDULES, WarmupDecay, check_warmup
 from lskd_tf.seeding import epoch_seed, period_seed, reseed, set_global_seeds
@@ -424,6 +425,7 @@ def run_training(
     hparams: dict | None = None,
     profile_batches: tuple[int, int] | None = None,
     final_metrics: Callable[[RunDir], dict] | None = None,
+    reuse: tuple[CompiledModels, str] | None = None,
 ) -> RunResult:
     """The epoch loop shared by teachers and students (see the module docstring).
 
@@ -434,6 +436,14 @@ def run_training(
     ``metric_names`` are kept in run.json's ``best`` and ``last``. ``final_metrics(out)``,
     when given, measures the finished run's checkpoints (e.g. BLEU by decoding) before
     the run is marked finished, so a kill never leaves a finished run without them.
+
+    ``reuse=(cache, key)`` trains the compiled model that ``cache``
+    (`lskd_tf.reuse.CompiledModels`) holds for ``key`` (and runs of the same
+    steps per epoch), given this run's starting state, instead of tracing a new train
+    function: the same bits, seconds less per run (`lskd_tf.reuse`). The key must name
+    everything that shapes the train step except the losses' held settings and the
+    weights; ``RunResult.model`` is ``saved_model`` either way, holding the trained
+    weights. Ignored for multi-worker runs.
 
     Distributed runs (`lskd_tf.distribute`): every worker runs this loop; only the
     chief writes to ``run_dir`` and ``tensorboard_dir``, the other workers write the
@@ -455,10 +465,17 @@ def run_training(
     keras.utils.set_random_seed(config.seed)
     periods = UpdatePeriods(config, epoch_fn, steps_per_epoch) if config.counts_updates else None
     at = periods.end_of_current if periods else None
-    resume = ResumeState(run, out, train_model, saved_model, at=at)
+    callers_model = saved_model
     with strategy.scope():
         compile_fn(make_optimizer(config, steps_per_epoch))
         _build_optimizer(train_model)
+        hold_loss_settings(train_model)  # the same bits reused or not (lskd_tf.reuse)
+        if reuse is not None and not distribute.is_multi_worker(strategy):
+            cache, key = reuse
+            train_model, saved_model = cache.adopt(
+                f"{key} steps_per_epoch={steps_per_epoch}", train_model, saved_model
+            )
+        resume = ResumeState(run, out, train_model, saved_model, at=at)
         history = resume.restore()
     distribute.check_same_on_all_workers(strategy, len(history), "the epoch to start from")
     if periods:
@@ -538,7 +555,9 @@ def run_training(
     distribute.barrier(strategy, f"the end of {info['name']}")
     distribute.discard_write_dir(out.path, run.path)
     print(summary_line(info), flush=True)  # one line per finished run, even with verbose=0
-    return RunResult(run.path, saved_model, history, info["best"], info["last"])
+    if saved_model is not callers_model:  # a reused compiled model trained in its place
+        copy_weights(callers_model, saved_model)
+    return RunResult(run.path, callers_model, history, info["best"], info["last"])
 
 
 def _build_optimizer(model: keras.Model) -> None:
@@ -645,7 +664,8 @@ def train_teacher(
         metrics, monitor: reported metrics (default top-1/top-5) and the one whose
             validation value picks ``best.keras``.
         run_info: extra fields recorded in ``run.json`` (e.g. model and dataset names).
-        **run_options: ``tensorboard_dir``, ``callbacks``, ``hparams``, ``profile_batches``.
+        **run_options: ``tensorboard_dir``, ``callbacks``, ``hparams``, ``profile_batches``,
+            ``final_metrics``, ``reuse`` (`run_training`).
 
     Example:
 

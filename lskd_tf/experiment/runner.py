@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lskd_tf import distribute, tasks
+from lskd_tf import distribute, reuse, tasks
 from lskd_tf.checksums import weights_sha256
 from lskd_tf.experiment import identity
 from lskd_tf.experiment.planning import hparams_of
@@ -30,6 +30,25 @@ def _build(task: tasks.Task, spec: RunSpec, info, strategy, run_info: dict) -> k
         if spec.pretrained:  # a resumed run then loads its own last state over these
             run_info["pretrained_weights"] = task.initialize(model, spec.pretrained)
     return model
+
+
+def reuse_key(spec: RunSpec, env: RunEnv, strategy: tf.distribute.Strategy) -> str:
+    """What shapes a run's train step, for `lskd_tf.reuse`: the spec without what the
+    compiled model takes from the run instead (label smoothing and temperature, held in
+    variables; the weights of the student and of a study teacher, copied in), the dtype
+    policy and the strategy. `lskd_tf.reuse.CompiledModels.adopt` checks the models'
+    structure besides."""
+    if isinstance(spec, TeacherSpec):
+        shape = dataclasses.replace(spec, label_smoothing=0.0, seed=0, pretrained=None)
+    else:
+        teacher = spec.teacher and dataclasses.replace(
+            spec.teacher, label_smoothing=0.0, seed=0, pretrained=None
+        )
+        distill = dataclasses.replace(spec.distill, temperature=1.0, label_smoothing=0.0)
+        shape = dataclasses.replace(
+            spec, teacher=teacher, distill=distill, use_teacher="last", seed=0, pretrained=None
+        )
+    return f"{shape!r} {env.mixed_precision} {type(strategy).__name__}@{id(strategy)}"
 
 
 def teacher_checkpoint_path(spec: StudentSpec, env: RunEnv) -> Path:
@@ -57,6 +76,7 @@ def run(spec: RunSpec, env: RunEnv) -> RunResult:
         final_metrics=lambda run: task.final_metrics(run, spec.data, info),
         metrics=metrics,
         monitor=task.monitor,
+        reuse=(reuse.DEFAULT, reuse_key(spec, env, strategy)) if env.reuse_compiled else None,
         run_info=identity.with_identity(
             {
                 "spec": spec.record(),  # once: readers use RunDir.read_spec / spec_record

@@ -335,6 +335,10 @@ class RunEnv:
     """What to do with a run directory holding a run with other settings: ``"error"``
     (stop and say what differs) or ``"overwrite"`` (move it aside, train again); see
     `lskd_tf.experiment.identity`."""
+    reuse_compiled: bool = True
+    """Train runs that differ only in label smoothing, temperature or the teacher's
+    weights on one compiled model of the process, traced once (`lskd_tf.reuse`: the same
+    numbers, seconds less per run); False compiles and traces every run anew."""
 
     def __post_init__(self):
         if self.on_conflict not in ("error", "overwrite"):
