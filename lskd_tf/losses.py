@@ -205,6 +205,7 @@ class MaskedMeanLoss(keras.losses.Loss):
     held_settings: tuple[str, ...] = ()
     """The constructor arguments (floats) that `hold_settings_in_variables` moves into
     variables, so one traced train function serves runs that differ only in them."""
+    _held: dict[str, tf.Variable] | None = None  # set by hold_settings_in_variables
 
     def graph_constants(self) -> dict[str, float]:
         """The float32 numbers ``call`` reads, computed from ``held_settings`` in Python
@@ -217,9 +218,11 @@ class MaskedMeanLoss(keras.losses.Loss):
         the graph as constants; `assign_settings_from` then changes them in place.
 
         Call it eagerly, before the first trace (it creates variables). The numbers are
-        the same float32 values either way, so the loss is the same bits.
+        the same float32 values either way, and so is the loss's value; its gradient can
+        differ in the last bits, because TensorFlow's graph optimizer folds constants
+        into it (`lskd_tf.reuse.hold_loss_settings`: every training run holds them).
         """
-        if getattr(self, "_held", None) is None:
+        if self._held is None:
             self._held = {
                 name: tf.Variable(value, dtype="float32", trainable=False, name=name)
                 for name, value in self.graph_constants().items()
@@ -243,8 +246,7 @@ class MaskedMeanLoss(keras.losses.Loss):
 
     def constant(self, name: str):
         """The graph constant ``name`` (`graph_constants`): its variable once held."""
-        held = getattr(self, "_held", None)
-        return self.graph_constants()[name] if held is None else held[name]
+        return self.graph_constants()[name] if self._held is None else self._held[name]
 
 
 def validate_smoothing(alpha: float, convention: str, *, name: str = "alpha") -> None:
@@ -328,7 +330,7 @@ class SmoothedCrossEntropy(MaskedMeanLoss):
         else:
             labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
             targets = ops.one_hot(labels, num_classes, dtype="float32")
-        if getattr(self, "_held", None) is not None:  # any alpha, 0 included
+        if self._held is not None:  # any alpha, 0 included
             targets = _smooth(
                 targets, self.constant("keep"), self.constant("alpha"), self.convention
             )
