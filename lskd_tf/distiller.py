@@ -33,12 +33,17 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from lskd_tf import fast_ops
 from lskd_tf.distribute import global_weight_sum
 from lskd_tf.losses import (
     REDUCTION,
+    ReportedCrossEntropy,
     SmoothedCrossEntropy,
     get_kd_loss,
+    is_sparse_teacher,
+    sparse_teacher,
     teacher_top1,
+    teacher_topk,
     validate_kd_loss,
     validate_smoothing,
     validate_temperature,
@@ -150,10 +155,43 @@ def num_classes_of(model: keras.Model, role: str) -> int:
         ) from None
 
 
+def top1_matches(y_true, y_pred):
+    """1.0 where the largest logit is at the label, else 0.0 (labels (...) or (..., 1)).
+
+    ``keras.metrics.sparse_categorical_accuracy`` with `fast_ops.argmax` (the same ids;
+    Keras's own argmax rereads vocabulary-sized logits five times) and the labels
+    compared as integers (Keras casts them to the logits' dtype, which float16 cannot
+    hold exactly above 2,048 classes).
+    """
+    labels, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    if len(labels.shape) == len(y_pred.shape) and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, -1)
+    return ops.cast(ops.equal(ops.cast(labels, "int32"), fast_ops.argmax(y_pred)), "float32")
+
+
+@keras.saving.register_keras_serializable(package="lskd_tf")
+class Top1Accuracy(keras.metrics.MeanMetricWrapper):
+    """Top-1 accuracy of logits against integer labels (`top1_matches`, averaged).
+
+    Example:
+
+    >>> metric = Top1Accuracy()
+    >>> metric.update_state([2, 0], [[0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    >>> float(metric.result())
+    1.0
+    """
+
+    def __init__(self, name: str = "top1", dtype=None):
+        super().__init__(fn=top1_matches, name=name, dtype=dtype)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype}
+
+
 def default_metrics() -> list[keras.metrics.Metric]:
     """Top-1 and top-5 accuracy of the student's logits (per example or per token)."""
     return [
-        keras.metrics.SparseCategoricalAccuracy(name="top1"),
+        Top1Accuracy(),
         keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
     ]
 
@@ -210,7 +248,10 @@ class Distiller(keras.Model):
         # Frozen *before* compile: Keras captures trainable state at compile time.
         self.teacher.trainable = False
         self.num_classes = student_classes
-        self.ce_loss_fn = SmoothedCrossEntropy(
+        # Pure KD reports the cross-entropy without training on it: the same value from
+        # fewer reads of the logits (ReportedCrossEntropy), and no gradient to skip.
+        cross_entropy = SmoothedCrossEntropy if self.distill.ce_weight else ReportedCrossEntropy
+        self.ce_loss_fn = cross_entropy(
             self.distill.label_smoothing, self.distill.smoothing, reduction=REDUCTION
         )
         if self.distill.kd_topk >= student_classes:
@@ -251,6 +292,10 @@ class Distiller(keras.Model):
             y_pred = self.student(inputs, training=training)
         if teacher_logits is None:
             teacher_logits = self.teacher_logits(inputs)
+        if self.distill.kd_topk and not is_sparse_teacher(teacher_logits):
+            # Dense logits read once (the teacher's top k, as a top-k cache holds them):
+            # the KD loss and agreement then read k entries per position, not V.
+            teacher_logits = sparse_teacher(*teacher_topk(teacher_logits, self.distill.kd_topk))
         ce = ops.zeros(()) if y is None else self.ce_loss_fn(y, y_pred, sample_weight)
         kd = self.kd_loss_fn(teacher_logits, y_pred, sample_weight)
         # A term of weight 0 is reported, not differentiated: adding 0 * term changes no
@@ -276,7 +321,7 @@ class Distiller(keras.Model):
         self.ce_tracker.update_state(unscale_for_replicas(ce), sample_weight=count)
         self.kd_tracker.update_state(unscale_for_replicas(kd), sample_weight=count)
         agree = ops.cast(
-            ops.equal(teacher_top1(teacher_logits), ops.cast(ops.argmax(y_pred, -1), "int32")),
+            ops.equal(teacher_top1(teacher_logits), fast_ops.argmax(y_pred)),
             "float32",
         )
         self.agreement_tracker.update_state(agree, sample_weight=sample_weight)

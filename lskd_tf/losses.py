@@ -39,6 +39,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from lskd_tf import fast_ops
 from lskd_tf.choices import (  # noqa: F401  (TEMPERATURE_RANGE: lskd_tf.losses' public bound)
     SMOOTHING_CONVENTIONS,
     TEMPERATURE_RANGE,
@@ -172,15 +173,15 @@ def teacher_topk(teacher, k: int):
                 f"the loss reads the top {k}: build the teacher cache with kd_topk={k}"
             )
         return ops.cast(ids, "int32"), ops.cast(logits, "float32")
-    logits, ids = ops.top_k(ops.cast(teacher, "float32"), k, sorted=True)
-    return ops.cast(ids, "int32"), logits
+    logits, ids = fast_ops.top_k(ops.cast(teacher, "float32"), k)  # = tf.math.top_k's
+    return ids, logits
 
 
 def teacher_top1(teacher):
     """The teacher's most likely id per position, from dense or `sparse_teacher` logits."""
     if is_sparse_teacher(teacher):
         return ops.cast(teacher[TOPK_IDS][..., 0], "int32")
-    return ops.cast(ops.argmax(teacher, -1), "int32")
+    return fast_ops.argmax(teacher)  # = keras.ops.argmax's ids
 
 
 class MaskedMeanLoss(keras.losses.Loss):
@@ -349,6 +350,49 @@ class SmoothedCrossEntropy(MaskedMeanLoss):
         return config
 
 
+@keras.saving.register_keras_serializable(package="lskd_tf")
+class ReportedCrossEntropy(SmoothedCrossEntropy):
+    """`SmoothedCrossEntropy`'s value for reporting only: no gradient, fewer passes.
+
+    A pure-KD `Distiller` (``ce_weight=0``) reports the cross-entropy on the labels it
+    never trains on. With targets ``t`` summing to 1, ``H(t, softmax(z)) = logsumexp(z)
+    − Σ t·z``, and for integer labels ``Σ t·z`` needs only the label's logit and the
+    sum of all logits: ``keep·z[y] + alpha·mean(z)`` (``"uniform"``) or ``keep·z[y] +
+    alpha·(Σz − z[y]) / (K − 1)`` (``"others"``). So the (…, K) logits are read by one
+    logsumexp and one sum, never turned into one-hot targets and a log-softmax: at a
+    10,000-token vocabulary 8.6 ms instead of 14.6 ms per 32 × 32 tokens on a 2-core CPU
+    (RESULTS.md, "The KD step's reads of the vocabulary"). The value equals
+    `SmoothedCrossEntropy`'s to float32 rounding (tested: relative 1e-6), not bit for
+    bit. Soft or one-hot ``y_true`` take `SmoothedCrossEntropy`'s formula.
+
+    Its gradient is zero (``stop_gradient``): the gather this formula reads the label's
+    logit with has a far slower backward on CPU than the one-hot product (RESULTS.md,
+    "Translation distillation step"), so a trained cross-entropy stays
+    `SmoothedCrossEntropy`.
+
+    Example:
+
+    >>> ReportedCrossEntropy(0.1)([2, 0], [[1.0, 2.0, 3.0], [0.5, 0.1, -1.0]])
+    """
+
+    def __init__(self, *args, name: str = "reported_cross_entropy", **kwargs):
+        super().__init__(*args, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        logits = ops.stop_gradient(ops.cast(y_pred, "float32"))
+        if len(y_true.shape) == len(logits.shape) and y_true.shape[-1] != 1:
+            return super().call(y_true, logits)  # soft or one-hot targets
+        labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
+        at_label = tf.gather(logits, labels, batch_dims=len(labels.shape))
+        keep, alpha = self.constant("keep"), self.constant("alpha")
+        num_classes = ops.cast(ops.shape(logits)[-1], "float32")
+        if self.convention == "uniform":
+            others = ops.sum(logits, axis=-1) / num_classes
+        else:
+            others = (ops.sum(logits, axis=-1) - at_label) / (num_classes - 1.0)
+        return ops.logsumexp(logits, axis=-1) - (keep * at_label + alpha * others)
+
+
 class _HeldTemperature:
     """The temperature and T² of a KD loss, as `MaskedMeanLoss.hold_settings_in_variables`
     holds them (T² computed in Python, as the constant it replaces)."""
@@ -409,6 +453,40 @@ class DistillationKL(_HeldTemperature, MaskedMeanLoss):
         config = super().get_config()
         config.update(temperature=self.temperature, t2_scaling=self.t2_scaling)
         return config
+
+
+@tf.custom_gradient
+def _topk_kl(scaled, ids, log_p_teacher):
+    """Per position ``Σ_k p_k (log p_k − log_softmax(scaled)[ids_k])``, ``p = exp(log_p)``,
+    with the gradient written out: ``softmax(scaled) − p`` scattered at ``ids``.
+
+    ``log_softmax(z)[i] = z[i] − logsumexp(z)`` and ``Σ_k p_k = 1``, so the value is
+    ``Σ_k p_k (log p_k − z[ids_k]) + logsumexp(z)``: the vocabulary-sized ``scaled`` is
+    only reduced and read at k ids, never normalised as a whole (`tf.gather` with
+    ``batch_dims``: ``keras.ops.take_along_axis`` is far slower on TensorFlow). Autodiff
+    of that expression back-propagates through the logsumexp and through the gather
+    (an index scatter); the written-out gradient is one exponential over the vocabulary
+    and k subtractions per position, 21 ms instead of 36 ms forward + backward per
+    32 × 32 × 10,000 logits on a 2-core CPU (RESULTS.md, "The KD step's reads of the
+    vocabulary"). It is the fork's gradient; autodiff's differs from it by float32
+    rounding only (tested). The teacher (``ids``, ``log_p_teacher``) is a constant.
+    """
+    lse = tf.reduce_logsumexp(scaled, axis=-1)
+    at_teacher_ids = tf.gather(scaled, ids, batch_dims=len(ids.shape) - 1)
+    p_teacher = tf.exp(log_p_teacher)
+    kl = tf.reduce_sum(p_teacher * (log_p_teacher - at_teacher_ids), axis=-1) + lse
+
+    def gradient(upstream):
+        num_classes = tf.shape(scaled)[-1]
+        upstream = upstream[..., None]
+        grad = tf.reshape(upstream * tf.exp(scaled - lse[..., None]), [-1, num_classes])
+        flat_ids = tf.reshape(ids, [-1, ids.shape[-1]])
+        rows = tf.broadcast_to(tf.range(tf.shape(flat_ids)[0])[:, None], tf.shape(flat_ids))
+        at = tf.stack([tf.reshape(rows, [-1]), tf.reshape(flat_ids, [-1])], axis=1)
+        grad = tf.tensor_scatter_nd_sub(grad, at, tf.reshape(upstream * p_teacher, [-1]))
+        return tf.reshape(grad, tf.shape(scaled)), None, None
+
+    return kl, gradient
 
 
 @register_kd_loss("topk_kl")
@@ -483,21 +561,11 @@ class TopKDistillationKL(_HeldTemperature, MaskedMeanLoss):
         self.t2_scaling = bool(t2_scaling)
 
     def call(self, y_true, y_pred):
-        # log_softmax(s/T)[idx] = s[idx]/T - logsumexp(s/T) and sum_k p_k = 1, so the
-        # loss is sum_k p_k (log p_k - s[idx_k]/T) + logsumexp(s/T): the student's
-        # vocabulary-sized tensor is only reduced (logsumexp) and read at k ids, never
-        # normalised as a whole; its gradient T (softmax(s/T) - p at idx) is the fork's.
-        # Same value as normalising first, to float32 rounding (the tests compare with
-        # the fork's formula in float64), without a full log-softmax; tf.gather with
-        # batch_dims because keras.ops.take_along_axis is far slower on TensorFlow
-        # (benchmarks/RESULTS.md, "Full-vocabulary KL against the papers' sparse top-k").
         temperature = self.constant("temperature")
         ids, teacher_logits = teacher_topk(y_true, self.topk)
         log_p_teacher = ops.log_softmax(teacher_logits / temperature, axis=-1)
         scaled = ops.cast(y_pred, "float32") / temperature
-        at_teacher_ids = tf.gather(scaled, ids, batch_dims=len(ids.shape) - 1)
-        kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - at_teacher_ids), axis=-1)
-        kl = kl + ops.logsumexp(scaled, axis=-1)
+        kl = _topk_kl(scaled, ids, log_p_teacher)
         if self.t2_scaling:
             kl = kl * self.constant("t_squared")
         return kl

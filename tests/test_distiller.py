@@ -289,3 +289,45 @@ def test_kd_topk_is_out_of_old_runs_identity_and_checked():
     with pytest.raises(ValueError, match="must be < the 10 classes"):
         teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(10)])
         Distiller(teacher, teacher, DistillSpec(kd_loss="topk_kl", kd_topk=10))
+
+
+def _vocabulary_models(seed: int, classes: int = 3_000):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(classes)])
+
+
+def test_online_topk_kd_equals_the_sparse_cache_at_a_vocabulary_size():
+    """At a vocabulary size the online teacher's top k (`fast_ops.top_k`) and the cached
+    sparse top k train the same student bit for bit, loss terms and agreement included;
+    pure KD reports the cross-entropy through `ReportedCrossEntropy`, to float32
+    rounding the trained cross-entropy's value."""
+    from lskd_tf.losses import ReportedCrossEntropy, sparse_teacher
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 3_000, 32).astype("int32")
+    teacher = _vocabulary_models(1)
+    top = tf.math.top_k(teacher(x), 4)
+    spec = DistillSpec(temperature=2.0, kd_loss="topk_kl", kd_topk=4)
+
+    def train(inputs):
+        student = _vocabulary_models(2)
+        distiller = Distiller(teacher, student, spec)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+        logs = distiller.fit(inputs, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        return distiller, snapshot(student), logs.history
+
+    online, online_weights, online_logs = train(x)
+    _, cached_weights, cached_logs = train(
+        with_teacher_logits(x, sparse_teacher(top.indices, top.values))
+    )
+    for a, b in zip(online_weights, cached_weights):
+        np.testing.assert_array_equal(a, b)
+    assert online_logs == cached_logs and online_logs["agreement"][-1] > 0
+
+    assert type(online.ce_loss_fn) is ReportedCrossEntropy  # pure KD: reported only
+    logs = online.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    trained_ce = float(SmoothedCrossEntropy(0.0)(y, online.student(x)))
+    assert logs["ce_loss"] == pytest.approx(trained_ce, rel=1e-6)
+    mixed = Distiller(teacher, _vocabulary_models(2), DistillSpec(ce_weight=0.1))
+    assert type(mixed.ce_loss_fn) is SmoothedCrossEntropy  # trained on: differentiated

@@ -223,6 +223,71 @@ def test_topk_kd_matches_the_forks_criterion(tokens, temperature, k):
     assert _value_and_grad(loss, sparse, changed, mask)[0] == pytest.approx(value, rel=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_topk_kd_at_a_vocabulary_size_is_the_forks_value_and_gradient(temperature):
+    """10,000 ids: the dense teacher's top k come from `fast_ops.top_k`'s blocked search
+    and the gradient is written out (`_topk_kl`); both against the fork in float64, the
+    gradient also against autodiff of the same expression (float32 rounding apart)."""
+    from lskd_tf.losses import TopKDistillationKL
+
+    rng = np.random.default_rng(11)
+    teacher, student = rng.normal(0, 3, (2, 2, 6, 10_000))
+    mask = (rng.random((2, 6)) < 0.7).astype(np.float64)
+    fork, fork_grad, entropy = np_fork_kd(teacher, student, mask, temperature, 4)
+    loss = TopKDistillationKL(temperature=temperature, topk=4)
+    value, grad = _value_and_grad(loss, tf.constant(teacher, tf.float32), student, mask)
+    np.testing.assert_allclose(value, fork - entropy, rtol=1e-5)
+    np.testing.assert_allclose(grad, fork_grad, rtol=1e-4, atol=1e-9)
+
+    s = tf.constant(student, tf.float32)
+    top = tf.math.top_k(tf.constant(teacher, tf.float32), 4)
+    log_p = tf.nn.log_softmax(top.values / temperature)
+    with tf.GradientTape() as tape:  # the expression _topk_kl computes, autodiff's gradient
+        tape.watch(s)
+        scaled = s / temperature
+        per_token = tf.reduce_sum(
+            tf.exp(log_p) * (log_p - tf.gather(scaled, top.indices, batch_dims=2)), -1
+        ) + tf.reduce_logsumexp(scaled, -1)
+        autodiff = tf.reduce_sum(per_token * temperature**2 * mask) / mask.sum()
+    assert float(autodiff) == value  # the same forward ops: the same bits
+    np.testing.assert_allclose(grad, tape.gradient(autodiff, s), rtol=1e-5, atol=1e-10)
+
+
+def test_reported_cross_entropy_is_the_smoothed_cross_entropy_without_gradient():
+    """The pure-KD Distiller's reported CE (logsumexp and sums, no one-hot) equals the
+    trained one to float32 rounding, for both conventions, held settings or not, labels
+    (B, L) with a padding mask or (N, 1); soft targets take the trained formula; no
+    gradient reaches the logits."""
+    from lskd_tf.losses import ReportedCrossEntropy
+
+    rng = np.random.default_rng(12)
+    logits = rng.normal(0, 3, (3, 5, 10_000)).astype(np.float32)
+    labels = rng.integers(0, 10_000, (3, 5))
+    mask = (rng.random((3, 5)) < 0.7).astype(np.float32)
+    for convention in ("uniform", "others"):
+        for alpha in (0.0, 0.1, 0.4):
+            trained = SmoothedCrossEntropy(alpha, convention)
+            want = float(trained(labels, logits, mask))
+            for held in (False, True):
+                reported = ReportedCrossEntropy(alpha, convention)
+                if held:
+                    reported.hold_settings_in_variables()
+                assert float(reported(labels, logits, mask)) == pytest.approx(want, rel=1e-6)
+            assert float(ReportedCrossEntropy(alpha, convention)(
+                labels[:, :1], logits[:, 0])) == pytest.approx(
+                float(trained(labels[:, :1], logits[:, 0])), rel=1e-6)  # fmt: skip
+    soft = tf.nn.softmax(rng.normal(size=(4, 7)).astype(np.float32))
+    z = rng.normal(size=(4, 7)).astype(np.float32)
+    assert float(ReportedCrossEntropy(0.1)(soft, z)) == float(SmoothedCrossEntropy(0.1)(soft, z))
+    variable = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = ReportedCrossEntropy(0.1)(labels, variable, mask)
+    assert tape.gradient(value, variable) is None
+    clone = keras.losses.deserialize(keras.losses.serialize(ReportedCrossEntropy(0.2, "others")))
+    assert type(clone) is ReportedCrossEntropy
+    assert (clone.alpha, clone.convention) == (0.2, "others")
+
+
 def test_topk_kd_ignores_every_id_outside_the_teachers_top_k(tokens):
     """Only the student's log-probabilities at the teacher's k ids (and its normaliser)
     count: the teacher's other logits do not, unlike full-vocabulary KL."""
