@@ -159,9 +159,9 @@ def top1_matches(y_true, y_pred):
     """1.0 where the largest logit is at the label, else 0.0 (labels (...) or (..., 1)).
 
     ``keras.metrics.sparse_categorical_accuracy`` with `fast_ops.argmax` (the same ids;
-    Keras's own argmax rereads vocabulary-sized logits five times) and the labels
-    compared as integers (Keras casts them to the logits' dtype, which float16 cannot
-    hold exactly above 2,048 classes).
+    Keras's own argmax adds passes over vocabulary-sized logits) and the labels compared
+    as integers (Keras casts them to the logits' dtype, which float16 cannot hold exactly
+    above 2,048 classes).
     """
     labels, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
     if len(labels.shape) == len(y_pred.shape) and labels.shape[-1] == 1:

@@ -4,16 +4,17 @@ A translation step reads vocabulary-sized logits (32 × 32 tokens × 10,000 ids 
 floats) several times outside the two models: the teacher's top k for ``topk_kl``, the
 teacher's and the student's top-1 for ``agreement`` and the ``top1`` metric. On
 TensorFlow's CPU kernels two of those reads cost more than the model work they serve
-(`benchmarks/translation_step_time.py`, RESULTS.md, "The KD step's reads of the
+(`benchmarks/vocabulary_reads.py`; timings in RESULTS.md, "The KD step's reads of the
 vocabulary"):
 
 * ``keras.ops.argmax`` on floats first rewrites every ``-0.0`` to ``-tiny`` (a
   ``where`` over the whole tensor: Keras's fix for jax-ml/jax#24280, so that ``-0.0``
-  ranks below ``+0.0``), five times the cost of ``tf.argmax`` itself. `argmax` takes
+  ranks below ``+0.0``), several times the cost of ``tf.argmax`` itself. `argmax` takes
   ``tf.argmax`` and falls back to ``keras.ops.argmax`` only when some row's largest value
   compares equal to 0 or is not finite, the only rows where the two can differ: the
   same int32 ids as ``keras.ops.argmax`` for every input.
-* ``tf.math.top_k`` with a small k walks each row through a heap. `top_k` first takes
+* ``tf.math.top_k`` selects over every entry of each row, which on TensorFlow's CPU
+  kernel costs several reads of the row at a small k. `top_k` first takes
   the maximum of each block of ~√V logits, keeps the k blocks with the largest maxima,
   and takes the top k of those k blocks only. Exact, ties included: an entry of the true
   top k lies in one of those blocks (were its block not kept, the k kept blocks' maxima

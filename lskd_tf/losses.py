@@ -359,9 +359,8 @@ class ReportedCrossEntropy(SmoothedCrossEntropy):
     − Σ t·z``, and for integer labels ``Σ t·z`` needs only the label's logit and the
     sum of all logits: ``keep·z[y] + alpha·mean(z)`` (``"uniform"``) or ``keep·z[y] +
     alpha·(Σz − z[y]) / (K − 1)`` (``"others"``). So the (…, K) logits are read by one
-    logsumexp and one sum, never turned into one-hot targets and a log-softmax: at a
-    10,000-token vocabulary 8.6 ms instead of 14.6 ms per 32 × 32 tokens on a 2-core CPU
-    (RESULTS.md, "The KD step's reads of the vocabulary"). The value equals
+    logsumexp and one sum, never turned into one-hot targets and a log-softmax (timings:
+    RESULTS.md, "The KD step's reads of the vocabulary"). The value equals
     `SmoothedCrossEntropy`'s to float32 rounding (tested: relative 1e-6), not bit for
     bit. Soft or one-hot ``y_true`` take `SmoothedCrossEntropy`'s formula.
 
@@ -466,10 +465,10 @@ def _topk_kl(scaled, ids, log_p_teacher):
     ``batch_dims``: ``keras.ops.take_along_axis`` is far slower on TensorFlow). Autodiff
     of that expression back-propagates through the logsumexp and through the gather
     (an index scatter); the written-out gradient is one exponential over the vocabulary
-    and k subtractions per position, 21 ms instead of 36 ms forward + backward per
-    32 × 32 × 10,000 logits on a 2-core CPU (RESULTS.md, "The KD step's reads of the
-    vocabulary"). It is the fork's gradient; autodiff's differs from it by float32
-    rounding only (tested). The teacher (``ids``, ``log_p_teacher``) is a constant.
+    and k subtractions per position, about two thirds of autodiff's time (RESULTS.md,
+    "The KD step's reads of the vocabulary"). It is the fork's gradient; autodiff's
+    differs from it by float32 rounding only (tested). The teacher (``ids``,
+    ``log_p_teacher``) is a constant.
     """
     lse = tf.reduce_logsumexp(scaled, axis=-1)
     at_teacher_ids = tf.gather(scaled, ids, batch_dims=len(ids.shape) - 1)
