@@ -35,7 +35,8 @@ import keras
 import tensorflow as tf
 
 BLOCKED_TOP_K_MIN_CLASSES = 1024
-"""From this many classes on, `top_k` reads blocks (below it the heap is as fast)."""
+"""From this many classes on, `top_k` reads blocks; image class counts (10–1,000) take
+``tf.math.top_k`` as is."""
 
 
 def argmax(logits) -> tf.Tensor:

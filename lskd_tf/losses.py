@@ -291,6 +291,14 @@ def _smooth(targets, keep, alpha, convention: str):
     return keep * targets + alpha * (1.0 - targets) / ops.cast(num_classes - 1, "float32")
 
 
+def integer_labels(y_true, logits):
+    """``y_true`` as int32 class ids shaped like ``logits`` without its last axis, or None
+    when ``y_true`` already holds one-hot or soft targets (the logits' shape)."""
+    if len(y_true.shape) == len(logits.shape) and y_true.shape[-1] != 1:
+        return None
+    return ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
+
+
 @keras.saving.register_keras_serializable(package="lskd_tf")
 class SmoothedCrossEntropy(MaskedMeanLoss):
     """Cross-entropy between (smoothed) labels and logits: H(y_ls, softmax(z)).
@@ -325,12 +333,11 @@ class SmoothedCrossEntropy(MaskedMeanLoss):
 
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
-        num_classes = ops.shape(logits)[-1]
-        if len(y_true.shape) == len(logits.shape) and y_true.shape[-1] != 1:
+        labels = integer_labels(y_true, logits)
+        if labels is None:
             targets = ops.cast(y_true, "float32")  # one-hot or soft targets
         else:
-            labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
-            targets = ops.one_hot(labels, num_classes, dtype="float32")
+            targets = ops.one_hot(labels, ops.shape(logits)[-1], dtype="float32")
         if self._held is not None:  # any alpha, 0 included
             targets = _smooth(
                 targets, self.constant("keep"), self.constant("alpha"), self.convention
@@ -379,9 +386,9 @@ class ReportedCrossEntropy(SmoothedCrossEntropy):
 
     def call(self, y_true, y_pred):
         logits = ops.stop_gradient(ops.cast(y_pred, "float32"))
-        if len(y_true.shape) == len(logits.shape) and y_true.shape[-1] != 1:
+        labels = integer_labels(y_true, logits)
+        if labels is None:
             return super().call(y_true, logits)  # soft or one-hot targets
-        labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(logits)[:-1])
         at_label = tf.gather(logits, labels, batch_dims=len(labels.shape))
         keep, alpha = self.constant("keep"), self.constant("alpha")
         num_classes = ops.cast(ops.shape(logits)[-1], "float32")
